@@ -235,7 +235,7 @@ class RateLimiter:
 
     @staticmethod
     def _refusal(wait: float) -> Decision:
-        seconds = max(1, math.ceil(wait))
+        seconds = max(1, math.ceil(wait - 1e-9))
         unit = "second" if seconds == 1 else "seconds"
         return Decision(
             allowed=False,
