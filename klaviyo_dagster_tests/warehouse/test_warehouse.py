@@ -1,0 +1,190 @@
+"""The DuckDB warehouse on its own: partition replacement, atomicity, schema evolution, views, lock logging."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pytest
+
+from klaviyo_dagster.warehouse import Warehouse, WarehouseResource
+
+UTC = timezone.utc
+D1 = datetime(2026, 1, 1, tzinfo=UTC)
+D2 = datetime(2026, 1, 2, tzinfo=UTC)
+COLUMNS = {
+    "id": "VARCHAR",
+    "updated": "TIMESTAMPTZ",
+    "properties": "JSON",
+    "_partition": "TIMESTAMPTZ",
+}
+
+
+def rows(day: datetime, ids: list[str], version: int = 1) -> dict[str, list]:
+    stamp = (day + timedelta(hours=version)).isoformat()
+    return {
+        "id": ids,
+        "updated": [stamp] * len(ids),
+        "properties": [f'{{"v": {version}, "name": "{i}"}}' for i in ids],
+        "_partition": [day.isoformat()] * len(ids),
+    }
+
+
+@pytest.fixture
+def wh(tmp_path) -> Warehouse:
+    return Warehouse(str(tmp_path / "sub" / "wh.duckdb"))
+
+
+def count_by_partition(wh: Warehouse, table: str = "t") -> dict[str, int]:
+    out = wh.query(f"SELECT _partition::DATE::VARCHAR, count(*) FROM klaviyo.{table} GROUP BY 1 ORDER BY 1")
+    return dict(out)
+
+
+def test_replace_partition_creates_table_and_replaces_only_that_day(wh: Warehouse) -> None:
+    r1 = wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a", "b"]), rows(D1, ["c"])])
+    assert (r1.rows, r1.chunks, r1.table) == (3, 2, "klaviyo.t")
+    wh.replace_partitions("t", COLUMNS, "_partition", [D2], [rows(D2, ["d"])])
+    assert count_by_partition(wh) == {"2026-01-01": 3, "2026-01-02": 1}
+
+    # Re-materialising day 1 replaces exactly day 1.
+    wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a", "x"], version=2)])
+    assert count_by_partition(wh) == {"2026-01-01": 2, "2026-01-02": 1}
+    got = wh.query(
+        "SELECT id, properties->>'v', typeof(updated), typeof(_loaded_at) FROM klaviyo.t ORDER BY id"
+    )
+    assert got[0] == ("a", "2", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP WITH TIME ZONE")
+    assert [g[0] for g in got] == ["a", "d", "x"]
+    # JSON keeps the custom property's type.
+    assert wh.query("SELECT json_type(properties->'v') FROM klaviyo.t WHERE id = 'a'") == [("UBIGINT",)]
+
+
+def test_row_dicts_are_accepted_and_empty_write_clears_partition(wh: Warehouse) -> None:
+    chunk = [
+        {"id": "a", "updated": "2026-01-01T05:00:00+00:00", "_partition": "2026-01-01T00:00:00+00:00"},
+        {"id": "b", "properties": '{"k": [1, "two"]}', "_partition": "2026-01-01T00:00:00+00:00"},
+    ]
+    wh.replace_partitions("t", COLUMNS, "_partition", [D1], [chunk])
+    assert wh.query("SELECT id, updated IS NULL, properties IS NULL FROM klaviyo.t ORDER BY id") == [
+        ("a", False, True),
+        ("b", True, False),
+    ]
+    result = wh.replace_partitions("t", COLUMNS, "_partition", [D1], [])
+    assert result.rows == 0
+    assert wh.query("SELECT count(*) FROM klaviyo.t") == [(0,)]
+
+
+def test_failure_mid_stream_leaves_table_unchanged(wh: Warehouse) -> None:
+    wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a", "b"])])
+
+    def exploding():
+        yield rows(D1, ["new1"])
+        raise RuntimeError("API went away")
+
+    with pytest.raises(RuntimeError, match="API went away"):
+        wh.replace_partitions("t", COLUMNS, "_partition", [D1], exploding())
+    assert wh.query("SELECT id FROM klaviyo.t ORDER BY id") == [("a",), ("b",)]
+
+
+def test_failure_inside_commit_rolls_back(wh: Warehouse) -> None:
+    wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a", "b"])])
+    bad = rows(D1, ["c"])
+    bad["updated"] = ["not a timestamp"]
+    with pytest.raises(duckdb.Error):
+        wh.replace_partitions("t", COLUMNS, "_partition", [D1], [bad])
+    assert wh.query("SELECT id FROM klaviyo.t ORDER BY id") == [("a",), ("b",)]
+
+
+def test_rows_outside_the_partitions_are_refused(wh: Warehouse) -> None:
+    wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a"])])
+    with pytest.raises(ValueError, match="1 staged rows of t fall outside the partitions being replaced"):
+        wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["b"]), rows(D2, ["c"])])
+    assert wh.query("SELECT id FROM klaviyo.t") == [("a",)]
+
+
+def test_schema_evolution_adds_columns(wh: Warehouse) -> None:
+    wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a"])])
+    chunk = rows(D2, ["b"])
+    chunk["loyalty_tier"] = ['"gold"']
+    result = wh.replace_partitions("t", COLUMNS, "_partition", [D2], [chunk])
+    assert result.columns_added == ["loyalty_tier"]
+    cols = wh.columns("t")
+    assert cols["loyalty_tier"] == "JSON"
+    assert wh.query("SELECT id, loyalty_tier->>'$' FROM klaviyo.t ORDER BY id") == [
+        ("a", None),
+        ("b", "gold"),
+    ]
+    # A declared column new to an existing table is added with its declared type.
+    wider = {**COLUMNS, "score": "DOUBLE"}
+    chunk = rows(D1, ["a"])
+    chunk["score"] = [1.5]
+    assert wh.replace_partitions("t", wider, "_partition", [D1], [chunk]).columns_added == ["score"]
+    assert wh.columns("t")["score"] == "DOUBLE"
+
+
+def test_dedupe_on_primary_key_keeps_last_and_current_view(wh: Warehouse) -> None:
+    opts = {"primary_key": ["id"], "latest_by": ["updated"]}
+    result = wh.replace_partitions(
+        "t", COLUMNS, "_partition", [D1], [rows(D1, ["a", "b"], 1), rows(D1, ["a"], 3)], **opts
+    )
+    assert (result.rows, result.deduplicated) == (2, 1)
+    assert wh.query("SELECT properties->>'v' FROM klaviyo.t WHERE id='a'") == [("3",)]
+    wh.replace_partitions("t", COLUMNS, "_partition", [D2], [rows(D2, ["a"], 2)], **opts)
+    assert wh.query("SELECT count(*) FROM klaviyo.t") == [(3,)]
+    current = wh.query("SELECT id, updated FROM klaviyo.t_current ORDER BY id")
+    assert current == [("a", D2 + timedelta(hours=2)), ("b", D1 + timedelta(hours=1))]
+    assert wh.table_exists("t_current") and not wh.table_exists("nope")
+
+
+def test_read_chunks_streams(wh: Warehouse) -> None:
+    ids = [f"id{i:05d}" for i in range(25_000)]
+    wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ids[:12_000]), rows(D1, ids[12_000:])])
+    sizes = [len(df) for df in wh.read_chunks("SELECT id FROM klaviyo.t ORDER BY id", chunk_rows=10_000)]
+    assert sum(sizes) == 25_000 and len(sizes) >= 3 and max(sizes) <= 10_240
+
+
+def test_resource_defaults_and_env(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KLAVIYO_DUCKDB_PATH", str(tmp_path / "env" / "k.duckdb"))
+    wh = WarehouseResource().get_warehouse()
+    assert wh.database == str(tmp_path / "env" / "k.duckdb") and wh.schema == "klaviyo"
+    wh.execute("CREATE SCHEMA IF NOT EXISTS klaviyo")
+    assert (tmp_path / "env" / "k.duckdb").exists()
+    monkeypatch.delenv("KLAVIYO_DUCKDB_PATH")
+    assert WarehouseResource().resolved_database() == "data/klaviyo.duckdb"
+    assert WarehouseResource(database="x.duckdb", schema="s").get_warehouse().schema == "s"
+
+
+def test_waiting_for_the_write_lock_is_logged(tmp_path, caplog) -> None:
+    path = tmp_path / "locked.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import duckdb, sys, time
+                c = duckdb.connect({str(path)!r})
+                print("locked", flush=True)
+                time.sleep(3)
+                c.close()
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        wh = Warehouse(str(path))
+        with caplog.at_level(logging.INFO):
+            wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a"])])
+        assert wh.query("SELECT count(*) FROM klaviyo.t") == [(1,)]
+        messages = " ".join(r.getMessage() for r in caplog.records)
+        assert "is locked by another process" in messages and str(path) in messages
+        assert "Got the DuckDB write lock" in messages
+    finally:
+        holder.wait(timeout=30)
