@@ -1,0 +1,343 @@
+"""KlaviyoClient: one pooled requests session speaking Klaviyo's JSON:API.
+
+Auth and revision headers, connect/read timeouts, paging through ``links.next``, client-side rate
+limiting per endpoint bucket, bounded jittered retries for 429/5xx/broken connections/truncated bodies,
+fail-fast 400/401/403/404 with messages naming cause and fix, counters in ``stats``. The API key lives
+only in the session's auth hook; every message built from foreign text is scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from klaviyo_dagster.client.errors import (
+    KlaviyoAuthError,
+    KlaviyoConnectionError,
+    KlaviyoError,
+    KlaviyoRateLimitError,
+    KlaviyoServerError,
+    error_for_status,
+    first_error,
+)
+from klaviyo_dagster.client.ratelimit import RateLimiter
+from klaviyo_dagster.client.retry import Retryable, make_retrying
+from klaviyo_dagster.client.stats import ClientStats
+from klaviyo_dagster.client.tiers import STEADY_WINDOW_S, Bucket, Tier, resolve_bucket
+
+DEFAULT_BASE_URL = "https://a.klaviyo.com"
+DEFAULT_REVISION = "2026-07-15"
+JSONAPI = "application/vnd.api+json"
+MISSING_KEY_MESSAGE = (
+    "KLAVIYO_API_KEY is not set: export a private API key (pk_...) or start the sandbox with "
+    "`klaviyo-dagster sandbox`"
+)
+_REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
+_QUERY = re.compile(r"\?[^\s)'\"]*")  # query strings may carry e-mail filters: keep them out of messages
+_RETRY_STATUSES = frozenset({408, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529})
+
+Params = Mapping[str, Any] | list[tuple[str, Any]] | None
+
+
+class _KeyAuth(requests.auth.AuthBase):
+    """Sets the Authorization header per request; its repr never shows the key."""
+
+    def __init__(self, key: str) -> None:
+        self._value = f"Klaviyo-API-Key {key}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._value
+        return request
+
+    def __repr__(self) -> str:
+        return "<Klaviyo-API-Key redacted>"
+
+
+class KlaviyoClient:
+    """A Klaviyo API client: ``paginate``, ``get``, ``post``, ``delete``; see CONTRACTS.md."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        revision: str = DEFAULT_REVISION,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_retries: int = 8,
+        max_backoff: float = 60.0,
+        rate_limit_scale: float = 1.0,
+        logger: logging.Logger | logging.LoggerAdapter | Any | None = None,
+        *,
+        rate_limit: bool = True,
+        pool_size: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        key = (api_key or "").strip() if isinstance(api_key, str) or api_key is None else None
+        if key is None:
+            raise KlaviyoAuthError("api_key must be a string: pass the private API key (pk_...)")
+        if not key:
+            raise KlaviyoAuthError(MISSING_KEY_MESSAGE)
+        if any(c.isspace() or ord(c) < 32 for c in key):
+            raise KlaviyoAuthError(
+                "KLAVIYO_API_KEY contains whitespace or control characters: copy the private key "
+                "(pk_...) again without line breaks or quotes"
+            )
+        self._secret = key
+        self.log = logger or logging.getLogger("klaviyo_dagster.client")
+        if not key.startswith("pk_"):
+            self.log.warning(
+                "KLAVIYO_API_KEY does not start with pk_: Klaviyo's API needs a private key, not the "
+                "6-character public site id"
+            )
+        parts = urlsplit((base_url or "").strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise KlaviyoError(
+                f"base_url {base_url!r} is not an http(s) URL: set KLAVIYO_BASE_URL to "
+                f"{DEFAULT_BASE_URL} or to the sandbox's URL (http://127.0.0.1:PORT)"
+            )
+        self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self._netloc = parts.netloc
+        if not _REVISION.match(revision or ""):
+            raise KlaviyoError(
+                f"revision {revision!r} is not of the form YYYY-MM-DD[.suffix]: use e.g. {DEFAULT_REVISION}"
+            )
+        self.revision = revision
+        for name, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+            if not value > 0:
+                raise KlaviyoError(f"{name} must be > 0 seconds, got {value!r}")
+        if max_retries < 0 or max_backoff < 0:
+            raise KlaviyoError(f"max_retries and max_backoff must be >= 0, got {max_retries}, {max_backoff}")
+        self.timeout = (float(connect_timeout), float(read_timeout))
+        self.max_retries = int(max_retries)
+        self.max_backoff = float(max_backoff)
+        self.rate_limit_scale = float(rate_limit_scale)
+        self.stats = ClientStats()
+        self.limiter = RateLimiter(self.rate_limit_scale, sleep=sleep, enabled=rate_limit)
+        self._retrying = make_retrying(self.max_retries, self.max_backoff, self._on_retry, sleep)
+
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.auth = _KeyAuth(key)  # an explicit auth also keeps ~/.netrc from overriding it
+        self.session.headers.update({"revision": revision, "Accept": JSONAPI})
+        self._write_headers = {"Content-Type": JSONAPI}
+
+    # -- public API ------------------------------------------------------------------------------
+    def paginate(self, path: str, params: Params = None, *, tier: Tier | str | None = None) -> Iterator[dict]:
+        """Yield one decoded JSON:API document per page, following ``links.next`` until it is null."""
+        bucket = resolve_bucket("GET", path, _as_mapping(params), tier)
+        url: str | None = self._url(path)
+        query = params
+        while url is not None:
+            doc = self._call("GET", url, path, bucket, query, None)
+            query = None
+            if not isinstance(doc, dict):
+                raise KlaviyoServerError(
+                    f"Klaviyo answered GET {path} without a JSON:API document: expected an object with "
+                    "`data`; check KLAVIYO_BASE_URL points at Klaviyo's API",
+                    url=self.base_url + path,
+                )
+            self.stats.pages += 1
+            yield doc
+            links = doc.get("links")
+            nxt = links.get("next") if isinstance(links, dict) else None
+            if nxt:
+                nxt = self._rebase(nxt)
+                if nxt == url:
+                    raise KlaviyoServerError(
+                        f"Klaviyo's links.next for GET {path} repeats the current page: stopping to avoid a "
+                        "loop; re-run, and report it if it persists",
+                        url=url,
+                    )
+            url = nxt or None
+
+    def get(self, path: str, params: Params = None, *, tier: Tier | str | None = None) -> dict:
+        """GET one document."""
+        bucket = resolve_bucket("GET", path, _as_mapping(params), tier)
+        doc = self._call("GET", self._url(path), path, bucket, params, None)
+        return doc if isinstance(doc, dict) else {}
+
+    def post(self, path: str, body: Any, *, tier: Tier | str | None = None) -> dict | None:
+        """POST a JSON:API body; return the decoded answer, or None for 204 / an empty body."""
+        bucket = resolve_bucket("POST", path, None, tier)
+        return self._call("POST", self._url(path), path, bucket, None, orjson.dumps(body))
+
+    def delete(self, path: str, body: Any = None, *, tier: Tier | str | None = None) -> None:
+        """DELETE, with a JSON:API body when given (e.g. list relationship removals)."""
+        bucket = resolve_bucket("DELETE", path, None, tier)
+        data = orjson.dumps(body) if body is not None else None
+        self._call("DELETE", self._url(path), path, bucket, None, data)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def __enter__(self) -> KlaviyoClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KlaviyoClient(base_url={self.base_url!r}, revision={self.revision!r}, api_key=<redacted>)"
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return self._rebase(path)
+        return self.base_url + (path if path.startswith("/") else "/" + path)
+
+    def _rebase(self, url: str) -> str:
+        """Keep absolute links on our base URL: the key is only ever sent to ``base_url``."""
+        parts = urlsplit(url)
+        if parts.netloc == self._netloc and url.startswith(self.base_url):
+            return url
+        rebased = self.base_url + parts.path
+        return f"{rebased}?{parts.query}" if parts.query else rebased
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "<redacted>") if self._secret else text
+
+    def _on_retry(self, exc: Retryable, attempt: int, wait: float) -> None:
+        self.stats.retries += 1
+        self.log.warning(
+            "Klaviyo %s; retry %d/%d in %.2f s", self._scrub(exc.reason), attempt, self.max_retries, wait
+        )
+
+    def _call(
+        self, method: str, url: str, path: str, bucket: Bucket, params: Params, data: bytes | None
+    ) -> Any:
+        return self._retrying.copy()(self._attempt, method, url, path, bucket, params, data)
+
+    def _attempt(
+        self, method: str, url: str, path: str, bucket: Bucket, params: Params, data: bytes | None
+    ) -> Any:
+        stats = self.stats
+        stats.wait_seconds += self.limiter.acquire(bucket)
+        stats.requests += 1
+        stats.by_endpoint[bucket.key] += 1
+        what = f"{method} {path.split('?', 1)[0]}"
+        try:
+            resp = self.session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=self._write_headers if data is not None else None,
+                timeout=self.timeout,
+            )
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError) as exc:
+            stats.errors += 1
+            raise KlaviyoError(
+                f"Could not send {what}: {self._scrub(str(exc))}; check KLAVIYO_BASE_URL and the path"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            stats.errors += 1
+            kind = type(exc).__name__
+            detail = _QUERY.sub("", self._scrub(str(exc)))[:300]
+
+            def final(attempts: int, kind: str = kind, detail: str = detail) -> KlaviyoError:
+                return KlaviyoConnectionError(
+                    f"Could not complete {what} against {self.base_url} after {attempts} attempts "
+                    f"({kind}: {detail}): check KLAVIYO_BASE_URL, network access and timeouts "
+                    f"(connect {self.timeout[0]} s, read {self.timeout[1]} s)",
+                    url=url,
+                )
+
+            raise Retryable(f"{what}: {kind}", final) from None
+
+        status = resp.status_code
+        if status < 300:
+            if "RateLimit-Limit" in resp.headers:
+                self.limiter.bucket(bucket).observe(resp.headers)
+            content = resp.content
+            if status == 204 or not content:
+                return None
+            try:
+                return orjson.loads(content)
+            except orjson.JSONDecodeError:
+                stats.errors += 1
+                size = len(content)
+
+                def unreadable(attempts: int) -> KlaviyoError:
+                    return KlaviyoServerError(
+                        f"Klaviyo sent an unreadable JSON body ({size} bytes, cut short?) for {what} after "
+                        f"{attempts} attempts: the connection may be unstable; re-run later or raise "
+                        "max_retries",
+                        status=status,
+                        url=url,
+                    )
+
+                raise Retryable(f"{what}: unreadable body of {size} bytes", unreadable) from None
+
+        stats.errors += 1
+        body = resp.content
+
+        def final_error(attempts: int) -> KlaviyoError:
+            err = error_for_status(status, body, method, path, url, revision=self.revision, attempts=attempts)
+            err.message = self._scrub(err.message)
+            err.args = (err.message,)
+            return err
+
+        if status == 429:
+            stats.throttled += 1
+            wait = self._retry_after(resp.headers)
+            longest = max(self.max_backoff, STEADY_WINDOW_S * self.rate_limit_scale * 1.1)
+            if wait > longest:
+                detail = first_error(body).get("detail") or ""
+                raise KlaviyoRateLimitError(
+                    self._scrub(
+                        f"Klaviyo throttled {what} (429{': ' + detail if detail else ''}) and asks to wait "
+                        f"{wait:.0f} s, longer than max_backoff ({self.max_backoff:.0f} s): a daily cap "
+                        "(e.g. 150 list creations a day) is likely spent; retry after that wait"
+                    ),
+                    status=429,
+                    url=url,
+                )
+            jitter = random.uniform(0.0, 0.1 * wait + 0.002)
+            self.limiter.bucket(bucket).throttled(wait + jitter)
+            raise Retryable(f"{what}: 429 throttled (Retry-After {wait:.3f} s)", final_error, wait + jitter)
+        if status in _RETRY_STATUSES:
+            raise Retryable(f"{what}: {status} {resp.reason or ''}".rstrip(), final_error)
+        raise final_error(1)
+
+    def _retry_after(self, headers: Mapping[str, str]) -> float:
+        """Seconds to wait after a 429: the sandbox's precise ms header, else Retry-After (scaled)."""
+        precise = headers.get("X-Sandbox-Retry-After-Ms")
+        if precise:
+            try:
+                return max(0.0, float(precise) / 1000.0)
+            except ValueError:
+                pass
+        raw = headers.get("Retry-After")
+        if raw:
+            try:
+                return max(0.0, float(raw)) * self.rate_limit_scale
+            except ValueError:
+                try:
+                    when = email.utils.parsedate_to_datetime(raw)
+                    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+                except (TypeError, ValueError):
+                    pass
+        return self.rate_limit_scale  # one burst window
+
+
+def _as_mapping(params: Params) -> Mapping[str, Any] | None:
+    if params is None or isinstance(params, Mapping):
+        return params
+    merged: dict[str, Any] = {}
+    for key, value in params:
+        merged[key] = f"{merged[key]},{value}" if key in merged else value
+    return merged
