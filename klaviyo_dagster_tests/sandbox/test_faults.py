@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from klaviyo_dagster.sandbox.faults import Fault, FaultInjector, parse_spec
+from klaviyo_dagster_tests.sandbox.sandbox_http import call, sandbox
 
 MIX = "429:0.05,503:0.02,reset:0.01,truncate:0.01,slow:0.02@0.5"
 
@@ -121,3 +123,65 @@ def test_bad_runtime_config_changes_nothing(config: dict) -> None:
     with pytest.raises(ValueError):
         injector.configure(config)
     assert labels(injector, "GET /api/events", 2) == ["503", None]
+
+
+# --- over HTTP: each kind as a raw client sees it ---------------------------------------------------------
+
+
+def statuses(handle, path: str, n: int) -> list[int]:
+    with requests.Session() as session:
+        return [call(handle, "GET", path, session=session).status_code for _ in range(n)]
+
+
+def test_http_status_faults_and_schedule() -> None:
+    with sandbox(faults="GET /api/metrics=503:next2,GET /api/flows=429:next1@3,GET /api/lists=502:every3") as handle:
+        first = call(handle, "GET", "/api/metrics")
+        assert first.status_code == 503
+        (error,) = first.json()["errors"]
+        assert error["status"] == 503 and {"id", "code", "title", "detail"} <= set(error)
+        assert statuses(handle, "/api/metrics", 2) == [503, 200]
+        throttled = call(handle, "GET", "/api/flows")
+        assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "3"
+        assert throttled.json()["errors"][0]["code"] == "throttled"
+        assert statuses(handle, "/api/lists", 6) == [200, 200, 502, 200, 200, 502]
+        assert handle.faults.counts == {"503": 2, "429": 1, "502": 2}
+
+
+def test_http_reset_truncate_and_slow() -> None:
+    with sandbox(faults="GET /api/metrics=reset:next1,GET /api/templates=truncate:next1,GET /api/flows=slow:next1@1") as handle:
+        with pytest.raises(requests.ConnectionError):
+            call(handle, "GET", "/api/metrics")
+        with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.ConnectionError)):
+            call(handle, "GET", "/api/templates")
+        # Slow: a client whose read timeout is shorter than the delay gives up; the next answer is prompt.
+        with pytest.raises(requests.ReadTimeout):
+            call(handle, "GET", "/api/flows", timeout=0.2)
+        for path in ("/api/metrics", "/api/templates", "/api/flows"):
+            assert call(handle, "GET", path).status_code == 200
+        assert handle.faults.counts == {"reset": 1, "truncate": 1, "slow": 1}
+
+
+def test_http_seeded_shares_repeat() -> None:
+    runs = []
+    for _ in range(2):
+        with sandbox(seed=42, faults="503:0.3,500:0.1") as handle:
+            runs.append(statuses(handle, "/api/metrics", 60))
+    assert runs[0] == runs[1]
+    assert {200, 503, 500} <= set(runs[0])
+    with sandbox(seed=43, faults="503:0.3,500:0.1") as handle:
+        assert statuses(handle, "/api/metrics", 60) != runs[0]
+
+
+def test_http_runtime_switch_by_handle_and_admin_route() -> None:
+    with sandbox() as handle:
+        assert statuses(handle, "/api/metrics", 3) == [200] * 3
+        handle.faults.configure({"spec": "GET /api/metrics=500:next2"})
+        assert statuses(handle, "/api/metrics", 3) == [500, 500, 200]
+        admin = requests.post(handle.base_url + "/__sandbox/faults", json={"spec": "503:1"}, timeout=30)
+        assert admin.status_code < 300
+        assert statuses(handle, "/api/metrics", 2) == [503, 503]
+        bad = requests.post(handle.base_url + "/__sandbox/faults", json={"spec": "teapot:1"}, timeout=30)
+        assert bad.status_code == 400 and "teapot" in bad.text
+        assert statuses(handle, "/api/metrics", 1) == [503]  # a refused config changed nothing
+        requests.post(handle.base_url + "/__sandbox/faults", json={"spec": ""}, timeout=30).raise_for_status()
+        assert statuses(handle, "/api/metrics", 2) == [200, 200]

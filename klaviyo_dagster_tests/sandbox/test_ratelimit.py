@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
+import requests
 
 from klaviyo_dagster.sandbox.ratelimit import RateLimiter, parse_mode, parse_rate
 from klaviyo_dagster.spec import load_subset
+from klaviyo_dagster_tests.sandbox.sandbox_http import call, sandbox
 
 PA = {"additional-fields[profile]": ["predictive_analytics"]}
 
@@ -176,17 +179,108 @@ def test_check_is_thread_safe() -> None:
 
 
 # --- over HTTP ----------------------------------------------------------------------------------------
+# Wall-clock windows: the assertions hold whatever the machine's speed (they count, they never time).
 
-requests = pytest.importorskip("requests")
 LIMIT_RE = re.compile(r"^(\d+), (\d+;w=[\d.]+)(, \d+;w=[\d.]+)+$")
 
 
-def _run_sandbox():
-    sandbox = pytest.importorskip("klaviyo_dagster.sandbox")
-    if not hasattr(sandbox, "run_sandbox"):
-        pytest.skip("klaviyo_dagster.sandbox.run_sandbox is not there yet")
-    return sandbox.run_sandbox
+def until_throttled(handle, path: str, params=None, method: str = "GET", body=None, cap: int = 1000):
+    """Send requests until the first 429; returns (allowed responses, the 429)."""
+    allowed = []
+    with requests.Session() as session:
+        for _ in range(cap):
+            response = call(handle, method, path, params, body, session=session)
+            if response.status_code == 429:
+                return allowed, response
+            assert response.status_code < 300, response.text
+            allowed.append(response)
+    raise AssertionError(f"no 429 from {method} {path} after {cap} requests")
 
 
-def _headers(handle) -> dict[str, str]:
-    return {"Authorization": f"Klaviyo-API-Key {handle.api_key}", "revision": "2026-07-15"}
+def assert_throttled(response) -> None:
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    assert int(response.headers["X-Sandbox-Retry-After-Ms"]) >= 1
+    assert not [h for h in response.headers if h.lower().startswith("ratelimit")]
+    (error,) = response.json()["errors"]
+    assert (error["status"], error["code"]) == (429, "throttled")
+    assert error["detail"].startswith("Request was throttled.")
+
+
+def test_http_real_limits_throttle_flows() -> None:
+    with sandbox(rate_limits="real") as handle:
+        allowed, refused = until_throttled(handle, "/api/flows")
+        # 3/s: at least one full burst window passed before the refusal; 60/m bounds the total.
+        assert 3 <= len(allowed) <= 120
+        assert_throttled(refused)
+        first = allowed[0].headers
+        assert LIMIT_RE.match(first["RateLimit-Limit"]) and first["RateLimit-Limit"].endswith("3;w=1, 60;w=60")
+        assert int(first["RateLimit-Remaining"]) in (0, 1, 2) and int(first["RateLimit-Reset"]) >= 1
+        # Another endpoint has its own budget.
+        assert call(handle, "GET", "/api/templates").status_code == 200
+
+
+def test_http_predictive_analytics_lower_limit() -> None:
+    with sandbox(rate_limits="real") as handle:
+        pa = {"additional-fields[profile]": "predictive_analytics", "page[size]": "1"}
+        allowed, refused = until_throttled(handle, "/api/profiles", pa)
+        assert 10 <= len(allowed) <= 300  # 10/s, 150/m
+        assert_throttled(refused)
+        assert allowed[0].headers["RateLimit-Limit"].endswith("10;w=1, 150;w=60")
+        plain = call(handle, "GET", "/api/profiles", {"page[size]": "1"})
+        assert plain.status_code == 200
+        assert plain.headers["RateLimit-Limit"].endswith("75;w=1, 750;w=60")
+
+
+def test_http_scaled_steady_window_and_daily_list_cap() -> None:
+    # scale:0.1: flows burst 3 per 0.1 s, steady 60 per 6 s; list creation 10 per 0.1 s, 150 per 6 s
+    # and 150 per 8640 s. The client waits what X-Sandbox-Retry-After-Ms says on short refusals.
+    with sandbox(rate_limits="scale:0.1") as handle:
+        allowed = steady_refusals = 0
+        with requests.Session() as session:
+            while steady_refusals == 0 and allowed < 600:
+                response = call(handle, "GET", "/api/flows", session=session)
+                if response.status_code == 200:
+                    allowed += 1
+                    continue
+                assert_throttled(response)
+                wait_ms = int(response.headers["X-Sandbox-Retry-After-Ms"])
+                assert wait_ms <= 6000
+                if wait_ms > 100:  # longer than a burst window: the steady window is full
+                    steady_refusals += 1
+                else:
+                    time.sleep(wait_ms / 1000)
+        assert steady_refusals == 1 and 60 <= allowed < 600
+
+        created, daily = 0, None
+        with requests.Session() as session:
+            while daily is None and created < 600:
+                body = {"data": {"type": "list", "attributes": {"name": f"cap {created}"}}}
+                response = call(handle, "POST", "/api/lists", json_body=body, session=session)
+                if response.status_code == 201:
+                    created += 1
+                    continue
+                assert_throttled(response)
+                wait_ms = int(response.headers["X-Sandbox-Retry-After-Ms"])
+                if wait_ms > 6000:  # longer than the steady window: the daily cap
+                    daily = response
+                else:
+                    time.sleep(wait_ms / 1000)
+        # 150 a day (at most two daily windows can be involved, however slow the machine).
+        assert daily is not None and 150 <= created <= 300
+        assert int(daily.headers["Retry-After"]) > 6
+
+
+def test_http_off_mode_and_runtime_switch() -> None:
+    with sandbox(rate_limits="off") as handle:
+        with requests.Session() as session:
+            responses = [call(handle, "GET", "/api/flows", session=session) for _ in range(130)]
+        assert {r.status_code for r in responses} == {200}
+        # 130 > 2 x 60: some minute window ran out, and the requests were still served.
+        assert "0" in {r.headers["RateLimit-Remaining"] for r in responses}
+        assert responses[0].headers["RateLimit-Limit"].endswith("3;w=1, 60;w=60")
+        handle.set_rate_limits("real")
+        _, refused = until_throttled(handle, "/api/flows")
+        assert_throttled(refused)
+        handle.set_rate_limits("off")
+        assert call(handle, "GET", "/api/flows").status_code == 200
