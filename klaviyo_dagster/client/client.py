@@ -79,7 +79,6 @@ class KlaviyoClient:
         rate_limit_scale: float = 1.0,
         logger: logging.Logger | logging.LoggerAdapter | Any | None = None,
         *,
-        rate_limit: bool = True,
         pool_size: int = 8,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -123,7 +122,10 @@ class KlaviyoClient:
         self.max_backoff = float(max_backoff)
         self.rate_limit_scale = float(rate_limit_scale)
         self.stats = ClientStats()
-        self.limiter = RateLimiter(self.rate_limit_scale, sleep=sleep, enabled=rate_limit)
+        try:
+            self.limiter = RateLimiter(self.rate_limit_scale, sleep=sleep)
+        except ValueError as exc:
+            raise KlaviyoError(f"{exc}: use 1.0 for Klaviyo, the sandbox's factor for a scaled sandbox") from None
         self._retrying = make_retrying(self.max_retries, self.max_backoff, self._on_retry, sleep)
 
         self.session = requests.Session()
@@ -261,7 +263,13 @@ class KlaviyoClient:
         status = resp.status_code
         if status < 300:
             if "RateLimit-Limit" in resp.headers:
-                self.limiter.bucket(bucket).observe(resp.headers)
+                changed = self.limiter.observe(bucket, resp.headers)
+                if changed:
+                    self.log.info(
+                        "Klaviyo rate limits for %s: %s (pacing to the server's figures)",
+                        bucket.key,
+                        ", ".join(f"{n} per {w:g} s" for n, w in changed),
+                    )
             content = resp.content
             if status == 204 or not content:
                 return None

@@ -5,22 +5,25 @@ on some writes). Per bucket the limiter keeps:
 
 - a sliding log of send times per window (a deque of at most ``limit`` entries): a request waits until
   fewer than ``limit`` were sent in the last ``window * (1 + margin)``; every fixed window the server
-  counts is contained in such a sliding window, so a lone client never trips a 429;
+  counts lies inside such a sliding window, so a lone client does not trip a 429;
 - a GCRA pacer at the steady rate with a tolerance of a quarter of the steady budget: a short run goes
   at burst speed, a long one is spread evenly over the steady window instead of spending it in the
   first seconds and stalling;
-- a ``blocked_until`` instant set by a 429's Retry-After or by ``RateLimit-Remaining: 0``.
+- ``blocked_until``, set by a 429's Retry-After;
+- per window a server budget, set only when ``RateLimit-Remaining`` shows more use than this client
+  made (other apps or runs share the account): at most that many more until ``RateLimit-Reset``.
 
-It adapts from the response headers: ``RateLimit-Limit`` (``"10, 10;w=1, 150;w=60"``) replaces the
-table's limits when they differ; ``RateLimit-Remaining`` / ``RateLimit-Reset`` reveal requests made by
-others sharing the account (they are added to the log) and an exhausted window (the bucket waits for
-its reset). ``scale`` multiplies every window length (a time-scaled sandbox). A request reserves its slot
-under a short lock and sleeps outside it, so threads share a bucket correctly. Per request the work is
-a few deque operations: no sleeping while budget remains.
+Windows start as the tier table's times ``scale`` (a time-scaled sandbox) and are replaced by the
+server's ``RateLimit-Limit`` policies (``"10, 10;w=1, 150;w=60"``; the first number names the window
+``RateLimit-Remaining`` refers to) when those differ: the server is the authority, in real seconds.
+``scale == 0`` switches pacing off. A request reserves its slot under a short lock and sleeps outside
+it, so threads share a bucket correctly. Per request the work is a few deque operations and no sleep
+while budget remains.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
@@ -79,42 +82,36 @@ def _number(value: str | None) -> float | None:
 
 
 class BucketLimiter:
-    """Pacing state of one endpoint bucket (see module docstring)."""
+    """Pacing state of one endpoint bucket (see module docstring). Windows are in real seconds."""
 
-    def __init__(
-        self,
-        windows: list[tuple[int, float]],
-        *,
-        scale: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, windows: list[tuple[int, float]], *, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
         self._clock = clock
-        self._scale = scale
         self._header: str | None = None
         self._current: int | None = None
         self.blocked_until = 0.0
         self._tat: float | None = None
+        self._logs: list[deque[float]] = []
         self._set_windows(windows)
 
     # -- configuration -------------------------------------------------------------------------
     def _set_windows(self, windows: list[tuple[int, float]]) -> None:
-        """Install (limit, nominal seconds) windows, keeping the most recent send times."""
-        windows = sorted((max(1, int(n)), float(w)) for n, w in windows if n and w)
-        old = getattr(self, "_logs", [])
-        recent: list[float] = sorted(set().union(*old)) if old else []
+        """Install (limit, seconds) windows, keeping the most recent send times."""
+        windows = sorted((max(1, int(n)), float(w)) for n, w in windows if n and w and w > 0)
+        recent = max(self._logs, key=len) if self._logs else ()
         self.windows = windows
-        self._spans = [w * self._scale * (1 + WINDOW_MARGIN) + WINDOW_SLACK_S for _, w in windows]
-        self._logs = [deque(recent[-n:], maxlen=n) for n, _ in windows]
+        self._spans = [w * (1 + WINDOW_MARGIN) + WINDOW_SLACK_S for _, w in windows]
+        self._logs = [deque(list(recent)[-n:], maxlen=n) for n, _ in windows]
         self._pairs = list(zip(self._logs, self._spans, strict=True))
+        # Server budgets per window, set when others use the account: (requests left, until when).
+        self._budgets: list[list[float]] = [[0.0, 0.0] for _ in windows]
         # Steady pacing: the window of the lowest rate; tolerance a quarter of its budget.
-        rates = [(n / span, n, span) for (n, _), span in zip(windows, self._spans, strict=True)]
-        _, steady_n, steady_span = min(rates)
+        _, steady_n, steady_span = min((n / span, n, span) for (n, _), span in zip(windows, self._spans, strict=True))
         self.interval = steady_span / steady_n
         self._tolerance = (max(1, steady_n // 4) - 1) * self.interval
 
     def limits(self) -> list[tuple[int, float]]:
-        """The (limit, nominal window seconds) pairs in force."""
+        """The (limit, window seconds) pairs in force."""
         return list(self.windows)
 
     # -- pacing --------------------------------------------------------------------------------
@@ -131,56 +128,68 @@ class BucketLimiter:
                     t = log[0] + span
                 if log and t < log[-1]:
                     t = log[-1]
+            for budget in self._budgets:
+                if t < budget[1]:
+                    if budget[0] <= 0:
+                        t = budget[1]
+                    else:
+                        budget[0] -= 1
             for log in self._logs:
                 log.append(t)
             self._tat = (t if tat is None or tat < t else tat) + self.interval
             return t
 
     # -- adaptation ----------------------------------------------------------------------------
-    def observe(self, headers: Mapping[str, str]) -> None:
-        """Adapt from a successful response's ``RateLimit-*`` headers."""
+    def observe(self, headers: Mapping[str, str]) -> list[tuple[int, float]] | None:
+        """Adapt from a successful response's ``RateLimit-*`` headers.
+
+        Returns the new windows when the server's limits replaced the ones in force, else None.
+        """
         raw = headers.get("RateLimit-Limit")
         if raw is None:
-            return
+            return None
+        changed = None
         with self._lock:
             if raw != self._header:
                 self._header = raw
-                current, policies = parse_limit_header(raw)
-                self._current = current
-                if policies and policies != self.windows:
+                self._current, policies = parse_limit_header(raw)
+                if policies and not _same(policies, self.windows):
                     self._set_windows(policies)
+                    changed = list(self.windows)
             remaining = _number(headers.get("RateLimit-Remaining"))
-            if remaining is None:
-                return
-            # The window Remaining refers to: the policy whose limit is the first bare number.
-            idx = next(
-                (i for i, (n, _) in enumerate(self.windows) if n == self._current),
-                len(self.windows) - 1,
-            )
-            limit = self.windows[idx][0]
-            log, span = self._logs[idx], self._spans[idx]
+            idx = next((i for i, (n, _) in enumerate(self.windows) if n == self._current), None)
+            if remaining is None or idx is None:
+                return changed
+            limit, window = self.windows[idx]
+            log, span = self._pairs[idx]
             now = self._clock()
-            if remaining <= 0:
-                reset = _number(headers.get("RateLimit-Reset"))
-                wait = span if reset is None else min(span, max(0.0, reset * self._scale))
-                self.blocked_until = max(self.blocked_until, now + wait)
-                return
-            # Others sharing the account: the server saw more than this client sent.
             used_server = limit - int(remaining)
-            if len(log) + remaining >= limit:
-                return
-            used_local = sum(1 for ts in log if ts > now - span)
-            for _ in range(used_server - used_local):
-                log.append(now)
+            used_local = len(log) - bisect.bisect_right(log, now - span)
+            if used_server > used_local:
+                # Others share the account: at most `remaining` more until the server's window resets
+                # (Reset is whole seconds rounded up, so never longer than the window itself).
+                reset = _number(headers.get("RateLimit-Reset"))
+                until = now + (window if reset is None else min(max(reset, 0.0), window))
+                self._budgets[idx] = [float(max(0, int(remaining))), until]
+        return changed
 
     def throttled(self, retry_after_s: float) -> None:
-        """A 429 came back: hold the bucket for ``retry_after_s`` (already in real seconds)."""
+        """A 429 came back: hold the bucket for ``retry_after_s`` real seconds."""
         with self._lock:
             self.blocked_until = max(self.blocked_until, self._clock() + max(0.0, retry_after_s))
 
 
+def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
+    return len(a) == len(b) and all(
+        n1 == n2 and math.isclose(w1, w2, rel_tol=1e-6) for (n1, w1), (n2, w2) in zip(a, b, strict=True)
+    )
+
+
 class RateLimiter:
-    """The buckets of one client, created on first use from the tier table's windows."""
+    """The buckets of one client, created on first use from the tier table's windows times ``scale``.
+
+    ``scale == 0`` switches pacing off (the client then only waits out a 429's Retry-After).
+    """
 
     def __init__(
         self,
@@ -188,12 +197,11 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        enabled: bool = True,
     ) -> None:
-        if not scale > 0:
-            raise ValueError(f"rate_limit_scale must be > 0, got {scale!r}")
+        if not (scale >= 0 and math.isfinite(scale)):
+            raise ValueError(f"rate_limit_scale must be >= 0 (0 switches pacing off), got {scale!r}")
         self.scale = scale
-        self.enabled = enabled
+        self.enabled = scale > 0
         self._clock = clock
         self._sleep = sleep
         self._buckets: dict[str, BucketLimiter] = {}
@@ -206,17 +214,23 @@ class RateLimiter:
             with self._lock:
                 state = self._buckets.get(bucket.key)
                 if state is None:
-                    state = BucketLimiter(bucket.windows(), scale=self.scale, clock=self._clock)
+                    windows = [(n, w * (self.scale or 1.0)) for n, w in bucket.windows()]
+                    state = BucketLimiter(windows, clock=self._clock)
                     self._buckets[bucket.key] = state
         return state
 
     def acquire(self, bucket: Bucket) -> float:
         """Wait until a request in ``bucket`` may be sent; return the seconds waited."""
-        if not self.enabled:
-            return 0.0
-        send_at = self.bucket(bucket).reserve()
+        state = self.bucket(bucket)
+        send_at = state.reserve() if self.enabled else state.blocked_until
         wait = send_at - self._clock()
         if wait > 0:
             self._sleep(wait)
             return wait
         return 0.0
+
+    def observe(self, bucket: Bucket, headers: Mapping[str, str]) -> list[tuple[int, float]] | None:
+        """Feed a successful response's headers to the bucket (no-op when pacing is off)."""
+        if not self.enabled:
+            return None
+        return self.bucket(bucket).observe(headers)
