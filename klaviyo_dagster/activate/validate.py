@@ -1,0 +1,62 @@
+"""Validate rendered profiles before they are sent: identifiers, email syntax, E.164 phones, size.
+
+Each check returns a short reason string (None when the profile is fine); the reason lands in the
+outcome log next to the row's identity, so a reader can fix the source table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+# Klaviyo's documented per-profile limit in a bulk import job.
+MAX_PROFILE_BYTES = 100 * 1024
+
+
+def email_problem(email: str) -> str | None:
+    """Why ``email`` is not a syntactically valid address (no DNS lookups), or None."""
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return f"invalid email {email!r}: {exc}"
+    return None
+
+
+def phone_problem(phone: str) -> str | None:
+    """Why ``phone`` is not a valid E.164 number (e.g. +14155552671), or None."""
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException as exc:
+        return f"invalid phone_number {phone!r}: not E.164 ({exc}); write it as +<country code><number>"
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if not phonenumbers.is_valid_number(parsed):
+        return f"invalid phone_number {phone!r}: not a valid number for its country code"
+    if e164 != phone:
+        return f"invalid phone_number {phone!r}: not in E.164 form; send {e164}"
+    return None
+
+
+def profile_problem(profile: Mapping[str, Any], size_bytes: int) -> str | None:
+    """Why a rendered profile must not be sent, or None. ``size_bytes`` is its serialized size."""
+    attrs = profile.get("attributes", {})
+    if not (profile.get("id") or attrs.get("email") or attrs.get("phone_number") or attrs.get("external_id")):
+        return "no identifier: a profile needs an email, phone_number, external_id or Klaviyo profile id"
+    email = attrs.get("email")
+    if email is not None:
+        reason = email_problem(email)
+        if reason:
+            return reason
+    phone = attrs.get("phone_number")
+    if phone is not None:
+        reason = phone_problem(phone)
+        if reason:
+            return reason
+    if size_bytes > MAX_PROFILE_BYTES:
+        return (
+            f"profile is {size_bytes} bytes, over Klaviyo's {MAX_PROFILE_BYTES}-byte per-profile limit; "
+            "drop or shorten custom properties"
+        )
+    return None
