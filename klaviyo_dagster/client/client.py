@@ -302,7 +302,7 @@ class KlaviyoClient:
         if status == 429:
             stats.throttled += 1
             wait = self._retry_after(resp.headers)
-            longest = max(self.max_backoff, STEADY_WINDOW_S * self.rate_limit_scale * 1.1)
+            longest = max(self.max_backoff, STEADY_WINDOW_S * (self.rate_limit_scale or 1.0) * 1.1)
             if wait > longest:
                 detail = first_error(body).get("detail") or ""
                 raise KlaviyoRateLimitError(
@@ -332,14 +332,14 @@ class KlaviyoClient:
         raw = headers.get("Retry-After")
         if raw:
             try:
-                return max(0.0, float(raw)) * self.rate_limit_scale
+                return max(0.0, float(raw)) * (self.rate_limit_scale or 1.0)
             except ValueError:
                 try:
                     when = email.utils.parsedate_to_datetime(raw)
                     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
                 except (TypeError, ValueError):
                     pass
-        return self.rate_limit_scale  # one burst window
+        return self.rate_limit_scale or 1.0  # one burst window
 
 
 def _as_mapping(params: Params) -> Mapping[str, Any] | None:

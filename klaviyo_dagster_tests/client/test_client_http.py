@@ -1,0 +1,220 @@
+"""KlaviyoClient over HTTP against the sandbox: paging, errors, retries, rate limiting, writes, key hygiene."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from klaviyo_dagster.client import (
+    KlaviyoAuthError,
+    KlaviyoBadRequestError,
+    KlaviyoClient,
+    KlaviyoConnectionError,
+    KlaviyoNotFoundError,
+    KlaviyoServerError,
+)
+
+
+def _run_sandbox() -> Any:
+    sandbox = pytest.importorskip("klaviyo_dagster.sandbox")
+    if not hasattr(sandbox, "run_sandbox"):
+        pytest.skip("klaviyo_dagster.sandbox.run_sandbox is not available yet")
+    return sandbox.run_sandbox
+
+
+@pytest.fixture(scope="module")
+def handle() -> Iterator[Any]:
+    """A private sandbox for this module (faults are switched per test and switched off after)."""
+    with _run_sandbox()(seed=42, scale="small", rate_limits="off") as h:
+        yield h
+
+
+@pytest.fixture
+def faults_off(handle: Any) -> Iterator[Any]:
+    yield handle.faults
+    handle.faults.configure({"spec": ""})
+
+
+def _client(handle: Any, **kw: Any) -> KlaviyoClient:
+    kw.setdefault("rate_limit_scale", 0)
+    kw.setdefault("max_backoff", 0.05)
+    return KlaviyoClient(handle.api_key, base_url=handle.base_url, **kw)
+
+
+def _ids(pages: list[dict]) -> list[str]:
+    return [r["id"] for page in pages for r in page["data"]]
+
+
+def _key_absent(key: str, *texts: str) -> None:
+    for text in texts:
+        assert key not in text
+
+
+# -- paging ---------------------------------------------------------------------------------------
+def test_profiles_paging_is_complete_with_largest_pages(handle: Any) -> None:
+    with _client(handle) as client:
+        pages = list(client.paginate("/api/profiles", {"page[size]": 100}))
+        ids = _ids(pages)
+        truth = {r["id"] for r in handle.truth.records("profile")}
+        assert len(ids) == len(set(ids)) == len(truth)
+        assert set(ids) == truth
+        assert all(len(p["data"]) == 100 for p in pages[:-1])
+        assert pages[-1]["links"].get("next") is None
+        snap = client.stats.snapshot()
+        assert snap["pages"] == snap["requests"] == len(pages) == -(-len(truth) // 100)
+        assert snap["by_endpoint"] == {"GET /api/profiles": len(pages)}
+        assert snap["retries"] == snap["throttled"] == snap["errors"] == 0
+
+
+def test_events_window_paging_matches_truth(handle: Any) -> None:
+    first, last = handle.truth.date_range()
+    start = first.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    end = start + timedelta(days=3)
+    params = {
+        "filter": f"greater-or-equal(datetime,{start:%Y-%m-%dT%H:%M:%SZ}),"
+        f"less-than(datetime,{end:%Y-%m-%dT%H:%M:%SZ})",
+        "page[size]": 1000,
+    }
+    with _client(handle) as client:
+        pages = list(client.paginate("/api/events", params))
+    ids = _ids(pages)
+    truth = [r["id"] for r in handle.truth.records("event", "datetime", start, end)]
+    assert truth, "the window should hold events"
+    assert sorted(ids) == sorted(truth)
+    assert all(len(p["data"]) == 1000 for p in pages[:-1])
+
+
+def test_list_members_paging_matches_truth(handle: Any) -> None:
+    lists = handle.truth.records("list")
+    group = max(lists, key=lambda r: len(handle.truth.members("list", r["id"])))
+    members = {pid for pid, _ in handle.truth.members("list", group["id"])}
+    with _client(handle) as client:
+        pages = list(client.paginate(f"/api/lists/{group['id']}/profiles", {"page[size]": 100}))
+    assert set(_ids(pages)) == members and len(_ids(pages)) == len(members)
+
+
+# -- fail fast with clear messages ----------------------------------------------------------------
+def test_bad_request_names_parameter_and_does_not_retry(handle: Any) -> None:
+    with _client(handle) as client:
+        with pytest.raises(KlaviyoBadRequestError) as info:
+            list(client.paginate("/api/profiles", {"page[size]": 101}))
+        err = info.value
+        assert err.status == 400 and err.detail
+        assert "page[size]" in str(err) and err.detail in str(err)
+        assert "GET /api/profiles" in str(err)
+        assert client.stats.requests == 1 and client.stats.retries == 0
+
+
+def test_bad_key_is_a_clear_401_without_leaking_it(handle: Any, caplog: pytest.LogCaptureFixture) -> None:
+    wrong = "pk_" + "f00dfeed" * 5
+    caplog.set_level(logging.DEBUG)
+    client = KlaviyoClient(wrong, base_url=handle.base_url, rate_limit_scale=0)
+    with pytest.raises(KlaviyoAuthError) as info:
+        client.get("/api/metrics")
+    message = str(info.value)
+    assert info.value.status == 401
+    assert "check KLAVIYO_API_KEY is a private key (pk_...)" in message
+    assert client.stats.requests == 1  # no retry
+    _key_absent(wrong, message, repr(info.value), repr(client), caplog.text, str(info.value.args))
+
+
+def test_missing_key_message() -> None:
+    with pytest.raises(KlaviyoAuthError, match="KLAVIYO_API_KEY is not set: export a private API key"):
+        KlaviyoClient("  ", base_url="http://127.0.0.1:9")
+
+
+def test_not_found_names_the_path(handle: Any) -> None:
+    with _client(handle) as client:
+        with pytest.raises(KlaviyoNotFoundError) as info:
+            client.get("/api/lists/NOPE404")
+    assert info.value.status == 404 and "GET /api/lists/NOPE404" in str(info.value)
+
+
+# -- retries ----------------------------------------------------------------------------------------
+def test_retries_survive_each_fault_kind(
+    handle: Any, faults_off: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = [r["id"] for r in handle.truth.records("profile")]
+    caplog.set_level(logging.WARNING, logger="klaviyo_dagster.client")
+    faults_off.configure(
+        {"spec": "GET /api/profiles=503:next1,GET /api/profiles=reset:next1,"
+         "GET /api/profiles=truncate:next1,GET /api/profiles=429:next1,GET /api/profiles=502:next1"}
+    )
+    with _client(handle, max_retries=8) as client:
+        ids = _ids(list(client.paginate("/api/profiles", {"page[size]": 100})))
+        snap = client.stats.snapshot()
+    assert sorted(ids) == sorted(expected)
+    pages = -(-len(expected) // 100)
+    assert snap["pages"] == pages
+    assert snap["retries"] == 5 and snap["errors"] == 5 and snap["throttled"] == 1
+    assert snap["requests"] == pages + 5
+    retry_lines = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retry_lines) == 5 and all(r.levelno == logging.WARNING for r in retry_lines)
+    _key_absent(handle.api_key, caplog.text)
+
+
+def test_bounded_retries_end_in_server_error(
+    handle: Any, faults_off: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    faults_off.configure({"spec": "GET /api/flows=503:next50"})
+    with _client(handle, max_retries=2) as client:
+        with pytest.raises(KlaviyoServerError) as info:
+            list(client.paginate("/api/flows"))
+        snap = client.stats.snapshot()
+    message = str(info.value)
+    assert "GET /api/flows" in message and "503" in message and "after 3 attempts" in message
+    assert snap["requests"] == 3 and snap["retries"] == 2 and snap["errors"] == 3
+    _key_absent(handle.api_key, message, caplog.text, repr(info.value))
+
+
+def test_unreachable_host_is_a_connection_error() -> None:
+    client = KlaviyoClient("pk_x", base_url="http://127.0.0.1:9", max_retries=1, max_backoff=0.01,
+                           rate_limit_scale=0, connect_timeout=1)
+    with pytest.raises(KlaviyoConnectionError, match="check KLAVIYO_BASE_URL"):
+        client.get("/api/metrics")
+    assert client.stats.requests == 2
+
+
+# -- writes -----------------------------------------------------------------------------------------
+def test_post_and_delete_list_membership(handle: Any) -> None:
+    profile_ids = [r["id"] for r in handle.truth.records("profile")[:3]]
+    with _client(handle) as client:
+        created = client.post("/api/lists", {"data": {"type": "list", "attributes": {"name": "client-test"}}})
+        list_id = created["data"]["id"]
+        body = {"data": [{"type": "profile", "id": pid} for pid in profile_ids]}
+        assert client.post(f"/api/lists/{list_id}/relationships/profiles", body) is None
+        assert {pid for pid, _ in handle.truth.members("list", list_id)} == set(profile_ids)
+        client.delete(f"/api/lists/{list_id}/relationships/profiles", {"data": body["data"][:1]})
+        assert {pid for pid, _ in handle.truth.members("list", list_id)} == set(profile_ids[1:])
+        assert client.stats.by_endpoint["POST /api/lists"] == 1
+
+
+# -- rate limiting against a time-scaled sandbox ---------------------------------------------------------
+def _hammer_flows(client: KlaviyoClient, flow_ids: list[str], n: int) -> None:
+    for i in range(n):
+        client.get(f"/api/flows/{flow_ids[i % len(flow_ids)]}")
+
+
+def test_pacing_avoids_429_where_an_unpaced_client_trips_them() -> None:
+    scale = 0.02  # S tier: 3 per 20 ms, 60 per 1.2 s
+    with _run_sandbox()(seed=42, scale="small", rate_limits=f"scale:{scale}") as h:
+        flow_ids = [r["id"] for r in h.truth.records("flow")]
+        n = 150  # two and a half steady windows of GET /api/flows/{id}
+        with KlaviyoClient(h.api_key, base_url=h.base_url, rate_limit_scale=scale) as paced:
+            _hammer_flows(paced, flow_ids, n)
+            paced_stats = paced.stats.snapshot()
+        h.set_rate_limits(f"scale:{scale}")  # fresh windows for the control run
+        with KlaviyoClient(h.api_key, base_url=h.base_url, rate_limit_scale=0, max_retries=20) as unpaced:
+            _hammer_flows(unpaced, flow_ids, n)
+            unpaced_stats = unpaced.stats.snapshot()
+    assert paced_stats["requests"] - paced_stats["retries"] == n
+    assert paced_stats["throttled"] <= 1, paced_stats
+    assert paced_stats["wait_seconds"] > 0  # the limiter, not the server, did the pacing
+    # The control: the same calls without client-side pacing are throttled, and still complete.
+    assert unpaced_stats["throttled"] > 5, unpaced_stats
+    assert unpaced_stats["requests"] - unpaced_stats["retries"] == n
