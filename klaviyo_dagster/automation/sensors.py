@@ -7,8 +7,6 @@ so an unchanged table never launches a run. :func:`build_activation_schedule` is
 alternative. Both default to STOPPED: turning on writes to a Klaviyo account is a deliberate act.
 """
 
-from __future__ import annotations
-
 import hashlib
 from collections.abc import Mapping, Sequence
 
@@ -61,9 +59,10 @@ def build_table_change_sensor(
     tables: Mapping[str, str | None] | Sequence[str],
     minimum_interval_seconds: int = 60,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
-    warehouse_resource_key: str = "warehouse",
 ) -> SensorDefinition:
     """A sensor launching ``job`` once per change of ``tables`` ({table: updated column or None}).
+
+    It reads the tables through the ``warehouse`` resource (a :class:`WarehouseResource`).
 
     The first evaluation (no cursor) counts as a change, so a freshly enabled sensor syncs once.
     """
@@ -74,13 +73,11 @@ def build_table_change_sensor(
         job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
-        required_resource_keys={warehouse_resource_key},
         description=f"Launches {job.name} when {', '.join(watched)} change (row count + "
         "max updated column, or a content hash).",
     )
-    def _sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-        resource: WarehouseResource = getattr(context.resources, warehouse_resource_key)
-        fingerprint = tables_fingerprint(resource.get_warehouse(), watched)
+    def _sensor(context: SensorEvaluationContext, warehouse: WarehouseResource) -> SensorResult | SkipReason:
+        fingerprint = tables_fingerprint(warehouse.get_warehouse(), watched)
         if fingerprint is None:
             return SkipReason(f"waiting for {', '.join(watched)} to exist in the warehouse")
         if fingerprint == context.cursor:
