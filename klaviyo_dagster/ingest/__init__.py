@@ -1,1 +1,113 @@
-"""ingest package."""
+"""Ingest: every Klaviyo object as a partitioned Dagster asset landing in the warehouse.
+
+``build_ingest_definitions()`` returns the assets (with checks) and the daily schedule; resources
+``klaviyo`` (KlaviyoResource) and ``warehouse`` (WarehouseResource) are supplied by the caller (or via
+``resources=``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+
+from klaviyo_dagster.automation.schedules import DEFAULT_CRON, DEFAULT_LOOKBACK_DAYS, build_ingest_schedule
+from klaviyo_dagster.ingest.assets import (
+    GROUP,
+    POOL,
+    IngestSettings,
+    asset_key,
+    build_ingest_assets,
+)
+from klaviyo_dagster.ingest.fetch import FetchOptions
+from klaviyo_dagster.ingest.objects import OBJECTS, KlaviyoObject, get_object
+
+DEFAULT_START_DATE = "2024-01-01"
+
+__all__ = [
+    "GROUP",
+    "OBJECTS",
+    "POOL",
+    "KlaviyoObject",
+    "asset_key",
+    "build_ingest_definitions",
+    "daily_partitions",
+    "get_object",
+]
+
+
+def daily_partitions(start_date: str | date | datetime = DEFAULT_START_DATE) -> dg.DailyPartitionsDefinition:
+    """UTC daily partitions from ``start_date``; the last one is yesterday (the last complete day)."""
+    if isinstance(start_date, datetime):
+        start_date = start_date.date()
+    if isinstance(start_date, date):
+        start_date = start_date.isoformat()
+    return dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC")
+
+
+def build_ingest_definitions(
+    *,
+    start_date: str | date | datetime = DEFAULT_START_DATE,
+    objects: Sequence[str] | None = None,
+    event_metrics: Sequence[str] | None = None,
+    profile_subscriptions: bool = True,
+    profile_predictive_analytics: bool = False,
+    campaign_channels: Sequence[str] = ("email", "sms", "mobile_push"),
+    include_archived: bool = True,
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+    snapshot_max_lag_days: float = 1.0,
+    schedule: bool = True,
+    cron_schedule: str = DEFAULT_CRON,
+    chunk_rows: int = 10_000,
+    resources: Mapping[str, Any] | None = None,
+) -> dg.Definitions:
+    """Assets ``klaviyo/<object>`` (+ checks) and the daily ingest schedule.
+
+    - ``start_date``: first daily partition (UTC).
+    - ``objects``: names to ingest (default: all of `OBJECTS`).
+    - ``event_metrics``: metric ids or names; events are then read one pass per metric (default: all).
+    - ``profile_subscriptions`` / ``profile_predictive_analytics``: request those profile fields
+      (predictive analytics moves /api/profiles to a slower rate-limit bucket).
+    - ``campaign_channels``, ``include_archived``: campaign/flow passes.
+    - ``lookback_days``: days before yesterday the schedule re-reads events for late arrivals.
+    - ``snapshot_max_lag_days``: how long after its day a snapshot partition may still be captured.
+    """
+    chosen = [get_object(n) for n in objects] if objects is not None else list(OBJECTS)
+    additional = {
+        "profiles": [
+            name
+            for name, on in (
+                ("subscriptions", profile_subscriptions),
+                ("predictive_analytics", profile_predictive_analytics),
+            )
+            if on
+        ]
+    }
+    fan_out: dict[str, Sequence[str] | None] = {
+        "event_metrics": tuple(event_metrics) if event_metrics else None,
+        "campaign_channels": tuple(campaign_channels),
+        "archived": ("false", "true") if include_archived else ("false",),
+    }
+    settings = IngestSettings(
+        options=FetchOptions(fan_out=fan_out, additional_fields=additional),
+        snapshot_max_lag=timedelta(days=snapshot_max_lag_days),
+        chunk_rows=chunk_rows,
+    )
+    partitions_def = daily_partitions(start_date)
+    assets = build_ingest_assets(chosen, partitions_def, settings)
+    schedules = []
+    if schedule and chosen:
+        keys = [asset_key(o) for o in chosen]
+        events = asset_key("events") if "events" in {o.name for o in chosen} else None
+        schedules.append(
+            build_ingest_schedule(
+                keys,
+                partitions_def,
+                lookback_key=events,
+                lookback_days=lookback_days,
+                cron_schedule=cron_schedule,
+            )
+        )
+    return dg.Definitions(assets=assets, schedules=schedules, resources=dict(resources or {}))

@@ -1,0 +1,169 @@
+"""An object entry + a window -> client calls: the passes a partition needs and their pages.
+
+A pass is one paginated collection read (path, query, tier, values stamped on its rows). Entries fan out
+into several passes: campaigns one per channel x archived value, flows one per archived value, events one
+per selected metric (the API filters metric_id with ``equals`` only), memberships one per list or
+segment. Every pass of an incremental object carries the window filter; pages are yielded as they come.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from klaviyo_dagster.client.tiers import Tier
+from klaviyo_dagster.ingest.objects import FanOut, KlaviyoObject
+from klaviyo_dagster.ingest.windows import Window, cursor_filter
+
+
+class PagingClient(Protocol):
+    """The part of `KlaviyoClient` ingest uses."""
+
+    def paginate(
+        self, path: str, params: Mapping[str, Any] | None = None, *, tier: Tier | None = None
+    ) -> Iterator[dict]: ...
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """Choices made when the definitions are built.
+
+    ``fan_out``: option name -> values (e.g. ``{"event_metrics": ("Placed Order",), "archived":
+    ("false",)}``); an absent option keeps the entry's defaults. ``additional_fields``: object name ->
+    names of the switchable additional fields to request (absent: the entry's defaults).
+    """
+
+    fan_out: Mapping[str, Sequence[str] | None] = field(default_factory=dict)
+    additional_fields: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    def enabled_fields(self, obj: KlaviyoObject) -> list[str]:
+        """Names of ``obj``'s additional fields to request."""
+        chosen = self.additional_fields.get(obj.name)
+        if chosen is None:
+            return [f.name for f in obj.additional_fields if f.default]
+        known = {f.name for f in obj.additional_fields}
+        unknown = sorted(set(chosen) - known)
+        if unknown:
+            raise ValueError(
+                f"{obj.name}: unknown additional field(s) {unknown}; choose from {sorted(known) or 'none'}"
+            )
+        return [f.name for f in obj.additional_fields if f.name in set(chosen)]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One paginated read: path, query, tier, and the values its rows carry (``pass.<name>`` columns)."""
+
+    path: str
+    params: Mapping[str, str]
+    tier: Tier
+    values: Mapping[str, str]
+
+    @property
+    def label(self) -> str:
+        filt = self.params.get("filter")
+        return f"GET {self.path}" + (f" filter={filt}" if filt else "")
+
+
+def _slowest(tiers: Sequence[Tier]) -> Tier:
+    return min(tiers, key=lambda t: (t.steady, t.burst))
+
+
+def base_params(obj: KlaviyoObject, options: FetchOptions) -> tuple[dict[str, str], Tier]:
+    """Query parameters every pass of ``obj`` sends (page size, extra params, additional fields) and tier."""
+    params: dict[str, str] = dict(obj.params)
+    if obj.page_size:
+        params["page[size]"] = str(obj.page_size)
+    tiers = [obj.tier]
+    by_param: dict[str, list[str]] = {}
+    enabled = set(options.enabled_fields(obj))
+    for extra in obj.additional_fields:
+        if extra.name in enabled:
+            by_param.setdefault(extra.param, []).append(extra.name)
+            if extra.tier is not None:
+                tiers.append(extra.tier)
+    for param, names in by_param.items():
+        params[param] = ",".join(names)
+    return params, _slowest(tiers)
+
+
+def _axis_values(client: PagingClient, axis: FanOut, options: FetchOptions) -> tuple[str, ...]:
+    chosen = options.fan_out.get(axis.option) if axis.option else None
+    if chosen is None:
+        return tuple(axis.values)
+    values = tuple(str(v) for v in chosen)
+    if axis.lookup and values:
+        return _lookup(client, axis, values)
+    return values
+
+
+def _lookup(client: PagingClient, axis: FanOut, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """Resolve ``wanted`` (ids or names of resources at ``axis.lookup``) to ids, in the given order."""
+    by_id: dict[str, str] = {}
+    by_name: dict[str, list[str]] = {}
+    for doc in client.paginate(axis.lookup or "", None):
+        for rec in doc.get("data") or ():
+            name = (rec.get("attributes") or {}).get("name")
+            by_id[rec["id"]] = name
+            by_name.setdefault(name, []).append(rec["id"])
+    out: list[str] = []
+    for value in wanted:
+        ids = [value] if value in by_id else by_name.get(value)
+        if not ids:
+            known = ", ".join(sorted(n for n in by_name if n)[:20])
+            raise ValueError(
+                f"{axis.name} {value!r} is neither an id nor a name found at {axis.lookup}; "
+                f"known names include: {known or 'none'}. Fix the selection passed to build_ingest_definitions()."
+            )
+        out.extend(i for i in ids if i not in out)
+    return tuple(out)
+
+
+def _group_ids(client: PagingClient, obj: KlaviyoObject) -> Iterator[str]:
+    assert obj.groups is not None
+    params = {"page[size]": str(obj.groups.page_size)} if obj.groups.page_size else None
+    for doc in client.paginate(obj.groups.path, params):
+        for rec in doc.get("data") or ():
+            yield rec["id"]
+
+
+def plan_passes(
+    client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions
+) -> Iterator[Pass]:
+    """The passes one partition (or range) of ``obj`` needs; empty when the window is empty."""
+    params, tier = base_params(obj, options)
+    if obj.incremental:
+        if window is None:
+            raise ValueError(f"{obj.name} is incremental: a window is required")
+        if window.empty:
+            return
+        assert obj.cursor is not None
+        window_filter = cursor_filter(obj.cursor, window, obj.lower_op, obj.upper_op, obj.lower_slack_seconds)
+    else:
+        window_filter = ""
+    if obj.groups is not None:
+        for group_id in _group_ids(client, obj):
+            yield Pass(obj.path.format(group_id=group_id), params, tier, {obj.groups.column: group_id})
+        return
+    axes = [(axis, _axis_values(client, axis, options)) for axis in obj.fan_out]
+    axes = [(axis, values) for axis, values in axes if values]
+    for combo in itertools.product(*(values for _, values in axes)):
+        clauses = [axis.filter.format(value=value) for (axis, _), value in zip(axes, combo, strict=True)]
+        if window_filter:
+            clauses.append(window_filter)
+        query = dict(params)
+        if clauses:
+            query["filter"] = ",".join(clauses)
+        stamped = {axis.column: value for (axis, _), value in zip(axes, combo, strict=True) if axis.column}
+        yield Pass(obj.path, query, tier, stamped)
+
+
+def iter_pages(
+    client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions
+) -> Iterator[tuple[list[dict], Mapping[str, str]]]:
+    """``(records, pass values)`` for every page of every pass, as they arrive."""
+    for one in plan_passes(client, obj, window, options):
+        for doc in client.paginate(one.path, one.params, tier=one.tier):
+            yield doc.get("data") or [], one.values
