@@ -1,1 +1,96 @@
-"""sandbox package."""
+"""The Klaviyo sandbox: a local HTTP server speaking Klaviyo's JSON:API, for tests, demos and CI.
+
+    with run_sandbox(seed=42, scale="small") as sb:
+        requests.get(f"{sb.base_url}/api/profiles/", headers={
+            "Authorization": f"Klaviyo-API-Key {sb.api_key}", "revision": "2026-07-15"})
+
+`run_sandbox` starts the server in a thread on 127.0.0.1 and yields a `SandboxHandle` (base_url, api_key,
+faults, set_rate_limits, release_late_events, truth, stats, stop). The sandbox imports nothing from the
+client, ingest, activate or warehouse packages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from klaviyo_dagster.sandbox.server import SandboxServer, default_api_key
+from klaviyo_dagster.sandbox.truth import Truth
+
+__all__ = ["SandboxHandle", "run_sandbox", "default_api_key"]
+
+
+class SandboxHandle:
+    """Control and ground truth for a running sandbox."""
+
+    def __init__(self, server: SandboxServer) -> None:
+        self._server = server
+        self.base_url: str = server.base_url
+        self.api_key: str = server.api_key
+        self.port: int = server.port
+        self.seed: int = server.seed
+        self.faults = server.faults
+        self.truth = Truth(server.store, server.reads)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"SandboxHandle(base_url={self.base_url!r})"
+
+    @property
+    def limiter(self) -> Any:
+        return self._server.limiter
+
+    def set_rate_limits(self, mode: str) -> None:
+        """Switch rate limiting: 'off', 'real' or 'scale:F'."""
+        self._server.limiter.set_mode(mode)
+
+    def release_late_events(self, count: int | None = None) -> int:
+        """Make late-arriving events visible (all pending ones, or the next `count`); returns how many."""
+        return self._server.store.release_late_events(count)
+
+    def late_events_pending(self) -> int:
+        return self._server.store.late_pending()
+
+    def stats(self) -> dict[str, int]:
+        """Requests served per operation (e.g. {"GET /api/profiles": 12})."""
+        with self._server._stats_lock:
+            return dict(self._server.stats)
+
+    def reset_stats(self) -> None:
+        with self._server._stats_lock:
+            self._server.stats.clear()
+
+    @property
+    def recorder(self) -> Any:
+        return self._server.recorder
+
+    @recorder.setter
+    def recorder(self, value: Any) -> None:
+        """An object with record(op_key, status, body_bytes, query), called for every /api/ answer."""
+        self._server.recorder = value
+
+    def now_ms(self) -> int:
+        """The sandbox clock (epoch ms)."""
+        return self._server.clock_ms()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@contextmanager
+def run_sandbox(seed: int = 42, scale: str = "small", rate_limits: str = "off", port: int = 0,
+                api_key: str | None = None, faults: str | None = None, *, now: float | None = None,
+                span_days: float = 30.0, late_release_after: float | None = None) -> Iterator[SandboxHandle]:
+    """Start a sandbox in-process on 127.0.0.1 (port 0 = a free port) and stop it on exit.
+
+    `now` (epoch seconds) pins the sandbox clock's start (the data ends a minute before it);
+    `late_release_after` releases the late events automatically that many seconds after start.
+    """
+    server = SandboxServer(seed=seed, scale=scale, rate_limits=rate_limits, port=port, api_key=api_key,
+                           faults=faults, now=now, span_days=span_days, late_release_after=late_release_after)
+    server.start()
+    handle = SandboxHandle(server)
+    try:
+        yield handle
+    finally:
+        server.stop()

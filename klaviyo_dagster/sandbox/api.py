@@ -1,0 +1,408 @@
+"""Read endpoints of the sandbox: one handler per spec operation, over the `Store`.
+
+Big collections (profiles, events, list/segment members) are served by keyset walks over their monotone
+orderings with the time-window part of the filter turned into a binary search; identity filters (id,
+email, phone, external id) become point lookups; small collections are filtered and sorted in memory.
+Write endpoints live in writes.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from klaviyo_dagster.sandbox.filters import Condition, matches, window
+from klaviyo_dagster.sandbox.paging import CursorError, Page, keyset_page, offset_page
+from klaviyo_dagster.sandbox.params import ApiError, Params, bad
+from klaviyo_dagster.sandbox.render import collection, rel, resource, single
+from klaviyo_dagster.sandbox.store import GroupState, Store
+from klaviyo_dagster.sandbox.timeline import iso
+
+POINT_FIELDS = ("id", "profile_id", "email", "phone_number", "external_id")
+PLURAL = {"profile": "profiles", "event": "events", "list": "lists", "segment": "segments", "metric": "metrics",
+          "campaign": "campaigns", "campaign-message": "campaign-messages", "flow": "flows",
+          "flow-action": "flow-actions", "template": "templates", "profile-bulk-import-job": "profile-bulk-import-jobs"}
+
+
+@dataclass
+class Request:
+    """What a handler needs to know about one request."""
+
+    params: Params
+    path: str  # normalised request path with trailing slash, e.g. /api/profiles/
+    ids: dict[str, str]
+    body: bytes = b""
+
+
+def value_of(rec: dict[str, Any], name: str) -> Any:
+    """A record's value for a filter or sort field (dotted names walk into attributes)."""
+    if name in ("id", "profile_id"):
+        return rec["id"]
+    if name == "metric_id":
+        return rec.get("_metric_id")
+    if name == "messages.channel":
+        return rec.get("channel")
+    if name in ("_kx", "push_token"):
+        return None
+    cur: Any = rec["attributes"]
+    for part in name.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def accepts(rec: dict[str, Any], conds: list[Condition]) -> bool:
+    return all(matches(c, value_of(rec, c.field)) for c in conds)
+
+
+def sort_records(recs: list[dict[str, Any]], field: str | None, desc: bool,
+                 getter: Callable[[dict[str, Any], str], Any] = value_of) -> list[dict[str, Any]]:
+    if not field:
+        return recs
+    present = [r for r in recs if getter(r, field) is not None]
+    missing = [r for r in recs if getter(r, field) is None]
+    present.sort(key=lambda r: (getter(r, field), r["id"]), reverse=desc)
+    return present + missing
+
+
+def with_cursor_errors(fn: Callable[[], Page]) -> Page:
+    try:
+        return fn()
+    except CursorError as e:
+        raise bad(str(e), parameter="page[cursor]") from None
+
+
+class ReadApi:
+    """Handlers for the GET operations."""
+
+    def __init__(self, store: Store, base_url: str) -> None:
+        self.store = store
+        self.base_url = base_url
+
+    # ---- rendering ------------------------------------------------------------------------------------
+    def profile_resource(self, rec: dict[str, Any], p: Params, joined_ms: int | None = None,
+                         with_rels: bool = True) -> dict[str, Any]:
+        attrs = dict(rec["attributes"])
+        for extra in ("subscriptions", "predictive_analytics"):
+            if p.extra("profile", extra):
+                attrs[extra] = self.store.profile_extra(rec, extra)
+        if joined_ms is not None:
+            attrs["joined_group_at"] = iso(joined_ms)
+        fields = p.fields
+        if fields.get("profile"):
+            wanted = list(fields["profile"]) + [e for e in ("subscriptions", "predictive_analytics")
+                                                if p.extra("profile", e)]
+            fields = {**fields, "profile": wanted}
+        path = f"/api/profiles/{rec['id']}/"
+        rels = None
+        if with_rels:
+            rels = {"lists": rel(self.base_url, path, "lists"), "segments": rel(self.base_url, path, "segments")}
+        return resource("profile", rec["id"], attrs, self.base_url, path, fields, rels)
+
+    def event_resource(self, rec: dict[str, Any], p: Params) -> dict[str, Any]:
+        path = f"/api/events/{rec['id']}/"
+        rels = {"profile": rel(self.base_url, path, "profile", {"type": "profile", "id": rec["_profile_id"]}),
+                "metric": rel(self.base_url, path, "metric", {"type": "metric", "id": rec["_metric_id"]})}
+        return resource("event", rec["id"], rec["attributes"], self.base_url, path, p.fields, rels)
+
+    def simple_resource(self, rec: dict[str, Any], p: Params) -> dict[str, Any]:
+        rtype = rec["type"]
+        path = f"/api/{PLURAL[rtype]}/{rec['id']}/"
+        rels: dict[str, Any] | None = None
+        if rtype == "campaign":
+            rels = {"campaign-messages": rel(self.base_url, path, "campaign-messages",
+                                             [{"type": "campaign-message", "id": m} for m in rec["message_ids"]]),
+                    "tags": rel(self.base_url, path, "tags")}
+        elif rtype == "flow":
+            rels = {"flow-actions": rel(self.base_url, path, "flow-actions",
+                                        [{"type": "flow-action", "id": a} for a in rec["action_ids"]]),
+                    "tags": rel(self.base_url, path, "tags")}
+        elif rtype in ("list", "segment"):
+            rels = {"profiles": rel(self.base_url, path, "profiles"), "tags": rel(self.base_url, path, "tags")}
+        elif rtype == "metric":
+            rels = {"flow-triggers": rel(self.base_url, path, "flow-triggers")}
+        elif rtype == "campaign-message":
+            rels = {"campaign": rel(self.base_url, path, "campaign", {"type": "campaign", "id": rec["campaign_id"]})}
+        elif rtype == "flow-action":
+            rels = {"flow": rel(self.base_url, path, "flow", {"type": "flow", "id": rec["flow_id"]})}
+        return resource(rtype, rec["id"], rec["attributes"], self.base_url, path, p.fields, rels)
+
+    # ---- generic paging -------------------------------------------------------------------------------
+    def _size(self, p: Params, default: int) -> int:
+        return p.size if p.size is not None else default
+
+    def memory_collection(self, req: Request, recs: list[dict[str, Any]], default_size: int,
+                          render: Callable[[dict[str, Any]], dict[str, Any]],
+                          included: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+                          default_sort: str | None = None) -> dict[str, Any]:
+        p = req.params
+        recs = [r for r in recs if accepts(r, p.filters)]
+        recs = sort_records(recs, p.sort or default_sort, p.desc)
+        page = with_cursor_errors(lambda: offset_page(recs, p.cursor, self._size(p, default_size)))
+        inc = included(page.items) if included is not None else None
+        return collection([render(r) for r in page.items], self.base_url, req.path, p.raw, page, inc)
+
+    # ---- profiles -------------------------------------------------------------------------------------
+    def point_candidates(self, conds: list[Condition]) -> list[str] | None:
+        """Profile ids from the first identity condition (equals/any), or None when there is none."""
+        for c in conds:
+            if c.field in POINT_FIELDS and c.op in ("equals", "any"):
+                values = c.value if c.op == "any" else [c.value]
+                out: list[str] = []
+                for v in values:
+                    for pid in self.store.lookup("id" if c.field == "profile_id" else c.field, v):
+                        if pid not in out:
+                            out.append(pid)
+                return out
+        return None
+
+    def get_profiles(self, req: Request) -> dict[str, Any]:
+        p, store = req.params, self.store
+        size = self._size(p, 20)
+        render = lambda r: self.profile_resource(r, p)  # noqa: E731
+        with store.lock:
+            cands = self.point_candidates(p.filters)
+            if cands is not None:
+                recs = [store.profile(pid) for pid in cands]
+                return self.memory_collection(req, [r for r in recs if r is not None], 20, render,
+                                              default_sort="id")
+            sort = p.sort
+            if sort is None:
+                sort = "updated" if p.conds("updated") else "created" if p.conds("created") else "id"
+            if sort not in ("id", "created", "updated"):
+                recs = [store.profile_by_ref(ref) for ref in store.all_profile_refs()]
+                return self.memory_collection(req, recs, 20, render)
+            view = "updated" if sort == "updated" else "created"
+            lo, hi = window(p.filters, view)
+            residual = [c for c in p.filters if c.field != view]
+
+            def accept(ref: tuple[str, Any]) -> dict[str, Any] | None:
+                rec = store.profile_by_ref(ref)
+                return rec if accepts(rec, residual) else None
+
+            page = with_cursor_errors(lambda: keyset_page(store.profile_source(view), p.cursor, size, p.desc,
+                                                          lo, hi, accept, view))
+        return collection([render(r) for r in page.items], self.base_url, req.path, p.raw, page)
+
+    def get_profile(self, req: Request) -> dict[str, Any]:
+        p, store = req.params, self.store
+        rec = store.profile(req.ids["id"])
+        if rec is None:
+            raise not_found("profile", req.ids["id"])
+        data = self.profile_resource(rec, p)
+        included = None
+        if p.include:
+            included = []
+            for kind in ("list", "segment"):
+                name = PLURAL[kind]
+                if name not in p.include:
+                    continue
+                ids = [gid for gid, st in store.groups[kind].items() if store.member_joined(st, rec["id"]) is not None]
+                data["relationships"][name]["data"] = [{"type": kind, "id": gid} for gid in ids]
+                included += [self.simple_resource(self.group_rec(store.groups[kind][g]), p) for g in ids]
+        return single(data, self.base_url, req.path, p.raw, included)
+
+    # ---- events ---------------------------------------------------------------------------------------
+    def get_events(self, req: Request) -> dict[str, Any]:
+        p, store = req.params, self.store
+        base = store.base
+        size = self._size(p, 200)
+        bounds = [window(p.filters, f) for f in ("datetime", "timestamp")]
+        los = [b[0] for b in bounds if b[0] is not None]
+        his = [b[1] for b in bounds if b[1] is not None]
+        lo, hi = (max(los) if los else None), (min(his) if his else None)
+        metric = [c.value for c in p.filters if c.field == "metric_id"]
+        profile = [c.value for c in p.filters if c.field == "profile_id"]
+        metric_idx = {store.metric_ids.index(m) if m in store.metric_ids else -1 for m in metric}
+        profile_idx = set()
+        for pid in profile:
+            i = base.profile_index(pid) if isinstance(pid, str) else None
+            profile_idx.add(-1 if i is None else i)
+
+        def accept(ref: tuple[str, Any]) -> dict[str, Any] | None:
+            i = ref[1]
+            if metric_idx and (len(metric_idx) > 1 or base.event_metric(i) not in metric_idx):
+                return None
+            if profile_idx and (len(profile_idx) > 1 or base.event_profile(i) not in profile_idx):
+                return None
+            return store.event(i)
+
+        view = "datetime"
+        with store.lock:
+            page = with_cursor_errors(lambda: keyset_page(store.event_source(), p.cursor, size, p.desc, lo, hi,
+                                                          accept, view))
+        return collection([self.event_resource(r, p) for r in page.items], self.base_url, req.path, p.raw, page,
+                          self.event_included(page.items, p))
+
+    def event_included(self, recs: list[dict[str, Any]], p: Params) -> list[dict[str, Any]] | None:
+        if not p.include:
+            return None
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for r in recs:
+            if "metric" in p.include and r["_metric_id"] not in seen:
+                seen.add(r["_metric_id"])
+                out.append(self.simple_resource(self.store.metric_by_id[r["_metric_id"]], p))
+            if "profile" in p.include and r["_profile_id"] not in seen:
+                seen.add(r["_profile_id"])
+                prof = self.store.profile(r["_profile_id"])
+                if prof is not None:
+                    out.append(self.profile_resource(prof, p, with_rels=False))
+        return out
+
+    def get_event(self, req: Request) -> dict[str, Any]:
+        rec = self.store.event_by_id(req.ids["id"])
+        if rec is None:
+            raise not_found("event", req.ids["id"])
+        p = req.params
+        return single(self.event_resource(rec, p), self.base_url, req.path, p.raw, self.event_included([rec], p))
+
+    # ---- metrics --------------------------------------------------------------------------------------
+    def get_metrics(self, req: Request) -> dict[str, Any]:
+        return self.memory_collection(req, self.store.base.metrics, 200, lambda r: self.simple_resource(r, req.params))
+
+    def get_metric(self, req: Request) -> dict[str, Any]:
+        rec = self.store.metric_by_id.get(req.ids["id"])
+        if rec is None:
+            raise not_found("metric", req.ids["id"])
+        return single(self.simple_resource(rec, req.params), self.base_url, req.path, req.params.raw)
+
+    # ---- lists and segments ---------------------------------------------------------------------------
+    def group_rec(self, st: GroupState, count: bool = False) -> dict[str, Any]:
+        g = st.group
+        attrs = dict(g.attributes)
+        if count:
+            attrs["profile_count"] = self.store.member_count(st)
+        return {"type": g.kind, "id": g.id, "attributes": attrs}
+
+    def get_groups(self, req: Request, kind: str) -> dict[str, Any]:
+        with self.store.lock:
+            recs = [self.group_rec(st) for st in self.store.groups[kind].values()]
+        return self.memory_collection(req, recs, 10, lambda r: self.simple_resource(r, req.params))
+
+    def get_group(self, req: Request, kind: str) -> dict[str, Any]:
+        st = self.store.group(kind, req.ids["id"])
+        if st is None:
+            raise not_found(kind, req.ids["id"])
+        p = req.params
+        rec = self.group_rec(st, count=p.extra(kind, "profile_count"))
+        return single(self.simple_resource(rec, p), self.base_url, req.path, p.raw, [] if p.include else None)
+
+    def get_members(self, req: Request, kind: str, ids_only: bool) -> dict[str, Any]:
+        p, store = req.params, self.store
+        st = store.group(kind, req.ids["id"])
+        if st is None:
+            raise not_found(kind, req.ids["id"])
+        size = self._size(p, 20)
+
+        def render(item: tuple[dict[str, Any], int]) -> dict[str, Any]:
+            rec, joined = item
+            if ids_only:
+                return {"type": "profile", "id": rec["id"]}
+            return self.profile_resource(rec, p, joined_ms=joined, with_rels=True)
+
+        with store.lock:
+            if any(c.field in ("_kx", "push_token") and c.op in ("equals", "any") for c in p.filters):
+                page = Page([], None, None)  # the sandbox has no push tokens or _kx values
+            else:
+                cands = self.point_candidates(p.filters)
+                if cands is not None:
+                    items = []
+                    for pid in cands:
+                        joined = store.member_joined(st, pid)
+                        rec = store.profile(pid)
+                        if joined is not None and rec is not None:
+                            items.append(self._member_rec(rec, joined))
+                    items = [r for r in items if accepts(r, p.filters)]
+                    items = sort_records(items, "joined_group_at", p.desc)
+                    page = with_cursor_errors(lambda: offset_page(items, p.cursor, size))
+                    page.items = [(r, r["_joined"]) for r in page.items]
+                else:
+                    lo, hi = window(p.filters, "joined_group_at")
+                    residual = [c for c in p.filters if c.field != "joined_group_at"]
+
+                    def accept(ref: tuple[str, Any]) -> tuple[dict[str, Any], int] | None:
+                        rec = store.profile_by_ref(ref)
+                        if residual and not accepts(rec, residual):
+                            return None
+                        joined = (store.base.joined_ms(st.group, ref[1]) if ref[0] == "b"
+                                  else st.added.where[ref[1]][0])
+                        return rec, joined
+
+                    page = with_cursor_errors(lambda: keyset_page(store.member_source(st), p.cursor, size, p.desc,
+                                                                  lo, hi, accept, "joined"))
+        return collection([render(item) for item in page.items], self.base_url, req.path, p.raw, page)
+
+    @staticmethod
+    def _member_rec(rec: dict[str, Any], joined: int) -> dict[str, Any]:
+        return {**rec, "attributes": {**rec["attributes"], "joined_group_at": iso(joined)}, "_joined": joined}
+
+    # ---- campaigns, flows, templates ------------------------------------------------------------------
+    def get_campaigns(self, req: Request) -> dict[str, Any]:
+        p = req.params
+        channels = [c for c in p.filters if c.field == "messages.channel"]
+        if len(channels) != 1 or channels[0].op != "equals" or channels[0].value not in ("email", "sms", "mobile_push"):
+            raise bad("campaigns need exactly one channel filter: add "
+                      "filter=equals(messages.channel,'email') (or 'sms', 'mobile_push'); one channel per request",
+                      parameter="filter")
+        recs = self._archived_default(self.store.base.campaigns, p)
+        return self.memory_collection(req, recs, 100, lambda r: self.simple_resource(r, p),
+                                      lambda items: self._messages_included(items, p))
+
+    def _archived_default(self, recs: list[dict[str, Any]], p: Params) -> list[dict[str, Any]]:
+        if not p.conds("archived"):
+            return [r for r in recs if not r["attributes"].get("archived")]
+        return recs
+
+    def _messages_included(self, items: list[dict[str, Any]], p: Params) -> list[dict[str, Any]] | None:
+        if not p.include:
+            return None
+        if "campaign-messages" not in p.include:
+            return []
+        by_id = {m["id"]: m for m in self.store.base.campaign_messages}
+        return [self.simple_resource(by_id[mid], p) for c in items for mid in c["message_ids"]]
+
+    def get_campaign(self, req: Request) -> dict[str, Any]:
+        rec = next((c for c in self.store.base.campaigns if c["id"] == req.ids["id"]), None)
+        if rec is None:
+            raise not_found("campaign", req.ids["id"])
+        p = req.params
+        return single(self.simple_resource(rec, p), self.base_url, req.path, p.raw, self._messages_included([rec], p))
+
+    def get_flows(self, req: Request) -> dict[str, Any]:
+        p = req.params
+        recs = self._archived_default(self.store.base.flows, p)
+        return self.memory_collection(req, recs, 50, lambda r: self.simple_resource(r, p),
+                                      lambda items: self._actions_included(items, p))
+
+    def _actions_included(self, items: list[dict[str, Any]], p: Params) -> list[dict[str, Any]] | None:
+        if not p.include:
+            return None
+        if "flow-actions" not in p.include:
+            return []
+        by_id = {a["id"]: a for a in self.store.base.flow_actions}
+        return [self.simple_resource(by_id[aid], p) for f in items for aid in f["action_ids"]]
+
+    def get_flow(self, req: Request) -> dict[str, Any]:
+        rec = next((f for f in self.store.base.flows if f["id"] == req.ids["id"]), None)
+        if rec is None:
+            raise not_found("flow", req.ids["id"])
+        p = req.params
+        return single(self.simple_resource(rec, p), self.base_url, req.path, p.raw, self._actions_included([rec], p))
+
+    def get_templates(self, req: Request) -> dict[str, Any]:
+        return self.memory_collection(req, self.store.base.templates, 10,
+                                      lambda r: self.simple_resource(r, req.params))
+
+    def get_template(self, req: Request) -> dict[str, Any]:
+        rec = next((t for t in self.store.base.templates if t["id"] == req.ids["id"]), None)
+        if rec is None:
+            raise not_found("template", req.ids["id"])
+        return single(self.simple_resource(rec, req.params), self.base_url, req.path, req.params.raw)
+
+
+def not_found(rtype: str, rid: str) -> ApiError:
+    return ApiError(404, "not_found", f"A {rtype} with id {rid!r} does not exist in this account; "
+                    "check the id (ids are case-sensitive)")

@@ -1,0 +1,494 @@
+"""The sandbox's base data: a deterministic, lazily generated Klaviyo account.
+
+Profiles and events (the big collections) are never stored: `BaseData.profile(i)` and `BaseData.event(i)`
+rebuild record `i` from (seed, index). Their cursor timestamps (profile `created`/`updated`, event
+`datetime`) are monotone in the index (see timeline.py), and emails, phone numbers, external ids and ids
+encode the index, so lookups are O(1) and windows are binary searches. The small collections (metrics,
+lists, segments, campaigns and their messages, flows and their actions, templates) are built once at
+start. List and segment membership is a hash of (group, profile index), with `joined_group_at`
+monotone in the profile index.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from klaviyo_dagster.sandbox.ids import (
+    Rng,
+    decode_ulid,
+    det_uuid,
+    encode_ulid,
+    h,
+    rng,
+    short_id,
+)
+from klaviyo_dagster.sandbox.timeline import DAY_MS, Timeline, iso
+
+SCALES: dict[str, tuple[int, int]] = {
+    "small": (2_000, 20_000),
+    "medium": (50_000, 500_000),
+    "large": (1_000_000, 10_000_000),
+}
+
+
+def parse_scale(scale: str) -> tuple[int, int]:
+    """`small`, `medium`, `large` or `PROFILES:EVENTS` -> (profiles, events)."""
+    if scale in SCALES:
+        return SCALES[scale]
+    m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", scale or "")
+    if not m:
+        raise ValueError(f"scale {scale!r} is not small, medium, large or PROFILES:EVENTS (e.g. 1000000:10000000)")
+    profiles, events = int(m.group(1)), int(m.group(2))
+    if profiles < 1 or events < 0:
+        raise ValueError(f"scale {scale!r} needs at least one profile and zero or more events")
+    return profiles, events
+
+
+FIRST = ["james", "mary", "robert", "patricia", "john", "jennifer", "michael", "linda", "david", "elizabeth",
+         "william", "barbara", "richard", "susan", "joseph", "jessica", "thomas", "sarah", "carlos", "karen",
+         "ana", "lucas", "mei", "hiroshi", "fatima", "omar", "ingrid", "sven", "priya", "arjun", "chloe", "noah"]
+LAST = ["smith", "johnson", "williams", "brown", "jones", "garcia", "miller", "davis", "rodriguez", "martinez",
+        "hernandez", "lopez", "gonzalez", "wilson", "anderson", "thomas", "taylor", "moore", "jackson", "martin",
+        "lee", "perez", "thompson", "white", "nguyen", "kim", "patel", "mueller", "rossi", "dubois"]
+DOMAINS = ["example.com", "example.org", "example.net", "mail.example.com", "shop.example.io"]
+CITIES = [  # city, region, country, zip, timezone, lat, lon, area code
+    ("New York", "NY", "United States", "10001", "America/New_York", 40.7506, -73.9972, "212"),
+    ("Los Angeles", "CA", "United States", "90012", "America/Los_Angeles", 34.0614, -118.2385, "310"),
+    ("San Francisco", "CA", "United States", "94103", "America/Los_Angeles", 37.7726, -122.4099, "415"),
+    ("Boston", "MA", "United States", "02108", "America/New_York", 42.3576, -71.0630, "617"),
+    ("Chicago", "IL", "United States", "60601", "America/Chicago", 41.8858, -87.6181, "312"),
+    ("Seattle", "WA", "United States", "98101", "America/Los_Angeles", 47.6114, -122.3305, "206"),
+    ("Austin", "TX", "United States", "78701", "America/Chicago", 30.2711, -97.7437, "512"),
+    ("Denver", "CO", "United States", "80202", "America/Denver", 39.7527, -104.9992, "303"),
+    ("Atlanta", "GA", "United States", "30303", "America/New_York", 33.7525, -84.3915, "404"),
+    ("Miami", "FL", "United States", "33130", "America/New_York", 25.7663, -80.2043, "305"),
+]
+AREA_CODES = [c[7] for c in CITIES]
+EXCHANGES = [e for e in range(200, 1000) if e % 100 != 11]
+PRODUCTS = [  # id, name, price, category
+    ("SKU-1001", "Classic Tee", 24.0, "Apparel"), ("SKU-1002", "Hoodie", 58.0, "Apparel"),
+    ("SKU-1003", "Running Shoes", 120.0, "Footwear"), ("SKU-1004", "Water Bottle", 18.5, "Accessories"),
+    ("SKU-1005", "Backpack", 89.99, "Accessories"), ("SKU-1006", "Yoga Mat", 35.0, "Fitness"),
+    ("SKU-1007", "Sunglasses", 145.0, "Accessories"), ("SKU-1008", "Rain Jacket", 135.0, "Apparel"),
+    ("SKU-1009", "Socks 3-Pack", 15.0, "Apparel"), ("SKU-1010", "Smart Watch", 249.0, "Electronics"),
+]
+PLANS = ["free", "basic", "plus", "pro"]
+INTERESTS = ["running", "yoga", "hiking", "fashion", "tech", "travel", "cooking", "music"]
+
+INTEGRATIONS = {
+    "klaviyo": {"object": "integration", "id": "0rG4eQ", "key": "klaviyo", "name": "Klaviyo", "category": "Internal"},
+    "shopify": {"object": "integration", "id": "0eMvjm", "key": "shopify", "name": "Shopify", "category": "eCommerce"},
+    "api": {"object": "integration", "id": "7FtS4J", "key": "api", "name": "API", "category": "API"},
+}
+# name, integration, weight in the event stream
+METRICS = [
+    ("Placed Order", "shopify", 6), ("Started Checkout", "shopify", 6), ("Added to Cart", "api", 8),
+    ("Viewed Product", "api", 18), ("Active on Site", "api", 18), ("Received Email", "klaviyo", 20),
+    ("Opened Email", "klaviyo", 12), ("Clicked Email", "klaviyo", 5), ("Sent SMS", "klaviyo", 3),
+    ("Received Push", "klaviyo", 2), ("Fulfilled Order", "shopify", 3), ("Subscribed to List", "klaviyo", 1),
+]
+_METRIC_PICK = [i for i, (_, _, w) in enumerate(METRICS) for _ in range(w)]
+
+LIST_NAMES = ["Newsletter", "VIP Customers", "Welcome Series", "SMS Subscribers", "Winback", "Product Launch",
+              "Sale Alerts", "Loyalty Members", "Event Invitees", "Wholesale", "Beta Testers", "Preview Access"]
+SEGMENT_NAMES = ["Engaged 30 Days", "Repeat Buyers", "High CLV", "At Risk", "New Subscribers",
+                 "Cart Abandoners", "Email Openers", "SMS Engaged"]
+FLOW_TRIGGERS = ["Added to List", "Date Based", "Low Inventory", "Metric", "Price Drop", "Unconfigured"]
+FLOW_STATUSES = ["draft", "manual", "live"]
+CAMPAIGN_STATUSES = ["Sent", "Sent", "Sent", "Draft", "Scheduled", "Cancelled", "Sending"]
+
+LATE_WINDOW_MS = 3 * DAY_MS  # late events carry a datetime within the last 3 days of data
+LATE_STRIDE = 50  # one event in LATE_STRIDE of that window arrives late
+
+
+@dataclass
+class SmallSizes:
+    lists: int
+    segments: int
+    campaigns: int
+    flows: int
+    templates: int
+
+
+def small_sizes(profiles: int) -> SmallSizes:
+    if profiles >= 500_000:
+        return SmallSizes(lists=60, segments=40, campaigns=900, flows=120, templates=200)
+    if profiles >= 20_000:
+        return SmallSizes(lists=30, segments=20, campaigns=300, flows=60, templates=100)
+    return SmallSizes(lists=12, segments=8, campaigns=60, flows=24, templates=40)
+
+
+@dataclass
+class Group:
+    """A list or a segment: its resource attributes and base membership rule."""
+
+    kind: str  # "list" | "segment"
+    index: int
+    id: str
+    attributes: dict[str, Any]
+    share: int  # members per 10,000 profiles
+    offset_ms: int  # joined_group_at = profile created + offset
+
+
+@dataclass
+class BaseData:
+    """Everything the sandbox serves before any write, generated from `seed`."""
+
+    seed: int
+    n_profiles: int
+    n_events: int
+    now_ms: int
+    span_ms: int = 30 * DAY_MS
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    groups: dict[str, list[Group]] = field(default_factory=dict)
+    campaigns: list[dict[str, Any]] = field(default_factory=list)
+    campaign_messages: list[dict[str, Any]] = field(default_factory=list)
+    flows: list[dict[str, Any]] = field(default_factory=list)
+    flow_actions: list[dict[str, Any]] = field(default_factory=list)
+    templates: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.data_end = self.now_ms - self.now_ms % 60_000 - 60_000
+        self.data_start = self.data_end - self.span_ms
+        self.updated_tl = Timeline(self.data_start, self.data_end, self.n_profiles)
+        self.created_tl = Timeline(self.data_start - self.span_ms, self.data_end - self.span_ms // 2,
+                                   self.n_profiles)
+        self.event_tl = Timeline(self.data_start, self.data_end, self.n_events)
+        self.late_from = self.event_tl.first_at_or_after(self.data_end - LATE_WINDOW_MS)
+        self.late_count = max(0, (self.n_events - self.late_from + LATE_STRIDE - 1) // LATE_STRIDE)
+        self._build_small()
+
+    # ---- profiles -------------------------------------------------------------------------------------
+    def profile_id(self, i: int) -> str:
+        return encode_ulid(self.seed, "profile", self.created_tl.at(i), i)
+
+    def profile_index(self, profile_id: str) -> int | None:
+        i = decode_ulid(self.seed, "profile", profile_id)
+        return i if i is not None and i < self.n_profiles else None
+
+    def _names(self, i: int) -> tuple[str, str, str]:
+        r = Rng(h(self.seed, "profile-name", i))
+        return r.choice(FIRST), r.choice(LAST), r.choice(DOMAINS)
+
+    def has_email(self, i: int) -> bool:
+        return h(self.seed, "profile-email", i) % 100 >= 3
+
+    def email(self, i: int) -> str | None:
+        if not self.has_email(i):
+            return None
+        first, last, domain = self._names(i)
+        return f"{first}.{last}{i}@{domain}"
+
+    def phone(self, i: int) -> str | None:
+        if h(self.seed, "profile-phone", i) % 100 >= 65 and self.has_email(i):
+            return None
+        area = AREA_CODES[h(self.seed, "profile-city", i) % len(CITIES)]
+        exch = EXCHANGES[(i // 10_000) % len(EXCHANGES)]
+        return f"+1{area}{exch}{i % 10_000:04d}"
+
+    def external_id(self, i: int) -> str | None:
+        return f"cust_{i:08d}" if h(self.seed, "profile-ext", i) % 2 == 0 else None
+
+    def index_from_email(self, email: str) -> list[int]:
+        m = re.fullmatch(r"[a-z]+\.[a-z]+(\d+)@[a-z.]+", email or "")
+        return [int(m.group(1))] if m and int(m.group(1)) < self.n_profiles else []
+
+    def index_from_phone(self, phone: str) -> list[int]:
+        m = re.fullmatch(r"\+1\d{3}(\d{3})(\d{4})", phone or "")
+        if not m or int(m.group(1)) not in EXCHANGES:
+            return []
+        base = EXCHANGES.index(int(m.group(1))) * 10_000 + int(m.group(2))
+        step = len(EXCHANGES) * 10_000
+        return list(range(base, self.n_profiles, step))
+
+    def index_from_external_id(self, external_id: str) -> list[int]:
+        m = re.fullmatch(r"cust_(\d{8})", external_id or "")
+        return [int(m.group(1))] if m and int(m.group(1)) < self.n_profiles else []
+
+    def profile(self, i: int) -> tuple[str, dict[str, Any]]:
+        """(id, attributes) of base profile `i`."""
+        first, last, _ = self._names(i)
+        r = rng(self.seed, "profile", i)
+        city = CITIES[h(self.seed, "profile-city", i) % len(CITIES)]
+        created = self.created_tl.at(i)
+        updated = self.updated_tl.at(i)
+        props: dict[str, Any] = {
+            "plan": r.choice(PLANS),
+            "loyalty_points": r.below(5000),
+            "lifetime_value": round(r.uniform(0, 2500), 2),
+            "vip": r.chance(0.1),
+            "interests": [INTERESTS[(r.below(8) + k) % 8] for k in range(r.below(4))],
+            "preferences": {"frequency": r.choice(["daily", "weekly", "monthly"]),
+                            "channels": ["email"] + (["sms"] if r.chance(0.4) else []),
+                            "sizes": {"top": r.choice(["S", "M", "L", "XL"]), "shoe": 36 + r.below(12)}},
+            "signup_source": r.choice(["checkout", "popup", "footer", "import", "instagram"]),
+        }
+        if r.chance(0.3):  # a property whose type changes between profiles
+            props["favorite_size"] = r.choice(["M", "L"]) if r.chance(0.5) else 8 + r.below(6)
+        if r.chance(0.2):
+            props["birthday"] = f"{1960 + r.below(45)}-{1 + r.below(12):02d}-{1 + r.below(28):02d}"
+        if r.chance(0.15):
+            props["referral_code"] = None
+        attrs = {
+            "email": self.email(i),
+            "phone_number": self.phone(i),
+            "external_id": self.external_id(i),
+            "first_name": first.title(),
+            "last_name": last.title(),
+            "organization": r.choice([None, "Acme Inc", "Globex", "Initech", "Umbrella"]),
+            "locale": r.choice(["en-US", "en-US", "es-US", "fr-FR", "de-DE"]),
+            "title": r.choice([None, "Engineer", "Designer", "Manager", "Founder"]),
+            "image": None if r.chance(0.8) else f"https://images.example.com/avatars/{i}.png",
+            "created": iso(created),
+            "updated": iso(updated),
+            "last_event_date": iso(updated - r.below(7) * DAY_MS) if r.chance(0.85) else None,
+            "location": {
+                "address1": f"{1 + r.below(999)} Main St", "address2": None if r.chance(0.7) else "Apt 4",
+                "city": city[0], "country": city[2], "latitude": city[5], "longitude": city[6],
+                "region": city[1], "zip": city[3], "timezone": city[4], "ip": f"203.0.113.{r.below(255)}",
+            },
+            "properties": props,
+        }
+        return self.profile_id(i), attrs
+
+    def profile_extra(self, i: int, name: str, attrs: dict[str, Any]) -> dict[str, Any]:
+        """`subscriptions` or `predictive_analytics` of base profile `i` (asked for via additional-fields)."""
+        return profile_extra(self.seed, i, name, attrs)
+
+    # ---- events ---------------------------------------------------------------------------------------
+    def is_late(self, i: int) -> bool:
+        return i >= self.late_from and (i - self.late_from) % LATE_STRIDE == 0
+
+    def late_indices(self) -> range:
+        return range(self.late_from, self.n_events, LATE_STRIDE)
+
+    def event_metric(self, i: int) -> int:
+        return _METRIC_PICK[h(self.seed, "event-metric", i) % len(_METRIC_PICK)]
+
+    def event_profile(self, i: int) -> int:
+        return h(self.seed, "event-profile", i) % self.n_profiles
+
+    def event_id(self, i: int) -> str:
+        return encode_ulid(self.seed, "event", self.event_tl.at(i), i)
+
+    def event_index(self, event_id: str) -> int | None:
+        i = decode_ulid(self.seed, "event", event_id)
+        return i if i is not None and i < self.n_events else None
+
+    def event(self, i: int) -> dict[str, Any]:
+        """Base event `i`: id, datetime (ms), metric index, profile index, properties, uuid."""
+        ms = self.event_tl.at(i)
+        m = self.event_metric(i)
+        r = rng(self.seed, "event", i)
+        name = METRICS[m][0]
+        props: dict[str, Any] = {}
+        if name in ("Placed Order", "Started Checkout", "Added to Cart", "Fulfilled Order"):
+            items = []
+            for _ in range(1 + r.below(3)):
+                p = r.choice(PRODUCTS)
+                q = 1 + r.below(3)
+                items.append({"ProductID": p[0], "ProductName": p[1], "Quantity": q, "ItemPrice": p[2],
+                              "RowTotal": round(p[2] * q, 2), "Categories": [p[3]]})
+            value = round(sum(it["RowTotal"] for it in items), 2)
+            props = {"value": value, "$value": value, "Items": items, "ItemNames": [it["ProductName"] for it in items],
+                     "Item Count": sum(it["Quantity"] for it in items), "Currency": "USD"}
+            if name in ("Placed Order", "Fulfilled Order"):
+                props["OrderId"] = f"ORD-{100000 + i}"
+                props["DiscountCode"] = r.choice([None, "WELCOME10", "VIP20"])
+        elif name == "Viewed Product":
+            p = r.choice(PRODUCTS)
+            props = {"ProductID": p[0], "ProductName": p[1], "Price": p[2], "Categories": [p[3]],
+                     "URL": f"https://shop.example.com/products/{p[0].lower()}"}
+        elif name == "Active on Site":
+            props = {"page": r.choice(["/", "/collections/new", "/cart", "/pages/about"]),
+                     "browser": r.choice(["Chrome", "Safari", "Firefox"]), "os": r.choice(["macOS", "iOS", "Android"])}
+        elif name in ("Received Email", "Opened Email", "Clicked Email"):
+            c = self.campaigns[r.below(len(self.campaigns))] if self.campaigns else None
+            props = {"Campaign Name": c["attributes"]["name"] if c else "Welcome", "Subject": "Our newest arrivals",
+                     "$message": c["id"] if c else None, "Email Domain": r.choice(DOMAINS)}
+            if name == "Clicked Email":
+                props["URL"] = "https://shop.example.com/collections/new?utm_source=klaviyo"
+            if name == "Opened Email":
+                props["machine_open"] = r.chance(0.3)
+        elif name == "Sent SMS":
+            props = {"Message Body": "Flash sale: 20% off today only", "Message Type": "campaign",
+                     "Carrier Deliverability": r.choice(["delivered", "pending"]), "Segments": 1 + r.below(2)}
+        elif name == "Received Push":
+            props = {"Title": "New drop", "Platform": r.choice(["ios", "android"])}
+        else:
+            props = {"List": LIST_NAMES[r.below(len(LIST_NAMES))], "method": "form"}
+        props["$event_id"] = f"{i}"
+        return {"id": self.event_id(i), "ms": ms, "metric": m, "profile": self.event_profile(i),
+                "properties": props, "uuid": det_uuid(self.seed, "event-uuid", i)}
+
+    # ---- groups ---------------------------------------------------------------------------------------
+    def is_member(self, group: Group, i: int) -> bool:
+        return h(self.seed, f"member:{group.kind}:{group.index}", i) % 10_000 < group.share
+
+    def joined_ms(self, group: Group, i: int) -> int:
+        return self.created_tl.at(i) + group.offset_ms
+
+    # ---- small collections ----------------------------------------------------------------------------
+    def _build_small(self) -> None:
+        sizes = small_sizes(self.n_profiles)
+        seed = self.seed
+        old = self.data_start - 400 * DAY_MS
+        self.metrics = []
+        for k, (name, integ, _) in enumerate(METRICS):
+            created = old + k * 7 * DAY_MS
+            self.metrics.append({"type": "metric", "id": short_id(seed, "metric", k), "attributes": {
+                "name": name, "created": iso(created), "updated": iso(created + 30 * DAY_MS),
+                "integration": dict(INTEGRATIONS[integ])}})
+
+        def times(n: int, k: int) -> tuple[int, int]:
+            tl = Timeline(self.data_start - self.span_ms, self.data_end, max(n, 2))
+            created = tl.at(k)
+            r = rng(seed, "small-updated", k)
+            updated = min(self.data_end, created + r.below(20) * DAY_MS) if k % 4 else created
+            return created, updated
+
+        self.groups = {"list": [], "segment": []}
+        for kind, count, names in (("list", sizes.lists, LIST_NAMES), ("segment", sizes.segments, SEGMENT_NAMES)):
+            for k in range(count):
+                created, updated = times(count, k)
+                r = rng(seed, f"{kind}-attrs", k)
+                name = names[k % len(names)] + ("" if k < len(names) else f" {k // len(names) + 1}")
+                if kind == "list":
+                    attrs = {"name": name, "created": iso(created), "updated": iso(updated),
+                             "opt_in_process": r.choice(["single_opt_in", "double_opt_in"])}
+                else:
+                    attrs = {"name": name, "created": iso(created), "updated": iso(updated),
+                             "is_active": k % 5 != 4, "is_processing": False, "is_starred": k % 3 == 0}
+                share = [4000, 1500, 600, 250, 80, 20][k % 6]
+                self.groups[kind].append(Group(kind, k, short_id(seed, kind, k), attrs, share,
+                                               (k % 3) * DAY_MS))
+
+        self.templates = []
+        for k in range(sizes.templates):
+            created, updated = times(sizes.templates, k)
+            name = f"Template {k + 1}: " + ["Welcome", "Sale", "Newsletter", "Order Confirmation", "Winback"][k % 5]
+            self.templates.append({"type": "template", "id": short_id(seed, "template", k), "attributes": {
+                "name": name, "editor_type": ["CODE", "SYSTEM_DRAGGABLE", "USER_DRAGGABLE"][k % 3],
+                "html": f"<html><body><h1>{name}</h1><p>Hello {{{{ first_name|default:'there' }}}}</p></body></html>",
+                "text": f"{name}\n\nHello {{{{ first_name|default:'there' }}}}", "amp": None,
+                "created": iso(created), "updated": iso(updated)}})
+
+        self.campaigns, self.campaign_messages = [], []
+        lists = self.groups["list"]
+        for k in range(sizes.campaigns):
+            created, updated = times(sizes.campaigns, k)
+            r = rng(seed, "campaign", k)
+            channel = ["email", "email", "email", "sms", "sms", "mobile_push"][k % 6]
+            status = r.choice(CAMPAIGN_STATUSES)
+            scheduled = None if status == "Draft" else min(self.data_end, created + (1 + r.below(3)) * DAY_MS)
+            updated = max(updated, scheduled or 0)
+            cid = encode_ulid(seed, "campaign", created, k)
+            mid = encode_ulid(seed, "campaign-message", created, k)
+            send_options = {"use_smart_sending": r.chance(0.7)}
+            attrs: dict[str, Any] = {
+                "name": f"{['Spring', 'Summer', 'Fall', 'Holiday', 'Flash'][k % 5]} {channel} campaign #{k + 1}",
+                "status": status, "archived": k % 7 == 3,
+                "audiences": {"included": [lists[k % len(lists)].id], "excluded": []},
+                "send_options": send_options,
+                "send_strategy": ({"method": "static", "datetime": iso(scheduled)} if scheduled
+                                  else {"method": "immediate"}),
+                "created_at": iso(created), "scheduled_at": iso(scheduled), "updated_at": iso(updated),
+                "send_time": iso(scheduled) if status == "Sent" else None,
+            }
+            if channel == "email":
+                attrs["tracking_options"] = {"add_tracking_params": True, "is_tracking_clicks": True,
+                                             "is_tracking_opens": True}
+                definition: dict[str, Any] = {"channel": "email", "label": attrs["name"], "content": {
+                    "subject": "Our newest arrivals", "preview_text": "Just landed", "from_email": "hello@example.com",
+                    "from_label": "Example Shop", "reply_to_email": None, "cc_email": None, "bcc_email": None}}
+            elif channel == "sms":
+                attrs["tracking_options"] = {"add_tracking_params": False}
+                definition = {"channel": "sms", "content": {"body": "Flash sale today! Reply STOP to opt out",
+                                                            "media_url": None},
+                              "render_options": {"shorten_links": True, "add_org_prefix": True,
+                                                 "add_info_link": True, "add_opt_out_language": False}}
+            else:
+                definition = {"channel": "mobile_push", "notification_type": "standard",
+                              "content": {"title": "New drop", "body": "See what's new"}}
+            self.campaigns.append({"type": "campaign", "id": cid, "attributes": attrs, "channel": channel,
+                                   "message_ids": [mid]})
+            self.campaign_messages.append({"type": "campaign-message", "id": mid, "attributes": {
+                "definition": definition,
+                "send_times": [{"datetime": iso(scheduled), "is_local": False}] if scheduled else [],
+                "created_at": iso(created), "updated_at": iso(updated)}, "campaign_id": cid})
+
+        self.flows, self.flow_actions = [], []
+        action_seq = 0
+        for k in range(sizes.flows):
+            created, updated = times(sizes.flows, k)
+            fid = short_id(seed, "flow", k)
+            trigger = FLOW_TRIGGERS[k % len(FLOW_TRIGGERS)]
+            action_ids = []
+            n_actions = 1 + k % 4
+            for _ in range(n_actions):
+                aid = str(10_000_000 + h(seed, "flow-action", action_seq) % 89_999_999)
+                action_seq += 1
+                action_ids.append(aid)
+            actions = []
+            for a, aid in enumerate(action_ids):
+                nxt = action_ids[a + 1] if a + 1 < len(action_ids) else None
+                if a % 2 == 0:
+                    definition = {"id": aid, "type": "send-email", "links": {"next": nxt}, "data": {"message": {
+                        "from_email": "hello@example.com", "from_label": "Example Shop",
+                        "subject_line": f"Step {a + 1}", "preview_text": None,
+                        "template_id": self.templates[(k + a) % len(self.templates)]["id"],
+                        "smart_sending_enabled": True, "transactional": False, "add_tracking_params": True}}}
+                else:
+                    definition = {"id": aid, "type": "time-delay", "links": {"next": nxt},
+                                  "data": {"unit": "days", "value": 1 + a}}
+                actions.append({"type": "flow-action", "id": aid, "attributes": {
+                    "created": iso(created), "updated": iso(updated), "definition": definition},
+                    "flow_id": fid})
+            self.flow_actions.extend(actions)
+            self.flows.append({"type": "flow", "id": fid, "attributes": {
+                "name": f"{trigger} flow #{k + 1}", "status": FLOW_STATUSES[(k + k // 6) % 3],
+                "archived": k % 5 == 2, "created": iso(created), "updated": iso(updated),
+                "trigger_type": trigger}, "action_ids": action_ids})
+
+
+def profile_extra(seed: int, i: int, name: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """Deterministic subscriptions / predictive analytics for profile `i` (also used for new profiles)."""
+    r = rng(seed, "profile-" + name, i)
+    created = attrs.get("created")
+    if name == "subscriptions":
+        consent = r.choice(["SUBSCRIBED", "SUBSCRIBED", "UNSUBSCRIBED", "NEVER_SUBSCRIBED"])
+        sms = r.choice(["SUBSCRIBED", "NEVER_SUBSCRIBED", "NEVER_SUBSCRIBED"]) if attrs.get("phone_number") else "NEVER_SUBSCRIBED"
+        email_marketing: dict[str, Any] = {
+            "can_receive_email_marketing": consent == "SUBSCRIBED" and bool(attrs.get("email")),
+            "consent": consent, "consent_timestamp": created if consent != "NEVER_SUBSCRIBED" else None,
+            "last_updated": created, "method": "FORM" if consent != "NEVER_SUBSCRIBED" else None,
+            "method_detail": None, "custom_method_detail": None, "double_optin": r.chance(0.3),
+            "suppression": [], "list_suppressions": [],
+        }
+        if consent == "UNSUBSCRIBED" and r.chance(0.5):
+            email_marketing["suppression"] = [{"reason": "UNSUBSCRIBE", "timestamp": created}]
+        return {
+            "email": {"marketing": email_marketing},
+            "sms": {"marketing": {"can_receive_sms_marketing": sms == "SUBSCRIBED", "consent": sms,
+                                  "consent_timestamp": created if sms == "SUBSCRIBED" else None,
+                                  "method": "TEXT" if sms == "SUBSCRIBED" else None, "method_detail": None,
+                                  "last_updated": created},
+                    "transactional": {"can_receive_sms_transactional": sms == "SUBSCRIBED", "consent": sms,
+                                      "consent_timestamp": None, "method": None, "method_detail": None,
+                                      "last_updated": created}},
+            "mobile_push": {"marketing": {"can_receive_push_marketing": False, "consent": "NEVER_SUBSCRIBED",
+                                          "consent_timestamp": None}},
+        }
+    orders = r.below(12)
+    aov = round(r.uniform(20, 180), 2)
+    return {
+        "historic_clv": round(orders * aov, 2), "predicted_clv": round(r.uniform(0, 800), 2),
+        "total_clv": round(orders * aov + r.uniform(0, 800), 2), "historic_number_of_orders": orders,
+        "predicted_number_of_orders": round(r.uniform(0, 5), 2),
+        "average_days_between_orders": round(r.uniform(10, 120), 1) if orders > 1 else None,
+        "average_order_value": aov if orders else 0.0, "churn_probability": round(r.random(), 2),
+        "expected_date_of_next_order": created if orders > 1 else None,
+        "ranked_channel_affinity": ["email", "sms", "push"][: 1 + r.below(3)],
+    }

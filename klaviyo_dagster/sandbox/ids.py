@@ -1,0 +1,123 @@
+"""Deterministic hashing, a tiny fast PRNG, and Klaviyo-looking ids for the sandbox.
+
+Every generated value is a pure function of (seed, kind, index), so any record can be rebuilt on demand.
+Long ids (profiles, events, campaigns, jobs) are 26-character ULIDs: a 48-bit millisecond timestamp,
+then 80 bits that carry the (masked) index and a check value, so `decode_ulid` maps an id back to its
+index in O(1) and rejects ids the sandbox never issued. Short ids (lists, metrics, flows, ...) are
+6-character base62 strings.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+_M64 = (1 << 64) - 1
+_M40 = (1 << 40) - 1
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CROCKFORD_INDEX = {c: i for i, c in enumerate(CROCKFORD)}
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def mix(x: int) -> int:
+    """SplitMix64 finaliser: a well-spread 64-bit hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def tag(text: str) -> int:
+    """A stable 64-bit number for a short label (no dependence on PYTHONHASHSEED)."""
+    h = 0xCBF29CE484222325
+    for b in text.encode():
+        h = ((h ^ b) * 0x100000001B3) & _M64
+    return h
+
+
+def h(seed: int, kind: str, index: int, salt: int = 0) -> int:
+    """Hash of (seed, kind, index, salt)."""
+    return mix(mix(seed ^ tag(kind)) ^ mix(index * 0x9E3779B1 + salt))
+
+
+class Rng:
+    """A small deterministic generator (SplitMix64 stream); far cheaper to create than random.Random."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: int) -> None:
+        self.state = state & _M64
+
+    def next(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & _M64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        return z ^ (z >> 31)
+
+    def below(self, n: int) -> int:
+        return self.next() % n
+
+    def random(self) -> float:
+        return (self.next() >> 11) / 9007199254740992.0
+
+    def chance(self, p: float) -> bool:
+        return self.random() < p
+
+    def choice(self, seq):  # noqa: ANN001, ANN201 - generic helper
+        return seq[self.next() % len(seq)]
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.random()
+
+
+def rng(seed: int, kind: str, index: int) -> Rng:
+    """The generator for record `index` of `kind`."""
+    return Rng(h(seed, kind, index))
+
+
+def _b32(value: int, length: int) -> str:
+    out = []
+    for _ in range(length):
+        out.append(CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def encode_ulid(seed: int, kind: str, ms: int, index: int) -> str:
+    """A ULID whose time part is `ms` and whose random part encodes `index` (see `decode_ulid`)."""
+    mask = h(seed, kind + ":mask", 0) & _M40
+    check = h(seed, kind + ":check", index) & _M40
+    return _b32(ms & ((1 << 50) - 1), 10) + _b32((check << 40) | ((index ^ mask) & _M40), 16)
+
+
+def decode_ulid(seed: int, kind: str, text: str) -> int | None:
+    """The index encoded in a ULID issued by `encode_ulid` for this seed and kind, else None."""
+    if len(text) != 26:
+        return None
+    try:
+        value = 0
+        for c in text[10:]:
+            value = (value << 5) | _CROCKFORD_INDEX[c]
+    except KeyError:
+        return None
+    mask = h(seed, kind + ":mask", 0) & _M40
+    index = (value ^ mask) & _M40
+    if (value >> 40) & _M40 != h(seed, kind + ":check", index) & _M40:
+        return None
+    return index
+
+
+def short_id(seed: int, kind: str, index: int, length: int = 6) -> str:
+    """A base62 id such as Klaviyo's list or metric ids ("Y6nRLr")."""
+    value = h(seed, kind + ":short", index)
+    out = []
+    for _ in range(length):
+        out.append(BASE62[value % 62])
+        value //= 62
+    return "".join(out)
+
+
+def det_uuid(seed: int, kind: str, index: int) -> str:
+    """A deterministic UUID (version 4 layout)."""
+    value = (h(seed, kind, index, 1) << 64) | h(seed, kind, index, 2)
+    return str(uuid.UUID(int=value, version=4))

@@ -1,0 +1,361 @@
+"""The sandbox HTTP server: routing, auth, revision, rate limits, faults, admin routes.
+
+Request path, in order: admin routes under `/__sandbox/` (no Klaviyo auth); the `Authorization:
+Klaviyo-API-Key` check (401); the `revision` header (400 when missing or not YYYY-MM-DD[.suffix]; any
+well-formed revision is served as the spec's); route resolution against the spec subset's operations
+(404 unknown path, 405 wrong method); the rate limiter (429, `RateLimit-*` headers on every answer);
+fault injection (status, reset, truncate, slow); query validation; the handler. Stdlib
+`ThreadingHTTPServer` with HTTP/1.1 keep-alive, orjson bodies.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from klaviyo_dagster.sandbox._hooks_fallback import hooks
+from klaviyo_dagster.sandbox.api import ReadApi, Request
+from klaviyo_dagster.sandbox.generate import BaseData, parse_scale
+from klaviyo_dagster.sandbox.ids import h
+from klaviyo_dagster.sandbox.params import ApiError, parse_params
+from klaviyo_dagster.sandbox.store import Store
+from klaviyo_dagster.sandbox.writes import WriteApi
+from klaviyo_dagster.spec import load_subset
+
+MEDIA_TYPE = "application/vnd.api+json"
+REVISION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?")
+MAX_BODY = 64 * 1024 * 1024
+
+
+def _compile_routes(subset: dict[str, Any]) -> list[tuple[re.Pattern[str], str, str]]:
+    routes = []
+    for op_key in subset["operations"]:
+        method, template = op_key.split(" ", 1)
+        pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
+        routes.append((re.compile(f"^{pattern}$"), method, op_key))
+    return routes
+
+
+class Response:
+    __slots__ = ("status", "body", "headers")
+
+    def __init__(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def json_response(status: int, doc: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, orjson.dumps(doc), headers)
+
+
+class SandboxServer:
+    """One sandbox account served over HTTP on 127.0.0.1."""
+
+    def __init__(self, seed: int = 42, scale: str = "small", rate_limits: str = "off", port: int = 0,
+                 api_key: str | None = None, faults: str | None = None, now: float | None = None,
+                 span_days: float = 30.0, late_release_after: float | None = None) -> None:
+        self.subset = load_subset()
+        self.revision = self.subset["revision"]
+        self.seed = seed
+        profiles, events = parse_scale(scale)
+        self._t0_wall = time.time() if now is None else float(now)
+        self._t0_mono = time.monotonic()
+        base = BaseData(seed, profiles, events, int(self._t0_wall * 1000), int(span_days * 86_400_000))
+        self.store = Store(base, self.clock_ms)
+        self.api_key = api_key or default_api_key(seed)
+        rate_limiter_cls, injector_cls = hooks()
+        self.limiter = rate_limiter_cls(rate_limits, self.subset)
+        self.faults = injector_cls(seed, faults)
+        self.recorder: Any = _recorder_from_env()
+        self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+        self.routes = _compile_routes(self.subset)
+        self.late_release_after = late_release_after
+        self._http = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self._http.daemon_threads = True
+        self._http.sandbox = self  # type: ignore[attr-defined]
+        self.port = self._http.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.reads = ReadApi(self.store, self.base_url)
+        self.writes = WriteApi(self.store, self.reads)
+        self._thread: threading.Thread | None = None
+        self._handlers: dict[str, Callable[[Request], Any]] = self._handler_table()
+
+    # ---- clock and lifecycle --------------------------------------------------------------------------
+    def clock_ms(self) -> int:
+        """The sandbox's clock: the start time (or `now`) plus elapsed monotonic time."""
+        return int((self._t0_wall + time.monotonic() - self._t0_mono) * 1000)
+
+    def start(self) -> SandboxServer:
+        self._thread = threading.Thread(target=self._http.serve_forever, name=f"klaviyo-sandbox-{self.port}",
+                                        daemon=True, kwargs={"poll_interval": 0.1})
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _maybe_auto_release(self) -> None:
+        if self.late_release_after is not None and self.store.late_pending() > 0:
+            if self.clock_ms() - self._t0_wall * 1000 >= self.late_release_after * 1000:
+                self.store.release_late_events()
+
+    # ---- dispatch -------------------------------------------------------------------------------------
+    def _handler_table(self) -> dict[str, Callable[[Request], Any]]:
+        r, w = self.reads, self.writes
+        return {
+            "GET /api/profiles": r.get_profiles, "GET /api/profiles/{id}": r.get_profile,
+            "GET /api/events": r.get_events, "GET /api/events/{id}": r.get_event,
+            "GET /api/metrics": r.get_metrics, "GET /api/metrics/{id}": r.get_metric,
+            "GET /api/lists": lambda q: r.get_groups(q, "list"), "GET /api/lists/{id}": lambda q: r.get_group(q, "list"),
+            "GET /api/segments": lambda q: r.get_groups(q, "segment"),
+            "GET /api/segments/{id}": lambda q: r.get_group(q, "segment"),
+            "GET /api/lists/{id}/profiles": lambda q: r.get_members(q, "list", False),
+            "GET /api/lists/{id}/relationships/profiles": lambda q: r.get_members(q, "list", True),
+            "GET /api/segments/{id}/profiles": lambda q: r.get_members(q, "segment", False),
+            "GET /api/segments/{id}/relationships/profiles": lambda q: r.get_members(q, "segment", True),
+            "GET /api/campaigns": r.get_campaigns, "GET /api/campaigns/{id}": r.get_campaign,
+            "GET /api/flows": r.get_flows, "GET /api/flows/{id}": r.get_flow,
+            "GET /api/templates": r.get_templates, "GET /api/templates/{id}": r.get_template,
+            "POST /api/lists": w.create_list,
+            "POST /api/lists/{id}/relationships/profiles": lambda q: w.change_members(q, add=True),
+            "DELETE /api/lists/{id}/relationships/profiles": lambda q: w.change_members(q, add=False),
+            "GET /api/profile-bulk-import-jobs": w.get_jobs,
+            "POST /api/profile-bulk-import-jobs": w.create_job,
+            "GET /api/profile-bulk-import-jobs/{job_id}": w.get_job,
+            "GET /api/profile-bulk-import-jobs/{id}/import-errors": w.get_job_errors,
+            "GET /api/profile-bulk-import-jobs/{id}/profiles": lambda q: w.get_job_profiles(q, False),
+            "GET /api/profile-bulk-import-jobs/{id}/relationships/profiles": lambda q: w.get_job_profiles(q, True),
+            "GET /api/profile-bulk-import-jobs/{id}/lists": lambda q: w.get_job_lists(q, False),
+            "GET /api/profile-bulk-import-jobs/{id}/relationships/lists": lambda q: w.get_job_lists(q, True),
+        }
+
+    def resolve(self, method: str, path: str) -> tuple[str, dict[str, str]]:
+        """(op_key, path ids) for a request, or ApiError 404/405."""
+        norm = path.rstrip("/") or "/"
+        methods = []
+        for pattern, m, op_key in self.routes:
+            match = pattern.match(norm)
+            if match:
+                if m == method:
+                    return op_key, match.groupdict()
+                methods.append(m)
+        if methods:
+            raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}; allowed: "
+                           f"{', '.join(sorted(set(methods)))}", headers={"Allow": ", ".join(sorted(set(methods)))})
+        raise ApiError(404, "not_found", f"no endpoint at {path}; Klaviyo endpoints live under /api/ "
+                       "(e.g. /api/profiles/)")
+
+    def count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
+
+    def handle_api(self, method: str, path: str, query: dict[str, list[str]], headers: Any,
+                   body: bytes) -> tuple[Response, Any, str | None]:
+        """Answer one /api/ request. Returns (response, fault or None, op_key)."""
+        auth = headers.get("Authorization")
+        if not auth:
+            raise ApiError(401, "not_authenticated", "Missing Authorization header: send "
+                           "'Authorization: Klaviyo-API-Key <your private key>'")
+        if auth != f"Klaviyo-API-Key {self.api_key}":
+            raise ApiError(401, "authentication_failed", "Incorrect authentication credentials: the "
+                           "Authorization header must be 'Klaviyo-API-Key <private key>' with a valid key",
+                           title="Incorrect authentication credentials.")
+        revision = headers.get("revision")
+        if revision is None:
+            raise ApiError(400, "invalid", f"the revision header is required, e.g. 'revision: {self.revision}'",
+                           parameter="revision")
+        if not REVISION_RE.fullmatch(revision.strip()):
+            raise ApiError(400, "invalid", f"revision {revision!r} is not YYYY-MM-DD or YYYY-MM-DD.suffix; "
+                           f"send e.g. 'revision: {self.revision}'", parameter="revision")
+        op_key, ids = self.resolve(method, path)
+        self.count(op_key)
+        decision = self.limiter.check(op_key, query, time.time())
+        extra = dict(decision.headers or {})
+        if not decision.allowed:
+            err = decision.error or ApiError(429, "throttled", "Request was throttled.").error()
+            return json_response(decision.status or 429, {"errors": [err]}, extra), None, op_key
+        fault = self.faults.pick(op_key)
+        if fault is not None and fault.kind == "status":
+            status = int(fault.status)
+            err = ApiError(status, "throttled" if status == 429 else "error",
+                           f"injected fault: HTTP {status} (sandbox fault injection)")
+            if status == 429:
+                extra.setdefault("Retry-After", str(getattr(fault, "retry_after", 1)))
+            return json_response(status, err.doc(), extra), None, op_key
+        if fault is not None and fault.kind == "slow":
+            time.sleep(float(fault.delay or 0))
+        self._maybe_auto_release()
+        self.store.advance_jobs()
+        params = parse_params(self.subset["operations"][op_key], query)
+        norm = path.rstrip("/") + "/"
+        req = Request(params=params, path=norm, ids=ids, body=body)
+        result = self._handlers[op_key](req)
+        if isinstance(result, Response):
+            result.headers.update(extra)
+            return result, fault, op_key
+        status = 201 if op_key == "POST /api/lists" else 202 if op_key.startswith("POST /api/profile-bulk") else 200
+        if result is None:
+            return Response(204, b"", extra), fault, op_key
+        return json_response(status, result, extra), fault, op_key
+
+    # ---- admin ----------------------------------------------------------------------------------------
+    def handle_admin(self, method: str, path: str, body: bytes) -> Response:
+        name = path[len("/__sandbox/"):].strip("/")
+        data: Any = {}
+        if body:
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return json_response(400, {"error": "admin routes take a JSON body"})
+        if name == "stats":
+            if method == "DELETE":
+                with self._stats_lock:
+                    self.stats.clear()
+            with self._stats_lock:
+                counts = dict(self.stats)
+            return json_response(200, {"requests": counts, "late_events": {
+                "released": self.store.late_released, "pending": self.store.late_pending()}})
+        if name == "late-events" and method == "POST":
+            n = self.store.release_late_events((data or {}).get("count"))
+            return json_response(200, {"released": n, "pending": self.store.late_pending()})
+        if name == "late-events" and method == "GET":
+            return json_response(200, {"released": self.store.late_released, "pending": self.store.late_pending()})
+        if name == "rate-limits" and method in ("POST", "PUT"):
+            mode = data.get("mode") if isinstance(data, dict) else data
+            try:
+                self.limiter.set_mode(str(mode))
+            except ValueError as e:
+                return json_response(400, {"error": str(e)})
+            return json_response(200, {"mode": str(mode)})
+        if name == "faults" and method in ("POST", "PUT"):
+            try:
+                result = self.faults.configure(data if isinstance(data, dict) else {"spec": data})
+            except ValueError as e:
+                return json_response(400, {"error": str(e)})
+            snapshot = getattr(self.faults, "snapshot", None)
+            return json_response(200, result if result is not None else snapshot() if snapshot else {"ok": True})
+        if name == "health":
+            return json_response(200, {"ok": True, "base_url": self.base_url})
+        return json_response(404, {"error": f"unknown admin route {path}; see /__sandbox/health, stats, "
+                                            "late-events, rate-limits, faults"})
+
+
+def _recorder_from_env() -> Any:
+    """The fidelity recorder when KLAVIYO_SANDBOX_RECORD=1 (see fidelity.py), else None."""
+    try:
+        from klaviyo_dagster.sandbox.fidelity import recorder_from_env
+    except ImportError:
+        return None
+    return recorder_from_env()
+
+
+def default_api_key(seed: int) -> str:
+    """The deterministic private key a sandbox accepts when none is given: pk_ + 34 hex digits."""
+    return "pk_" + "".join(f"{h(seed, 'api-key', k):016x}" for k in range(3))[:34]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "KlaviyoSandbox/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence access logs
+        return
+
+    def _dispatch(self, method: str) -> None:
+        sandbox: SandboxServer = self.server.sandbox  # type: ignore[attr-defined]
+        split = urlsplit(self.path)
+        path = split.path
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY:
+            self.close_connection = True
+            self._send(json_response(413, ApiError(413, "too_large", f"request body of {length} bytes is too "
+                                                   "large").doc()))
+            return
+        body = self.rfile.read(length) if length else b""
+        if path.startswith("/__sandbox/") or path == "/__sandbox":
+            self._send(sandbox.handle_admin(method, path, body))
+            return
+        query = parse_qs(split.query, keep_blank_values=True)
+        fault = None
+        op_key = None
+        try:
+            response, fault, op_key = sandbox.handle_api(method, path, query, self.headers, body)
+        except ApiError as e:
+            response = json_response(e.status, e.doc(), e.headers)
+        except Exception as e:  # a sandbox bug must still answer like a server, not hang the client
+            response = json_response(500, ApiError(500, "error", f"sandbox internal error: {type(e).__name__}: {e}").doc())
+        if sandbox.recorder is not None and op_key is not None:
+            sandbox.recorder.record(op_key, method, response.status, response.body, query)
+        if fault is not None and fault.kind == "reset":
+            self._reset()
+            return
+        if fault is not None and fault.kind == "truncate":
+            self._send(response, truncate=float(getattr(fault, "fraction", 0.5)))
+            return
+        self._send(response)
+
+    def _reset(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send(self, response: Response, truncate: float | None = None) -> None:
+        """Send a response; with `truncate`, only that fraction of the body (Content-Length stays full)."""
+        try:
+            self.send_response(response.status)
+            if response.status != 204:
+                self.send_header("Content-Type", MEDIA_TYPE)
+            body = response.body
+            if response.status != 204:
+                self.send_header("Content-Length", str(len(body)))
+            if truncate is not None:
+                body = body[: min(len(body) - 1, int(len(body) * truncate))] if body else body
+            for k, v in response.headers.items():
+                self.send_header(k, v)
+            if truncate is not None:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            if response.status != 204:
+                self.wfile.write(body)
+            self.wfile.flush()
+            if truncate is not None:
+                self._reset()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch("PATCH")

@@ -1,0 +1,352 @@
+"""The sandbox's mutable account: the lazy base data plus a thread-safe overlay of writes.
+
+Writes never touch the base: a profile created or updated by a bulk import lives in the overlay (its base
+index, if any, is then skipped by the `updated` walk and served from the overlay, at its new `updated`
+position); list membership changes are per-list added/removed sets; new lists, bulk import jobs and
+released late events are overlay state too. Every read goes through `Store` so the overlay is applied
+consistently by the API and by the ground-truth accessors.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from klaviyo_dagster.sandbox.generate import LATE_STRIDE, METRICS, BaseData, Group, profile_extra
+from klaviyo_dagster.sandbox.ids import encode_ulid, short_id
+from klaviyo_dagster.sandbox.paging import OrderedSource, Overlay
+from klaviyo_dagster.sandbox.timeline import iso
+
+IDENTITY_FIELDS = ("email", "phone_number", "external_id")
+PROFILE_ATTRS = ("email", "phone_number", "external_id", "first_name", "last_name", "organization", "locale",
+                 "title", "image", "created", "updated", "last_event_date", "location", "properties")
+
+
+@dataclass
+class GroupState:
+    """A list or segment with its overlay membership changes."""
+
+    group: Group
+    added: Overlay = field(default_factory=Overlay)  # ref = profile id, key = joined_group_at ms
+    removed: set[int] = field(default_factory=set)  # base profile indices removed
+    base_count: int | None = None
+
+
+@dataclass
+class Job:
+    """A profile bulk import job."""
+
+    id: str
+    created_ms: int
+    started_ms: int
+    done_ms: int
+    rows: list[dict[str, Any]] | None
+    list_ids: list[str]
+    total: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    profile_ids: list[str] = field(default_factory=list)
+    applied: bool = False
+
+    def status(self, now_ms: int) -> str:
+        if self.applied:
+            return "complete"
+        return "processing" if now_ms >= self.started_ms else "queued"
+
+
+class Store:
+    """Base data + overlay, guarded by one re-entrant lock."""
+
+    def __init__(self, base: BaseData, clock_ms: Callable[[], int]) -> None:
+        self.base = base
+        self.clock_ms = clock_ms
+        self.lock = threading.RLock()
+        self.p_attrs: dict[str, dict[str, Any]] = {}
+        self.p_pidx: dict[str, int] = {}
+        self.p_base_modified: set[int] = set()
+        self.p_new = Overlay()
+        self.p_updated = Overlay()
+        self.p_index: dict[str, dict[str, str]] = {f: {} for f in IDENTITY_FIELDS}
+        self.groups: dict[str, dict[str, GroupState]] = {
+            kind: {g.id: GroupState(g) for g in groups} for kind, groups in base.groups.items()}
+        self.lists_created = 0
+        self.late_released = 0
+        self.jobs: dict[str, Job] = {}
+        self.job_seq = 0
+        self.metric_by_id = {m["id"]: m for m in base.metrics}
+        self.metric_ids = [m["id"] for m in base.metrics]
+
+    # ---- profiles -------------------------------------------------------------------------------------
+    def _profile_rec(self, pid: str, attrs: dict[str, Any], pidx: int) -> dict[str, Any]:
+        return {"type": "profile", "id": pid, "attributes": attrs, "_pidx": pidx}
+
+    def profile_by_base(self, i: int) -> dict[str, Any]:
+        pid = self.base.profile_id(i)
+        attrs = self.p_attrs.get(pid)
+        if attrs is not None:
+            return self._profile_rec(pid, attrs, i)
+        pid, attrs = self.base.profile(i)
+        return self._profile_rec(pid, attrs, i)
+
+    def profile(self, pid: str) -> dict[str, Any] | None:
+        attrs = self.p_attrs.get(pid)
+        if attrs is not None:
+            return self._profile_rec(pid, attrs, self.p_pidx[pid])
+        i = self.base.profile_index(pid)
+        return None if i is None else self.profile_by_base(i)
+
+    def profile_by_ref(self, ref: tuple[str, Any]) -> dict[str, Any]:
+        return self.profile_by_base(ref[1]) if ref[0] == "b" else self.profile(ref[1])  # type: ignore[return-value]
+
+    def profile_extra(self, rec: dict[str, Any], name: str) -> dict[str, Any]:
+        return profile_extra(self.base.seed, rec["_pidx"], name, rec["attributes"])
+
+    def lookup(self, field_name: str, value: Any) -> list[str]:
+        """Profile ids whose `field_name` (id, email, phone_number, external_id) equals `value`."""
+        if not isinstance(value, str):
+            return []
+        if field_name in ("id", "profile_id"):
+            return [value] if self.profile(value) is not None else []
+        out = []
+        hit = self.p_index[field_name].get(value)
+        if hit is not None:
+            out.append(hit)
+        finder = {"email": self.base.index_from_email, "phone_number": self.base.index_from_phone,
+                  "external_id": self.base.index_from_external_id}[field_name]
+        getter = {"email": self.base.email, "phone_number": self.base.phone,
+                  "external_id": self.base.external_id}[field_name]
+        for i in finder(value):
+            pid = self.base.profile_id(i)
+            if pid not in self.p_attrs and getter(i) == value:
+                out.append(pid)
+        return out
+
+    def profile_source(self, view: str) -> OrderedSource:
+        b = self.base
+        if view == "updated":
+            return OrderedSource(b.updated_tl.at, b.n_profiles, self.p_base_modified.__contains__,
+                                 self.p_updated, b.updated_tl.first_at_or_after)
+        return OrderedSource(b.created_tl.at, b.n_profiles, None, self.p_new, b.created_tl.first_at_or_after)
+
+    def all_profile_refs(self) -> Iterator[tuple[str, Any]]:
+        for i in range(self.base.n_profiles):
+            yield ("b", i)
+        for entry in self.p_new.items:
+            yield ("o", entry[3])
+
+    def profile_count(self) -> int:
+        return self.base.n_profiles + len(self.p_new)
+
+    # ---- events ---------------------------------------------------------------------------------------
+    def event_hidden(self, i: int) -> bool:
+        b = self.base
+        return b.is_late(i) and (i - b.late_from) // LATE_STRIDE >= self.late_released
+
+    def event_source(self) -> OrderedSource:
+        b = self.base
+        return OrderedSource(b.event_tl.at, b.n_events, self.event_hidden, Overlay(), b.event_tl.first_at_or_after)
+
+    def event(self, i: int) -> dict[str, Any]:
+        e = self.base.event(i)
+        return {"type": "event", "id": e["id"], "attributes": {
+            "timestamp": e["ms"] // 1000, "event_properties": e["properties"], "datetime": iso(e["ms"]),
+            "uuid": e["uuid"]}, "_metric_id": self.metric_ids[e["metric"]],
+            "_profile_id": self.base.profile_id(e["profile"]), "_profile_index": e["profile"]}
+
+    def event_by_id(self, event_id: str) -> dict[str, Any] | None:
+        i = self.base.event_index(event_id)
+        if i is None or self.event_hidden(i):
+            return None
+        return self.event(i)
+
+    def release_late_events(self, count: int | None = None) -> int:
+        """Make late events visible (all pending, or the next `count`); returns how many were released."""
+        with self.lock:
+            pending = self.base.late_count - self.late_released
+            n = pending if count is None else max(0, min(count, pending))
+            self.late_released += n
+            return n
+
+    def late_pending(self) -> int:
+        return self.base.late_count - self.late_released
+
+    # ---- lists and segments ---------------------------------------------------------------------------
+    def group(self, kind: str, gid: str) -> GroupState | None:
+        return self.groups[kind].get(gid)
+
+    def member_source(self, st: GroupState) -> OrderedSource:
+        b, g = self.base, st.group
+        off = g.offset_ms
+
+        def key(i: int) -> int:
+            return b.created_tl.at(i) + off
+
+        def first(ms: int) -> int:
+            return b.created_tl.first_at_or_after(ms - off)
+
+        removed = st.removed
+        n = b.n_profiles if g.share > 0 else 0
+        return OrderedSource(key, n, lambda i: i in removed or not b.is_member(g, i), st.added, first)
+
+    def member_joined(self, st: GroupState, pid: str) -> int | None:
+        """joined_group_at (ms) of profile `pid` in the group, or None when it is not a member."""
+        entry = st.added.where.get(pid)
+        if entry is not None:
+            return entry[0]
+        if pid in self.p_pidx and self.p_pidx[pid] >= self.base.n_profiles:
+            return None
+        i = self.base.profile_index(pid)
+        if i is None or i in st.removed or not self.base.is_member(st.group, i):
+            return None
+        return self.base.joined_ms(st.group, i)
+
+    def member_count(self, st: GroupState) -> int:
+        with self.lock:
+            if st.base_count is None:
+                g = st.group
+                st.base_count = sum(1 for i in range(self.base.n_profiles) if self.base.is_member(g, i)) \
+                    if g.share > 0 else 0
+            return st.base_count - len(st.removed) + len(st.added)
+
+    def create_list(self, name: str, opt_in_process: str | None) -> GroupState:
+        with self.lock:
+            now = self.clock_ms()
+            self.lists_created += 1
+            salt = self.lists_created
+            gid = short_id(self.base.seed, "list-created", salt)
+            while gid in self.groups["list"]:
+                salt += 1_000_003
+                gid = short_id(self.base.seed, "list-created", salt)
+            g = Group("list", -self.lists_created, gid, {
+                "name": name, "created": iso(now), "updated": iso(now),
+                "opt_in_process": opt_in_process or "double_opt_in"}, 0, 0)
+            st = GroupState(g, base_count=0)
+            self.groups["list"][gid] = st
+            return st
+
+    def change_members(self, st: GroupState, pids: list[str], add: bool) -> None:
+        with self.lock:
+            now = self.clock_ms()
+            for pid in pids:
+                joined = self.member_joined(st, pid)
+                if add and joined is None:
+                    st.added.put(pid, now)
+                elif not add and joined is not None:
+                    if pid in st.added:
+                        st.added.remove(pid)
+                    else:
+                        i = self.base.profile_index(pid)
+                        if i is not None:
+                            st.removed.add(i)
+            st.group.attributes["updated"] = iso(now)
+
+    # ---- profile writes -------------------------------------------------------------------------------
+    def find_profile(self, pid: str | None, attrs: dict[str, Any]) -> str | None:
+        if pid:
+            return pid if self.profile(pid) is not None else None
+        for f in IDENTITY_FIELDS:
+            value = attrs.get(f)
+            if value:
+                hits = self.lookup(f, value)
+                if hits:
+                    return hits[0]
+        return None
+
+    def upsert_profile(self, pid: str | None, attrs: dict[str, Any], meta: dict[str, Any] | None) -> str:
+        """Create or update one profile from bulk-import attributes (nulls never clear a field)."""
+        with self.lock:
+            now = self.clock_ms()
+            target = self.find_profile(pid, attrs)
+            if target is not None:
+                rec = self.profile(target)
+                assert rec is not None
+                current = copy.deepcopy(rec["attributes"])
+                pidx = rec["_pidx"]
+            else:
+                pidx = self.base.n_profiles + len(self.p_new)
+                target = encode_ulid(self.base.seed, "profile", now, pidx)
+                current = {k: None for k in PROFILE_ATTRS}
+                current["location"] = None
+                current["properties"] = {}
+                current["created"] = iso(now)
+                self.p_new.put(target, now - now % 1000)
+            for f in IDENTITY_FIELDS:
+                old = current.get(f)
+                if old and self.p_index[f].get(old) == target:
+                    del self.p_index[f][old]
+            for k, v in attrs.items():
+                if v is None or k in ("_kx", "properties", "location"):
+                    continue
+                if k in PROFILE_ATTRS and k not in ("created", "updated"):
+                    current[k] = v
+            if attrs.get("location"):
+                loc = dict(current.get("location") or {})
+                loc.update({k: v for k, v in attrs["location"].items() if v is not None})
+                current["location"] = loc
+            props = dict(current.get("properties") or {})
+            props.update({k: v for k, v in (attrs.get("properties") or {}).items() if v is not None})
+            patch = (meta or {}).get("patch_properties") or {}
+            for k, v in (patch.get("append") or {}).items():
+                cur = props.get(k)
+                cur = [] if cur is None else (cur if isinstance(cur, list) else [cur])
+                props[k] = cur + (v if isinstance(v, list) else [v])
+            for k, v in (patch.get("unappend") or {}).items():
+                if isinstance(props.get(k), list):
+                    drop = v if isinstance(v, list) else [v]
+                    props[k] = [x for x in props[k] if x not in drop]
+            unset = patch.get("unset") or []
+            for k in [unset] if isinstance(unset, str) else unset:
+                props.pop(k, None)
+            current["properties"] = props
+            current["updated"] = iso(now)
+            self.p_attrs[target] = current
+            self.p_pidx[target] = pidx
+            if pidx < self.base.n_profiles:
+                self.p_base_modified.add(pidx)
+            for f in IDENTITY_FIELDS:
+                if current.get(f):
+                    self.p_index[f][current[f]] = target
+            self.p_updated.put(target, now - now % 1000)
+            return target
+
+    # ---- bulk import jobs -----------------------------------------------------------------------------
+    def create_job(self, rows: list[dict[str, Any]], errors: list[dict[str, Any]], list_ids: list[str]) -> Job:
+        with self.lock:
+            now = self.clock_ms()
+            self.job_seq += 1
+            total = len(rows) + len(errors)
+            job = Job(id=encode_ulid(self.base.seed, "job", now, self.job_seq), created_ms=now,
+                      started_ms=now + 100, done_ms=now + 300 + total // 20, rows=rows, list_ids=list_ids,
+                      total=total, errors=errors)
+            self.jobs[job.id] = job
+            return job
+
+    def advance_jobs(self) -> None:
+        """Apply every job whose processing time has passed (called on each request)."""
+        now = self.clock_ms()
+        pending = [j for j in self.jobs.values() if not j.applied and now >= j.done_ms]
+        if not pending:
+            return
+        with self.lock:
+            for job in sorted(pending, key=lambda j: j.created_ms):
+                if job.applied:
+                    continue
+                for row in job.rows or []:
+                    pid = self.upsert_profile(row.get("id"), row.get("attributes") or {}, row.get("meta"))
+                    job.profile_ids.append(pid)
+                for gid in job.list_ids:
+                    st = self.group("list", gid)
+                    if st is not None:
+                        self.change_members(st, job.profile_ids, add=True)
+                job.rows = None
+                job.applied = True
+
+    # ---- small collections ----------------------------------------------------------------------------
+    def metric_name(self, metric_id: str) -> str | None:
+        m = self.metric_by_id.get(metric_id)
+        return m["attributes"]["name"] if m else None
+
+    def metrics_for(self) -> list[str]:
+        return [name for name, _, _ in METRICS]

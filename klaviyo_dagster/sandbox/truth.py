@@ -1,0 +1,92 @@
+"""Ground truth for tests: what the sandbox currently serves, read straight from its store.
+
+`records(type, field, start, end)` returns JSON:API resources (default attributes, as the API renders
+them) whose `field` lies in [start, end), including archived campaigns and flows and every channel;
+`members(kind, group_id)` returns (profile_id, joined_group_at) pairs; `date_range()` the span of the data.
+Late events appear only once released (as in the API).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from klaviyo_dagster.sandbox.api import ReadApi
+from klaviyo_dagster.sandbox.filters import to_ms
+from klaviyo_dagster.sandbox.params import Params
+from klaviyo_dagster.sandbox.store import Store
+from klaviyo_dagster.sandbox.timeline import dt_to_ms, ms_to_dt
+
+_ALIASES = {"profiles": "profile", "events": "event", "lists": "list", "segments": "segment", "metrics": "metric",
+            "campaigns": "campaign", "flows": "flow", "templates": "template",
+            "campaign-messages": "campaign-message", "flow-actions": "flow-action"}
+
+
+class Truth:
+    """Read-only accessors over a running sandbox's data."""
+
+    def __init__(self, store: Store, reads: ReadApi) -> None:
+        self._store = store
+        self._reads = reads
+
+    def _all(self, rtype: str) -> list[dict[str, Any]]:
+        s, r, p = self._store, self._reads, Params()
+        b = s.base
+        if rtype == "profile":
+            return [r.profile_resource(s.profile_by_ref(ref), p) for ref in s.all_profile_refs()]
+        if rtype == "event":
+            return [r.event_resource(s.event(i), p) for i in range(b.n_events) if not s.event_hidden(i)]
+        if rtype in ("list", "segment"):
+            return [r.simple_resource(r.group_rec(st), p) for st in s.groups[rtype].values()]
+        source = {"metric": b.metrics, "campaign": b.campaigns, "flow": b.flows, "template": b.templates,
+                  "campaign-message": b.campaign_messages, "flow-action": b.flow_actions}.get(rtype)
+        if source is None:
+            raise ValueError(f"unknown type {rtype!r}; use one of profile, event, list, segment, metric, "
+                             "campaign, campaign-message, flow, flow-action, template")
+        out = []
+        for rec in source:
+            res = r.simple_resource(rec, p)
+            if rtype == "campaign":
+                res["channel"] = rec["channel"]
+            out.append(res)
+        return out
+
+    def records(self, rtype: str, field: str | None = None, start: datetime | None = None,
+                end: datetime | None = None) -> list[dict[str, Any]]:
+        """Resources of `rtype` whose attribute `field` lies in [start, end) (all of them without a field)."""
+        rtype = _ALIASES.get(rtype, rtype)
+        with self._store.lock:
+            self._store.advance_jobs()
+            recs = self._all(rtype)
+        if field is None:
+            return recs
+        lo = dt_to_ms(start) if start is not None else None
+        hi = dt_to_ms(end) if end is not None else None
+        out = []
+        for rec in recs:
+            ms = to_ms(rec["attributes"].get(field))
+            if ms is None or (lo is not None and ms < lo) or (hi is not None and ms >= hi):
+                continue
+            out.append(rec)
+        return out
+
+    def members(self, kind: str, group_id: str) -> list[tuple[str, datetime]]:
+        """(profile_id, joined_group_at) of every member of list/segment `group_id`, by joined time."""
+        kind = _ALIASES.get(kind, kind)
+        s = self._store
+        with s.lock:
+            s.advance_jobs()
+            st = s.group(kind, group_id)
+            if st is None:
+                raise ValueError(f"no {kind} with id {group_id!r}")
+            src = s.member_source(st)
+            out = []
+            for pos, ref in src.walk(None, None, False, None, None):
+                pid = s.base.profile_id(ref[1]) if ref[0] == "b" else ref[1]
+                out.append((pid, ms_to_dt(pos[0])))
+        return out
+
+    def date_range(self) -> tuple[datetime, datetime]:
+        """(first, last) datetimes the base profile/event data spans."""
+        b = self._store.base
+        return ms_to_dt(b.created_tl.start), ms_to_dt(b.data_end)
