@@ -470,7 +470,7 @@ def build_list_sync_asset(
         warehouse = context.resources.warehouse.get_warehouse()
         with context.resources.klaviyo.get_client() as client:
             try:
-                result = run_list_sync(client, warehouse, settings, context.run_id, context.log)
+                result = run_list_sync(client, warehouse, settings, context.run.run_id, context.log)
             except ActivationRefused as exc:
                 raise Failure(description=str(exc), allow_retries=False) from exc
         return MaterializeResult(metadata=result.metadata())

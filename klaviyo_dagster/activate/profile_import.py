@@ -49,7 +49,7 @@ from klaviyo_dagster.activate.jobs import (
     wait_for_job,
 )
 from klaviyo_dagster.activate.render import ProfileColumns, RenderPlan, build_render_plan, render_profile
-from klaviyo_dagster.activate.validate import profile_problem
+from klaviyo_dagster.activate.validate import profile_problem, size_problem
 
 # Bump when rendering changes meaning, so every row is resent once.
 HASH_VERSION = "1"
@@ -70,6 +70,7 @@ class ProfileImportSettings:
     chunk_rows: int = 5_000
     dry_run: bool = False
     full_resync: bool = False
+    prevalidate: bool = True
 
 
 @dataclass
@@ -183,7 +184,8 @@ class _Run:
                 identity, content_hash = row.pop("__identity"), row.pop("__hash")
                 profile = render_profile(row, plan)
                 size = len(orjson.dumps(profile))
-                reason = profile_problem(profile, size)
+                reason = (profile_problem(profile, size) if s.prevalidate
+                          else size_problem(size))
                 if reason:
                     rejects.append((identity, content_hash, reason))
                     continue
@@ -278,6 +280,11 @@ class ProfileImportConfig(Config):
     max_job_bytes: int = Field(default=MAX_JOB_BYTES, description="Body bytes per job (Klaviyo cap 5 MB).")
     max_jobs_in_flight: int = Field(default=4, description="Jobs submitted before the oldest is awaited.")
     max_wait_s: float = Field(default=900.0, description="Longest wait for one job to finish.")
+    prevalidate: bool = Field(
+        default=True,
+        description="Check emails, E.164 phones and identifiers before sending (rejects cost no API call). "
+        "Off: only the size limit is checked and Klaviyo's verdict (failed rows) is recorded.",
+    )
 
 
 def build_profile_import_asset(
@@ -305,7 +312,7 @@ def build_profile_import_asset(
         )
         warehouse = context.resources.warehouse.get_warehouse()
         with context.resources.klaviyo.get_client() as client:
-            result = run_profile_import(client, warehouse, settings, context.run_id, context.log)
+            result = run_profile_import(client, warehouse, settings, context.run.run_id, context.log)
         metadata = result.metadata()
         if result.pending:
             raise Failure(

@@ -54,6 +54,11 @@ def profile_problem(profile: Mapping[str, Any], size_bytes: int) -> str | None:
         reason = phone_problem(phone)
         if reason:
             return reason
+    return size_problem(size_bytes)
+
+
+def size_problem(size_bytes: int) -> str | None:
+    """Why a profile of ``size_bytes`` serialized bytes is too large for a bulk import, or None."""
     if size_bytes > MAX_PROFILE_BYTES:
         return (
             f"profile is {size_bytes} bytes, over Klaviyo's {MAX_PROFILE_BYTES}-byte per-profile limit; "
