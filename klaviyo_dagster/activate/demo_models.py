@@ -34,7 +34,7 @@ def profiles_enriched_sql(profile_columns: list[str], source_schema: str, vip_mi
     s = quote_ident(source_schema)
     picked = ", ".join(f"p.{quote_ident(c)}" for c in _PASSTHROUGH if c in profile_columns)
     location = ", ".join(
-        f"p.location.{quote_ident(f)} AS {quote_ident('location_' + f)}" for f in ("city", "country", "region")
+        f"json_extract_string(p.location, '$.{f}') AS {quote_ident('location_' + f)}" for f in ("city", "country", "region")
     ) if "location" in profile_columns else ""
     return (
         f"SELECT p.id AS klaviyo_profile_id{', ' + picked if picked else ''}{', ' + location if location else ''}, "
