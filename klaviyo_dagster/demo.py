@@ -1,0 +1,114 @@
+"""`make demo`: the whole loop against the bundled sandbox, printed as it lands.
+
+1. start the Klaviyo sandbox (seed 42, scale small) in-process;
+2. ingest every object into a fresh `data/klaviyo.duckdb` (or `KLAVIYO_DUCKDB_PATH`): incremental objects as one
+   run over the sandbox's whole date range (single-run backfill), snapshots and memberships for the latest day;
+3. build the demo models (enriched profiles, a VIP audience) and run activation back into the sandbox: a Bulk
+   Profile Import polled to its outcome, and the VIP list reconciled to the audience;
+4. re-ingest today's profiles and show that Klaviyo (the sandbox) now holds what the warehouse sent.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from klaviyo_dagster.sandbox import run_sandbox
+
+DEFAULT_DB = Path("data/klaviyo.duckdb")
+
+
+def _materialize(defs: dg.Definitions, keys: Sequence[dg.AssetKey], instance: dg.DagsterInstance,
+                 **kwargs) -> dg.ExecuteInProcessResult:
+    assets = list(defs.assets or [])
+    result = dg.materialize(assets, selection=list(keys), resources=defs.resources, instance=instance,
+                            raise_on_error=True, **kwargs)
+    return result
+
+
+def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  " + "  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  " + "  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  " + "  ".join(str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w)
+                               for v, w in zip(r, widths, strict=True)))
+
+
+def main() -> int:
+    from klaviyo_dagster.definitions import build_definitions
+    from klaviyo_dagster.ingest import OBJECTS, asset_key
+
+    db_path = Path(os.environ.get("KLAVIYO_DUCKDB_PATH", str(DEFAULT_DB)))
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (db_path, Path(f"{db_path}.wal")):
+        stale.unlink(missing_ok=True)
+    os.environ["KLAVIYO_DUCKDB_PATH"] = str(db_path)
+    started = time.monotonic()
+
+    with run_sandbox(seed=42, scale="small") as sandbox:
+        os.environ["KLAVIYO_BASE_URL"] = sandbox.base_url
+        os.environ["KLAVIYO_API_KEY"] = sandbox.api_key  # the sandbox's own key, not a secret
+        first, last = sandbox.truth.date_range()
+        print(f"sandbox: {sandbox.base_url}  data {first:%Y-%m-%d} .. {last:%Y-%m-%d %H:%M} UTC")
+        defs = build_definitions(start_date=first.strftime("%Y-%m-%d"))
+        partitions = defs.resolve_assets_def(asset_key(OBJECTS[0])).partitions_def
+        assert partitions is not None
+        keys = partitions.get_partition_keys()
+        incremental = [asset_key(o) for o in OBJECTS if o.incremental]
+        snapshots = [asset_key(o) for o in OBJECTS if not o.incremental]
+
+        with dg.DagsterInstance.ephemeral() as instance:
+            print(f"ingest: {len(incremental)} incremental objects over {keys[0]}..{keys[-1]} (one run)")
+            _materialize(defs, incremental, instance, tags={
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1],
+            })
+            print(f"ingest: {len(snapshots)} snapshot objects for {keys[-1]}")
+            _materialize(defs, snapshots, instance, partition_key=keys[-1])
+
+            activation_keys = [k for k in defs.resolve_all_asset_keys()
+                               if k.path[0] == "activation_inputs" or k in (
+                                   dg.AssetKey(["klaviyo", "profile_import"]),
+                                   dg.AssetKey(["klaviyo", "list_membership_sync"]))]
+            print("activate: demo models, profile import, list membership sync")
+            result = _materialize(defs, activation_keys, instance)
+            activation = {
+                mat.asset_key.to_user_string(): mat.metadata
+                for mat in result.asset_materializations_for_node("klaviyo__profile_import")
+                + result.asset_materializations_for_node("klaviyo__list_membership_sync")
+            }
+            print("re-ingest: profiles for the latest partition")
+            _materialize(defs, [asset_key("profiles")], instance, partition_key=keys[-1])
+
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        tables = [(o.name,) + con.execute(
+            f"SELECT count(*), count(DISTINCT {o.primary_key[0] if isinstance(o.primary_key, tuple) else 'id'}) "
+            f"FROM klaviyo.{o.name}").fetchone() for o in OBJECTS]
+        _print_table("What landed in DuckDB", ["table", "rows", "distinct ids"],
+                     [(f"klaviyo.{name}", rows, ids) for name, rows, ids in tables])
+        outcome = con.execute(
+            "SELECT outcome, count(*) FROM klaviyo_activation.profile_import_log GROUP BY 1 ORDER BY 1").fetchall()
+        _print_table("Profile import outcomes (klaviyo_activation.profile_import_log)", ["outcome", "rows"],
+                     outcome)
+    finally:
+        con.close()
+    for key, metadata in activation.items():
+        shown = {k: getattr(v, "value", v) for k, v in metadata.items()
+                 if not str(k).startswith(("preview", "plan"))}
+        _print_table(f"Activation: {key}", ["metric", "value"], sorted(shown.items()))
+    print(f"\ndone in {time.monotonic() - started:.0f} s; open it with: duckdb {db_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
