@@ -35,12 +35,27 @@ def _text(value: Any) -> str | None:
     return _dumps(value).decode() if isinstance(value, (dict, list)) else str(value)
 
 
-def _related_id(record: Mapping[str, Any], name: str) -> str | None:
-    rel = (record.get("relationships") or _EMPTY).get(name)
-    if not rel:
+def _related_ids(records: list[Mapping[str, Any]], name: str) -> list[str | None]:
+    """``relationships.<name>.data.id`` of each record (None where absent)."""
+    out: list[str | None] = []
+    append = out.append
+    for r in records:
+        try:
+            append(r["relationships"][name]["data"]["id"])
+        except (KeyError, TypeError):
+            append(None)
+    return out
+
+
+def _parse_utc(raw: Any) -> datetime | None:
+    """An ISO 8601 cursor value as an aware UTC datetime (None when missing or unreadable)."""
+    if not raw or not isinstance(raw, str):
         return None
-    data = rel.get("data")
-    return data.get("id") if isinstance(data, dict) else None
+    try:
+        stamp = _fromiso(raw)
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
 ColumnBuilder = Callable[[list[Mapping[str, Any]], list[Mapping[str, Any]], Mapping[str, Any]], list[Any]]
@@ -53,7 +68,7 @@ def _builder(col: Column) -> ColumnBuilder:
     if kind == "id":
         return lambda recs, attrs, extra: [r.get("id") for r in recs]
     if kind == "relationships":
-        return lambda recs, attrs, extra: [_related_id(r, key) for r in recs]
+        return lambda recs, attrs, extra: _related_ids(recs, key)
     if kind == "pass":
         return lambda recs, attrs, extra: [extra.get(key)] * len(recs)
     if kind != "attributes":
@@ -144,23 +159,29 @@ class Flattener:
         window = self.window
         assert window is not None
         start, end, key, cache = window.start, window.end, self.cursor_key, self._day_cache
+        # Fast path: Klaviyo's own format (whole seconds, +00:00) compares correctly as text.
+        start_text, end_text = start.isoformat(), end.isoformat()
+        fast = len(start_text) == 25 and len(end_text) == 25
         parts: list[str] = []
         keep: list[int] | None = None
         for i, a in enumerate(attrs):
             raw = a.get(key)
-            stamp = _fromiso(raw) if raw else None
-            if stamp is not None and stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-            if stamp is None or stamp < start or stamp >= end:
+            if fast and type(raw) is str and len(raw) == 25 and raw.endswith("+00:00"):
+                inside = start_text <= raw < end_text
+                day_key: Any = raw[:10]
+            else:
+                stamp = _parse_utc(raw)
+                inside = stamp is not None and start <= stamp < end
+                day_key = stamp.date().isoformat() if stamp is not None else None
+            if not inside:
                 if keep is None:
                     keep = list(range(i))
                 continue
             if keep is not None:
                 keep.append(i)
-            day = stamp.astimezone(UTC).date() if stamp.utcoffset() else stamp.date()
-            text = cache.get(day)
+            text = cache.get(day_key)
             if text is None:
-                text = cache[day] = f"{day.isoformat()}T00:00:00+00:00"
+                text = cache[day_key] = f"{day_key}T00:00:00+00:00"
             parts.append(text)
         return keep, parts
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -78,9 +79,21 @@ class Warehouse:
                 raise
             conn.execute("COMMIT")
 
+    @property
+    def catalog(self) -> str:
+        """DuckDB's name for the database file (its stem: ``klaviyo`` for ``data/klaviyo.duckdb``)."""
+        if self.database == ":memory:":
+            return "memory"
+        return Path(self.database).name.split(".")[0]
+
     def qualified(self, table: str) -> str:
-        """``"schema"."table"`` for this warehouse."""
-        return qualified(self.schema, table)
+        """``"catalog"."schema"."table"`` (``table`` may be ``schema.table``).
+
+        Always fully qualified: with the default file ``klaviyo.duckdb`` the catalog is also called
+        ``klaviyo``, so DuckDB finds a bare ``klaviyo.profiles`` ambiguous.
+        """
+        schema, _, name = table.rpartition(".")
+        return f"{quote_ident(self.catalog)}.{qualified(schema or self.schema, name)}"
 
     # -- reads ---------------------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple]:
@@ -117,15 +130,16 @@ class Warehouse:
     def table_exists(self, name: str) -> bool:
         """Whether ``schema.name`` exists (table or view)."""
         rows = self.query(
-            "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-            [self.schema, name],
+            "SELECT 1 FROM information_schema.tables "
+            "WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
+            [self.catalog, self.schema, name],
         )
         return bool(rows)
 
     def columns(self, name: str) -> dict[str, str]:
         """``{column: type}`` of ``schema.name`` in table order (empty when it does not exist)."""
         with self.connect() as conn:
-            return _columns(conn, self.schema, name)
+            return _columns(conn, self.catalog, self.schema, name)
 
     # -- writes --------------------------------------------------------------------------------------
     def replace_partitions(
@@ -227,8 +241,8 @@ class Warehouse:
     def _ensure_table(
         self, conn: duckdb.DuckDBPyConnection, table: str, columns: Mapping[str, str]
     ) -> list[str]:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
-        existing = _columns(conn, self.schema, table)
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.catalog)}.{quote_ident(self.schema)}")
+        existing = _columns(conn, self.catalog, self.schema, table)
         target = self.qualified(table)
         if not existing:
             ddl = ", ".join(f"{quote_ident(n)} {t}" for n, t in columns.items())
@@ -258,18 +272,20 @@ class Warehouse:
     ) -> None:
         key = ", ".join(quote_ident(k) for k in primary_key)
         order = ", ".join(f"{quote_ident(c)} DESC NULLS LAST" for c in [*latest_by, LOADED_AT])
+        # The body names the table bare: DuckDB binds a view in its own schema, and a bare name keeps
+        # working when the file (hence the catalog name) is renamed or copied.
         conn.execute(
             f"CREATE OR REPLACE VIEW {self.qualified(table + CURRENT_VIEW_SUFFIX)} AS "
-            f"SELECT * FROM {self.qualified(table)} "
+            f"SELECT * FROM {quote_ident(table)} "
             f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
         )
 
 
-def _columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+def _columns(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> dict[str, str]:
     rows = conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-        [schema, table],
+        "WHERE table_catalog = ? AND table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [catalog, schema, table],
     ).fetchall()
     return {name: dtype for name, dtype in rows}
 

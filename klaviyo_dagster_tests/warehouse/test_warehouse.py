@@ -188,3 +188,18 @@ def test_waiting_for_the_write_lock_is_logged(tmp_path, caplog) -> None:
         assert "Got the DuckDB write lock" in messages
     finally:
         holder.wait(timeout=30)
+
+
+def test_default_file_name_clashing_with_schema_still_works(tmp_path) -> None:
+    # data/klaviyo.duckdb: DuckDB names the catalog "klaviyo", like the schema; a bare klaviyo.t is
+    # ambiguous, so the warehouse always qualifies fully.
+    wh = Warehouse(str(tmp_path / "klaviyo.duckdb"))
+    assert wh.qualified("t") == '"klaviyo"."klaviyo"."t"'
+    assert wh.qualified("other.t") == '"klaviyo"."other"."t"'
+    opts = {"primary_key": ["id"], "latest_by": ["updated"]}
+    wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a", "b"])], **opts)
+    wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a"])], **opts)
+    assert wh.query(f"SELECT id FROM {wh.qualified('t_current')}") == [("a",)]
+    assert wh.table_exists("t") and list(wh.columns("t"))[:2] == ["id", "updated"]
+    with pytest.raises(duckdb.BinderException, match="Ambiguous reference"):
+        wh.query("SELECT * FROM klaviyo.t")
