@@ -80,14 +80,17 @@ class SandboxHandle:
 @contextmanager
 def run_sandbox(seed: int = 42, scale: str = "small", rate_limits: str = "off", port: int = 0,
                 api_key: str | None = None, faults: str | None = None, *, now: float | None = None,
-                span_days: float = 30.0, late_release_after: float | None = None) -> Iterator[SandboxHandle]:
+                span_days: float = 30.0, late_release_after: float | None = None,
+                recorder: Any = None) -> Iterator[SandboxHandle]:
     """Start a sandbox in-process on 127.0.0.1 (port 0 = a free port) and stop it on exit.
 
     `now` (epoch seconds) pins the sandbox clock's start (the data ends a minute before it);
-    `late_release_after` releases the late events automatically that many seconds after start.
+    `late_release_after` releases the late events automatically that many seconds after start;
+    `recorder` (a fidelity.ResponseRecorder) sees every /api/ answer (default: from KLAVIYO_SANDBOX_RECORD).
     """
     server = SandboxServer(seed=seed, scale=scale, rate_limits=rate_limits, port=port, api_key=api_key,
-                           faults=faults, now=now, span_days=span_days, late_release_after=late_release_after)
+                           faults=faults, now=now, span_days=span_days, late_release_after=late_release_after,
+                           recorder=recorder)
     server.start()
     handle = SandboxHandle(server)
     try:

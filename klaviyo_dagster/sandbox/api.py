@@ -324,11 +324,9 @@ class ReadApi:
                     residual = [c for c in p.filters if c.field != "joined_group_at"]
 
                     def accept(ref: tuple[str, Any]) -> tuple[dict[str, Any], int] | None:
-                        rec = store.profile_by_ref(ref)
+                        rec, joined = store.member_ref_profile(st, ref)
                         if residual and not accepts(rec, residual):
                             return None
-                        joined = (store.base.joined_ms(st.group, ref[1]) if ref[0] == "b"
-                                  else st.added.where[ref[1]][0])
                         return rec, joined
 
                     page = with_cursor_errors(lambda: keyset_page(store.member_source(st), p.cursor, size, p.desc,

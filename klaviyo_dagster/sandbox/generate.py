@@ -324,8 +324,32 @@ class BaseData:
                 "properties": props, "uuid": det_uuid(self.seed, "event-uuid", i)}
 
     # ---- groups ---------------------------------------------------------------------------------------
-    def is_member(self, group: Group, i: int) -> bool:
-        return h(self.seed, f"member:{group.kind}:{group.index}", i) % 10_000 < group.share
+    # Membership: profile indices are cut into buckets of 10,000/share consecutive indices and each bucket
+    # holds exactly one member at a hashed position, so the k-th member's index is O(1), increasing in k.
+    def member_index(self, group: Group, k: int) -> int:
+        """Profile index of the k-th base member of `group`."""
+        start = k * 10_000 // group.share
+        width = (k + 1) * 10_000 // group.share - start
+        return start + h(self.seed, f"member:{group.kind}:{group.index}", k) % width
+
+    def member_total(self, group: Group) -> int:
+        """How many base members `group` has."""
+        if group.share <= 0:
+            return 0
+        k = self.n_profiles * group.share // 10_000 + 1
+        while k > 0 and self.member_index(group, k - 1) >= self.n_profiles:
+            k -= 1
+        return k
+
+    def member_k(self, group: Group, i: int) -> int | None:
+        """k when profile `i` is the k-th base member of `group`, else None."""
+        if group.share <= 0 or i >= self.n_profiles:
+            return None
+        k = i * group.share // 10_000
+        for cand in (k - 1, k, k + 1):
+            if cand >= 0 and self.member_index(group, cand) == i:
+                return cand
+        return None
 
     def joined_ms(self, group: Group, i: int) -> int:
         return self.created_tl.at(i) + group.offset_ms

@@ -9,12 +9,15 @@ index in O(1) and rejects ids the sandbox never issued. Short ids (lists, metric
 
 from __future__ import annotations
 
+import base64
+import functools
+import re
 import uuid
 
 _M64 = (1 << 64) - 1
 _M40 = (1 << 40) - 1
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_CROCKFORD_INDEX = {c: i for i, c in enumerate(CROCKFORD)}
+_ULID_RE = re.compile(f"[{CROCKFORD}]{{26}}")
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -26,6 +29,7 @@ def mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
+@functools.lru_cache(maxsize=4096)
 def tag(text: str) -> int:
     """A stable 64-bit number for a short label (no dependence on PYTHONHASHSEED)."""
     h = 0xCBF29CE484222325
@@ -34,9 +38,14 @@ def tag(text: str) -> int:
     return h
 
 
+@functools.lru_cache(maxsize=4096)
+def _kind_key(seed: int, kind: str) -> int:
+    return mix(seed ^ tag(kind))
+
+
 def h(seed: int, kind: str, index: int, salt: int = 0) -> int:
     """Hash of (seed, kind, index, salt)."""
-    return mix(mix(seed ^ tag(kind)) ^ mix(index * 0x9E3779B1 + salt))
+    return mix(_kind_key(seed, kind) ^ mix(index * 0x9E3779B1 + salt))
 
 
 class Rng:
@@ -75,33 +84,29 @@ def rng(seed: int, kind: str, index: int) -> Rng:
     return Rng(h(seed, kind, index))
 
 
-def _b32(value: int, length: int) -> str:
-    out = []
-    for _ in range(length):
-        out.append(CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", CROCKFORD)
+_FROM_CROCKFORD = str.maketrans(CROCKFORD, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+
+@functools.lru_cache(maxsize=256)
+def _mask(seed: int, kind: str) -> int:
+    return h(seed, kind + ":mask", 0) & _M40
 
 
 def encode_ulid(seed: int, kind: str, ms: int, index: int) -> str:
     """A ULID whose time part is `ms` and whose random part encodes `index` (see `decode_ulid`)."""
-    mask = h(seed, kind + ":mask", 0) & _M40
     check = h(seed, kind + ":check", index) & _M40
-    return _b32(ms & ((1 << 50) - 1), 10) + _b32((check << 40) | ((index ^ mask) & _M40), 16)
+    value = ((ms & ((1 << 48) - 1)) << 80) | (check << 40) | ((index ^ _mask(seed, kind)) & _M40)
+    # 160 bits -> 32 base32 digits; the first 6 encode the 30 leading zero bits.
+    return base64.b32encode(value.to_bytes(20, "big")).decode()[6:].translate(_TO_CROCKFORD)
 
 
 def decode_ulid(seed: int, kind: str, text: str) -> int | None:
     """The index encoded in a ULID issued by `encode_ulid` for this seed and kind, else None."""
-    if len(text) != 26:
+    if len(text) != 26 or not _ULID_RE.fullmatch(text):
         return None
-    try:
-        value = 0
-        for c in text[10:]:
-            value = (value << 5) | _CROCKFORD_INDEX[c]
-    except KeyError:
-        return None
-    mask = h(seed, kind + ":mask", 0) & _M40
-    index = (value ^ mask) & _M40
+    value = int.from_bytes(base64.b32decode("AAAAAA" + text.translate(_FROM_CROCKFORD)), "big")
+    index = (value ^ _mask(seed, kind)) & _M40
     if (value >> 40) & _M40 != h(seed, kind + ":check", index) & _M40:
         return None
     return index

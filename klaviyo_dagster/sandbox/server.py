@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
+from klaviyo_dagster.sandbox import routes
 from klaviyo_dagster.sandbox._hooks_fallback import hooks
 from klaviyo_dagster.sandbox.api import ReadApi, Request
 from klaviyo_dagster.sandbox.generate import BaseData, parse_scale
@@ -35,15 +36,6 @@ from klaviyo_dagster.spec import load_subset
 MEDIA_TYPE = "application/vnd.api+json"
 REVISION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?")
 MAX_BODY = 64 * 1024 * 1024
-
-
-def _compile_routes(subset: dict[str, Any]) -> list[tuple[re.Pattern[str], str, str]]:
-    routes = []
-    for op_key in subset["operations"]:
-        method, template = op_key.split(" ", 1)
-        pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
-        routes.append((re.compile(f"^{pattern}$"), method, op_key))
-    return routes
 
 
 class Response:
@@ -64,7 +56,7 @@ class SandboxServer:
 
     def __init__(self, seed: int = 42, scale: str = "small", rate_limits: str = "off", port: int = 0,
                  api_key: str | None = None, faults: str | None = None, now: float | None = None,
-                 span_days: float = 30.0, late_release_after: float | None = None) -> None:
+                 span_days: float = 30.0, late_release_after: float | None = None, recorder: Any = None) -> None:
         self.subset = load_subset()
         self.revision = self.subset["revision"]
         self.seed = seed
@@ -77,10 +69,9 @@ class SandboxServer:
         rate_limiter_cls, injector_cls = hooks()
         self.limiter = rate_limiter_cls(rate_limits, self.subset)
         self.faults = injector_cls(seed, faults)
-        self.recorder: Any = _recorder_from_env()
+        self.recorder: Any = recorder if recorder is not None else _recorder_from_env()
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
-        self.routes = _compile_routes(self.subset)
         self.late_release_after = late_release_after
         self._http = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._http.daemon_threads = True
@@ -91,6 +82,7 @@ class SandboxServer:
         self.writes = WriteApi(self.store, self.reads)
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[Request], Any]] = self._handler_table()
+        assert set(self._handlers) == set(routes.OPERATIONS), "every spec operation needs a handler"
 
     # ---- clock and lifecycle --------------------------------------------------------------------------
     def clock_ms(self) -> int:
@@ -144,22 +136,6 @@ class SandboxServer:
             "GET /api/profile-bulk-import-jobs/{id}/relationships/lists": lambda q: w.get_job_lists(q, True),
         }
 
-    def resolve(self, method: str, path: str) -> tuple[str, dict[str, str]]:
-        """(op_key, path ids) for a request, or ApiError 404/405."""
-        norm = path.rstrip("/") or "/"
-        methods = []
-        for pattern, m, op_key in self.routes:
-            match = pattern.match(norm)
-            if match:
-                if m == method:
-                    return op_key, match.groupdict()
-                methods.append(m)
-        if methods:
-            raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}; allowed: "
-                           f"{', '.join(sorted(set(methods)))}", headers={"Allow": ", ".join(sorted(set(methods)))})
-        raise ApiError(404, "not_found", f"no endpoint at {path}; Klaviyo endpoints live under /api/ "
-                       "(e.g. /api/profiles/)")
-
     def count(self, key: str) -> None:
         with self._stats_lock:
             self.stats[key] += 1
@@ -182,7 +158,7 @@ class SandboxServer:
         if not REVISION_RE.fullmatch(revision.strip()):
             raise ApiError(400, "invalid", f"revision {revision!r} is not YYYY-MM-DD or YYYY-MM-DD.suffix; "
                            f"send e.g. 'revision: {self.revision}'", parameter="revision")
-        op_key, ids = self.resolve(method, path)
+        op_key, ids = routes.match(method, path)
         self.count(op_key)
         decision = self.limiter.check(op_key, query, time.time())
         extra = dict(decision.headers or {})
@@ -302,8 +278,9 @@ class _Handler(BaseHTTPRequestHandler):
             response = json_response(e.status, e.doc(), e.headers)
         except Exception as e:  # a sandbox bug must still answer like a server, not hang the client
             response = json_response(500, ApiError(500, "error", f"sandbox internal error: {type(e).__name__}: {e}").doc())
-        if sandbox.recorder is not None and op_key is not None:
-            sandbox.recorder.record(op_key, method, response.status, response.body, query)
+        if sandbox.recorder is not None:
+            key = op_key or routes.op_key_or_unmatched(method, path)
+            sandbox.recorder.record(key, method, response.status, response.body, query)
         if fault is not None and fault.kind == "reset":
             self._reset()
             return

@@ -32,7 +32,6 @@ class GroupState:
     group: Group
     added: Overlay = field(default_factory=Overlay)  # ref = profile id, key = joined_group_at ms
     removed: set[int] = field(default_factory=set)  # base profile indices removed
-    base_count: int | None = None
 
 
 @dataclass
@@ -177,18 +176,36 @@ class Store:
         return self.groups[kind].get(gid)
 
     def member_source(self, st: GroupState) -> OrderedSource:
+        """Members in joined_group_at order; base refs are ("b", k) for the k-th base member."""
         b, g = self.base, st.group
         off = g.offset_ms
+        n = b.member_total(g)
 
-        def key(i: int) -> int:
-            return b.created_tl.at(i) + off
+        def key(k: int) -> int:
+            return b.created_tl.at(b.member_index(g, k)) + off
 
         def first(ms: int) -> int:
-            return b.created_tl.first_at_or_after(ms - off)
+            lo, hi = 0, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if key(mid) < ms:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            return lo
 
         removed = st.removed
-        n = b.n_profiles if g.share > 0 else 0
-        return OrderedSource(key, n, lambda i: i in removed or not b.is_member(g, i), st.added, first)
+        skip = (lambda k: b.member_index(g, k) in removed) if removed else None
+        return OrderedSource(key, n, skip, st.added, first)
+
+    def member_ref_profile(self, st: GroupState, ref: tuple[str, Any]) -> tuple[dict[str, Any], int]:
+        """(profile record, joined_group_at ms) for a ref yielded by `member_source`."""
+        if ref[0] == "b":
+            i = self.base.member_index(st.group, ref[1])
+            return self.profile_by_base(i), self.base.joined_ms(st.group, i)
+        rec = self.profile(ref[1])
+        assert rec is not None
+        return rec, st.added.where[ref[1]][0]
 
     def member_joined(self, st: GroupState, pid: str) -> int | None:
         """joined_group_at (ms) of profile `pid` in the group, or None when it is not a member."""
@@ -198,17 +215,13 @@ class Store:
         if pid in self.p_pidx and self.p_pidx[pid] >= self.base.n_profiles:
             return None
         i = self.base.profile_index(pid)
-        if i is None or i in st.removed or not self.base.is_member(st.group, i):
+        if i is None or i in st.removed or self.base.member_k(st.group, i) is None:
             return None
         return self.base.joined_ms(st.group, i)
 
     def member_count(self, st: GroupState) -> int:
         with self.lock:
-            if st.base_count is None:
-                g = st.group
-                st.base_count = sum(1 for i in range(self.base.n_profiles) if self.base.is_member(g, i)) \
-                    if g.share > 0 else 0
-            return st.base_count - len(st.removed) + len(st.added)
+            return self.base.member_total(st.group) - len(st.removed) + len(st.added)
 
     def create_list(self, name: str, opt_in_process: str | None) -> GroupState:
         with self.lock:
@@ -222,7 +235,7 @@ class Store:
             g = Group("list", -self.lists_created, gid, {
                 "name": name, "created": iso(now), "updated": iso(now),
                 "opt_in_process": opt_in_process or "double_opt_in"}, 0, 0)
-            st = GroupState(g, base_count=0)
+            st = GroupState(g)
             self.groups["list"][gid] = st
             return st
 

@@ -51,17 +51,31 @@ class Truth:
             out.append(res)
         return out
 
+    def _windowed(self, rtype: str, field: str | None, lo: int | None, hi: int | None) -> list[dict[str, Any]] | None:
+        """Profiles/events in a window of their monotone field, by binary search (None: not applicable)."""
+        s, r, p = self._store, self._reads, Params()
+        hi_incl = None if hi is None else hi - 1
+        if rtype == "event" and field in ("datetime", "timestamp"):
+            walk = s.event_source().walk(None, None, False, lo, hi_incl)
+            return [r.event_resource(s.event(ref[1]), p) for _, ref in walk]
+        if rtype == "profile" and field in ("updated", "created"):
+            walk = s.profile_source(field).walk(None, None, False, lo, hi_incl)
+            return [r.profile_resource(s.profile_by_ref(ref), p) for _, ref in walk]
+        return None
+
     def records(self, rtype: str, field: str | None = None, start: datetime | None = None,
                 end: datetime | None = None) -> list[dict[str, Any]]:
         """Resources of `rtype` whose attribute `field` lies in [start, end) (all of them without a field)."""
         rtype = _ALIASES.get(rtype, rtype)
-        with self._store.lock:
-            self._store.advance_jobs()
-            recs = self._all(rtype)
-        if field is None:
-            return recs
         lo = dt_to_ms(start) if start is not None else None
         hi = dt_to_ms(end) if end is not None else None
+        with self._store.lock:
+            self._store.advance_jobs()
+            recs = self._windowed(rtype, field, lo, hi)
+            if recs is None:
+                recs = self._all(rtype)
+        if field is None:
+            return recs
         out = []
         for rec in recs:
             ms = to_ms(rec["attributes"].get(field))
@@ -82,7 +96,7 @@ class Truth:
             src = s.member_source(st)
             out = []
             for pos, ref in src.walk(None, None, False, None, None):
-                pid = s.base.profile_id(ref[1]) if ref[0] == "b" else ref[1]
+                pid = s.base.profile_id(s.base.member_index(st.group, ref[1])) if ref[0] == "b" else ref[1]
                 out.append((pid, ms_to_dt(pos[0])))
         return out
 

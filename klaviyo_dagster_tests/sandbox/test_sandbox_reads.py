@@ -136,8 +136,9 @@ def test_profile_updated_window_matches_truth(http, klaviyo_sandbox):
 
 
 def test_midnight_records_exist_and_fall_on_the_right_day(klaviyo_sandbox):
+    first, last = klaviyo_sandbox.truth.date_range()
     profiles = klaviyo_sandbox.truth.records("profile")
-    events = klaviyo_sandbox.truth.records("event")
+    events = klaviyo_sandbox.truth.records("event", "datetime", last - timedelta(days=8), last)
     midnight_p = [p for p in profiles if p["attributes"]["updated"].endswith("T00:00:00+00:00")]
     midnight_e = [e for e in events if e["attributes"]["datetime"].endswith("T00:00:00+00:00")]
     assert len(midnight_p) >= 5 and len(midnight_e) >= 5
@@ -178,7 +179,9 @@ def test_single_resources_and_404(http, klaviyo_sandbox):
     for rtype, path in (("profile", "profiles"), ("event", "events"), ("list", "lists"), ("segment", "segments"),
                         ("metric", "metrics"), ("campaign", "campaigns"), ("flow", "flows"),
                         ("template", "templates")):
-        rec = sb.truth.records(rtype)[0]
+        _, last = sb.truth.date_range()
+        rec = (sb.truth.records(rtype, "datetime", last - timedelta(days=1), last) if rtype == "event"
+               else sb.truth.records(rtype))[0]
         r = get(http, sb, f"/api/{path}/{rec['id']}/")
         assert r.status_code == 200, r.text
         assert r.json()["data"]["id"] == rec["id"]
