@@ -48,7 +48,13 @@ from klaviyo_dagster.activate.jobs import (
     submit_job,
     wait_for_job,
 )
-from klaviyo_dagster.activate.render import ProfileColumns, RenderPlan, build_render_plan, render_profile
+from klaviyo_dagster.activate.render import (
+    ProfileColumns,
+    RenderPlan,
+    build_render_plan,
+    frame_rows,
+    render_profile,
+)
 from klaviyo_dagster.activate.validate import profile_problem, size_problem
 
 # Bump when rendering changes meaning, so every row is resent once.
@@ -180,7 +186,7 @@ class _Run:
         packer = JobPacker(s.max_job_profiles, s.max_job_bytes)
         for chunk in self.warehouse.read_chunks(changed, [s.sync_name], chunk_rows=s.chunk_rows):
             rejects: list[tuple[str, str, str]] = []
-            for row in chunk.to_dict("records"):
+            for row in frame_rows(chunk):
                 identity, content_hash = row.pop("__identity"), row.pop("__hash")
                 profile = render_profile(row, plan)
                 size = len(orjson.dumps(profile))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -181,6 +181,13 @@ def render_profile(row: Mapping[str, Any], plan: RenderPlan) -> dict[str, Any]:
         resource["id"] = profile_id
     resource["attributes"] = attributes
     return resource
+
+
+def frame_rows(frame: Any) -> Iterator[dict[str, Any]]:
+    """Rows of a pandas DataFrame as dicts of plain Python values (faster than ``to_dict("records")``)."""
+    columns = [str(c) for c in frame.columns]
+    for values in zip(*(frame[c].tolist() for c in frame.columns), strict=True):
+        yield dict(zip(columns, values, strict=True))
 
 
 def profile_identifiers(profile: Mapping[str, Any]) -> dict[str, str]:

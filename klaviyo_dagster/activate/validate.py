@@ -6,7 +6,9 @@ outcome log next to the row's identity, so a reader can fix the source table.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -16,8 +18,29 @@ from email_validator import EmailNotValidError, validate_email
 MAX_PROFILE_BYTES = 100 * 1024
 
 
+# A strict subset of RFC 5322 dot-atom local parts: plain ASCII, no leading/trailing/double dots.
+_SIMPLE_LOCAL = re.compile(r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*")
+
+
+@lru_cache(maxsize=4096)
+def _domain_problem(domain: str) -> str | None:
+    try:
+        validate_email(f"a@{domain}", check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
 def email_problem(email: str) -> str | None:
-    """Why ``email`` is not a syntactically valid address (no DNS lookups), or None."""
+    """Why ``email`` is not a syntactically valid address (no DNS lookups), or None.
+
+    email-validator decides; a plain ASCII local part only needs its domain checked, once per domain
+    (the full check costs ~0.1 ms an address, most of it on the domain).
+    """
+    local, at, domain = email.rpartition("@")
+    if at and len(local) <= 64 and len(email) <= 254 and _SIMPLE_LOCAL.fullmatch(local):
+        reason = _domain_problem(domain)
+        return None if reason is None else f"invalid email {email!r}: {reason}"
     try:
         validate_email(email, check_deliverability=False)
     except EmailNotValidError as exc:

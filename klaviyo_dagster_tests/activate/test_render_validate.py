@@ -98,3 +98,20 @@ def test_validation_accepts_good_rows_and_names_the_problem_of_bad_ones():
     assert "not a valid number" in _problem({"phone_number": "+15555550123"})
     reason = _problem({"email": "ada@example.com"}, size=MAX_PROFILE_BYTES + 1)
     assert "per-profile limit" in reason and str(MAX_PROFILE_BYTES + 1) in reason
+
+
+def test_email_fast_path_agrees_with_email_validator():
+    from email_validator import EmailNotValidError, validate_email
+
+    from klaviyo_dagster.activate.validate import email_problem
+
+    cases = ["a@b.com", "a.b@example.com", ".a@b.com", "a..b@b.com", "a@b", "a@foo.test", "a@-x.com", "a@x..com",
+             "A+b%c@EXAMPLE.COM", "x" * 65 + "@a.com", "a@" + "b" * 300 + ".com", "a@1.2.3.4", "a@[1.2.3.4]",
+             "ü@x.com", "a@exämple.com", "a b@x.com", "a@x_y.com", "a@localhost", "a@x.com.", '"a@b"@x.com']
+    for email in cases:
+        try:
+            validate_email(email, check_deliverability=False)
+            expected_ok = True
+        except EmailNotValidError:
+            expected_ok = False
+        assert (email_problem(email) is None) == expected_ok, email
