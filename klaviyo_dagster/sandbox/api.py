@@ -94,6 +94,8 @@ class ReadApi:
         if fields.get("profile"):
             wanted = list(fields["profile"]) + [e for e in ("subscriptions", "predictive_analytics")
                                                 if p.extra("profile", e)]
+            if joined_ms is not None:
+                wanted.append("joined_group_at")  # members always carry it (the spec requires it)
             fields = {**fields, "profile": wanted}
         path = f"/api/profiles/{rec['id']}/"
         rels = None

@@ -187,6 +187,8 @@ class SandboxServer:
         status = 201 if op_key == "POST /api/lists" else 202 if op_key.startswith("POST /api/profile-bulk") else 200
         if result is None:
             return Response(204, b"", extra), fault, op_key
+        if params.include and "included" not in result:
+            result["included"] = []  # asked-for relations the sandbox has no data for (tags, push tokens, ...)
         return json_response(status, result, extra), fault, op_key
 
     # ---- admin ----------------------------------------------------------------------------------------

@@ -271,3 +271,64 @@ def test_date_range_ends_near_now(klaviyo_sandbox):
     now = datetime.now(timezone.utc)
     assert timedelta(0) < now - last < timedelta(minutes=10)
     assert last - first >= timedelta(days=30)
+
+
+@pytest.mark.parametrize("path,params,parameter", [
+    ("/api/profiles/", {"sort": "first_name"}, "sort"),
+    ("/api/events/", {"include": "metric,weather"}, "include"),
+    ("/api/profiles/", {"fields[profile]": "email,shoe_size"}, "fields[profile]"),
+    ("/api/profiles/", {"fields[nonsense]": "id"}, "fields[nonsense]"),
+    ("/api/profiles/", {"page[cursor]": "not-a-cursor"}, "page[cursor]"),
+    ("/api/lists/", {"filter": "greater-than(updated,2026-01-01T00:00:00Z),equals(opt_in_process,'x')"}, "filter"),
+    ("/api/flows/", {"filter": "or(equals(status,'live'),equals(status,'draft'))"}, "filter"),
+    ("/api/events/", {"filter": "equals(profile_id,'X')", "page[size]": "ten"}, "page[size]"),
+])
+def test_every_declared_rule_rejects_what_it_does_not_declare(http, klaviyo_sandbox, path, params, parameter):
+    r = get(http, klaviyo_sandbox, path, params)
+    assert r.status_code == 400
+    assert errors_of(r)["source"] == {"parameter": parameter}
+
+
+def test_repeated_query_keys_last_wins(http, klaviyo_sandbox):
+    url = klaviyo_sandbox.base_url + "/api/profiles/?page%5Bsize%5D=3&page%5Bsize%5D=5"
+    doc = http.get(url, timeout=10).json()
+    assert len(doc["data"]) == 5
+    assert "page%5Bsize%5D=5" in doc["links"]["next"] and "page%5Bsize%5D=3" not in doc["links"]["next"]
+
+
+def test_cursor_from_another_sort_is_refused(http, klaviyo_sandbox):
+    doc = get(http, klaviyo_sandbox, "/api/profiles/", {"sort": "updated"}).json()
+    cursor = doc["links"]["next"].split("page%5Bcursor%5D=")[1]
+    r = http.get(klaviyo_sandbox.base_url + f"/api/profiles/?page%5Bcursor%5D={cursor}", timeout=10)
+    assert r.status_code == 400 and errors_of(r)["source"] == {"parameter": "page[cursor]"}
+
+
+def test_wrong_method_is_405(http, klaviyo_sandbox):
+    r = http.delete(klaviyo_sandbox.base_url + "/api/profiles/", timeout=10)
+    assert r.status_code == 405 and errors_of(r)["code"] == "method_not_allowed"
+
+
+def test_sorting_and_descending_paging(http, klaviyo_sandbox):
+    sb = klaviyo_sandbox
+    ids, _ = all_pages(http, sb, "/api/profiles/", {"sort": "-updated", "page[size]": 100})
+    truth = sorted(sb.truth.records("profile"), key=lambda p: (p["attributes"]["updated"], p["id"]), reverse=True)
+    assert [p["id"] for p in truth] == ids
+    names, _ = all_pages(http, sb, "/api/templates/", {"sort": "-name"})
+    by_id = {t["id"]: t["attributes"]["name"] for t in sb.truth.records("template")}
+    assert [by_id[i] for i in names] == sorted(by_id.values(), reverse=True)
+    doc = get(http, sb, "/api/profiles/", {"sort": "email", "page[size]": 50}).json()
+    emails = [p["attributes"]["email"] for p in doc["data"]]
+    assert emails == sorted(emails)
+
+
+def test_member_fields_keep_joined_group_at_and_include_is_answered(http, klaviyo_sandbox):
+    sb = klaviyo_sandbox
+    lst = sb.truth.records("list")[0]
+    doc = get(http, sb, f"/api/lists/{lst['id']}/profiles/", {"fields[profile]": "email"}).json()
+    assert set(doc["data"][0]["attributes"]) == {"email", "joined_group_at"}
+    doc = get(http, sb, "/api/profiles/", {"include": "push-tokens"}).json()
+    assert doc["included"] == []
+    prof = sb.truth.members("list", lst["id"])[0][0]
+    doc = get(http, sb, f"/api/profiles/{prof}/", {"include": "lists"}).json()
+    assert lst["id"] in [x["id"] for x in doc["data"]["relationships"]["lists"]["data"]]
+    assert lst["id"] in [x["id"] for x in doc["included"]]
