@@ -3,8 +3,9 @@
 Loaded by `klaviyo_dagster_tests/sandbox/test_fidelity.py` (``pytest_plugins``) or with
 ``-p klaviyo_dagster_tests.fidelity_plugin``. It sets ``KLAVIYO_SANDBOX_RECORD=1`` so that every sandbox the
 suite starts in this process records into `klaviyo_dagster.sandbox.fidelity.global_recorder()`, and moves
-the tests marked ``fidelity_last`` to the end of the run: the final fidelity test validates every body the
-sandboxes answered during the whole session and fails, listing each violation, if any breaks its schema.
+the test functions flagged ``fidelity_last = True`` to the end of the run: the final fidelity test
+validates every body the sandboxes answered during the whole session and fails, listing each violation,
+if any breaks its schema.
 The terminal summary prints how many bodies were validated.
 """
 
@@ -21,15 +22,15 @@ _REPORT_KEY = pytest.StashKey["fidelity.FidelityReport"]()
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ[fidelity.ENV_VAR] = "1"
-    config.addinivalue_line(
-        "markers", "fidelity_last: run after every other test (validates what the whole session recorded)"
-    )
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    last = [item for item in items if item.get_closest_marker("fidelity_last")]
+    def is_last(item: pytest.Item) -> bool:
+        return bool(getattr(getattr(item, "function", None), "fidelity_last", False))
+
+    last = [item for item in items if is_last(item)]
     if last:
-        items[:] = [item for item in items if not item.get_closest_marker("fidelity_last")] + last
+        items[:] = [item for item in items if not is_last(item)] + last
 
 
 def store_report(config: pytest.Config, report: fidelity.FidelityReport) -> None:

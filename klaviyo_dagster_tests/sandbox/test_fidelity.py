@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
@@ -25,6 +27,7 @@ from klaviyo_dagster.sandbox.fidelity import (
     validate_recorded,
 )
 from klaviyo_dagster.spec import load_subset
+from klaviyo_dagster_tests.sandbox.sandbox_http import call, sandbox
 
 pytest_plugins = ["klaviyo_dagster_tests.fidelity_plugin"]
 
@@ -95,6 +98,43 @@ def test_violations_are_caught_with_pointer_and_message(
     assert hits, [str(v) for v in violations]
     assert hits[0].op_key == op_key and hits[0].status == status
     assert op_key in str(hits[0]) and str(status) in str(hits[0])
+
+
+SEGMENT = {"type": "segment", "id": "J6V5dv", "links": {"self": "http://127.0.0.1:1/api/segments/J6V5dv/"},
+           "attributes": {"name": "Engaged", "created": "2026-01-01T00:00:00+00:00", "is_active": True}}
+CAMPAIGN = {
+    "type": "campaign", "id": "01M37ETSQ0EFEG5E08EHMW7CTV", "links": {"self": "http://127.0.0.1:1/api/campaigns/x/"},
+    "attributes": {
+        "name": "Spring", "status": "Sent", "archived": False, "audiences": {"included": ["XgDgsU"], "excluded": []},
+        "send_options": {"use_smart_sending": False}, "send_strategy": {"method": "static", "datetime": "2026-01-02T00:00:00+00:00"},
+        "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00",
+        "tracking_options": {"add_tracking_params": True, "is_tracking_clicks": True, "is_tracking_opens": True},
+    },
+}
+
+
+def test_sparse_fieldsets_relax_required_attributes_only(validator: SpecValidator) -> None:
+    sparse = {**SEGMENT, "attributes": {"name": "Engaged"}}
+    doc = {"data": [sparse], "links": {"self": "http://127.0.0.1:1/api/segments/"}}
+    full = validator.validate("GET /api/segments", 200, doc)
+    assert full and all(v.pointer == "/data/0/attributes" and "is a required property" in v.message for v in full)
+    assert "'is_active' is a required property" in [v.message for v in full]
+    assert validator.validate("GET /api/segments", 200, doc, {"fields[segment]": ["name"]}) == []
+    # Types still count, and so does everything outside attributes.
+    wrong = {"data": [{**sparse, "attributes": {"name": 7}}], "links": {"self": "x"}}
+    assert validator.validate("GET /api/segments", 200, wrong, (("fields[segment]", ("name",)),))
+    no_id = {"data": [{k: v for k, v in sparse.items() if k != "id"}], "links": {"self": "x"}}
+    assert validator.validate("GET /api/segments", 200, no_id, {"fields[segment]": ["name"]})
+
+
+def test_one_of_means_at_least_one(validator: SpecValidator) -> None:
+    # Klaviyo's channel variants overlap: a real email campaign's send_options match all three.
+    doc = {"data": [CAMPAIGN], "links": {"self": "http://127.0.0.1:1/api/campaigns/"}}
+    assert validator.validate("GET /api/campaigns", 200, doc) == []
+    bad = {**CAMPAIGN, "attributes": {**CAMPAIGN["attributes"], "send_options": {"use_smart_sending": "yes"}}}
+    violations = validator.validate("GET /api/campaigns", 200, {"data": [bad], "links": {"self": "x"}})
+    assert [v.pointer for v in violations] == ["/data/0/attributes/send_options"]
+    assert "is not of type 'boolean'" in violations[0].message  # the closest alternative's reason
 
 
 def test_every_declared_response_schema_resolves(validator: SpecValidator) -> None:
@@ -168,3 +208,226 @@ def test_every_operation_declares_its_query_parameters() -> None:
     for op_key, op in OPERATIONS.items():
         assert all(p.get("in") in ("query", "path", "header") for p in op["parameters"].values()), op_key
         assert "revision" not in set(iter_declared_query_params(op)), op_key
+
+
+# --- over HTTP: parameters -------------------------------------------------------------------------------
+
+SERVED_ELSEWHERE = [  # real Klaviyo operations the package does not use: the sandbox must not serve them
+    ("GET", "/api/tags"),
+    ("GET", "/api/coupons"),
+    ("GET", "/api/catalog-items"),
+    ("POST", "/api/profiles"),
+    ("POST", "/api/events"),
+    ("PATCH", "/api/lists/{list}"),
+    ("DELETE", "/api/lists/{list}"),
+    ("DELETE", "/api/profiles/{profile}"),
+]
+ALL_QUERY_PARAMS = sorted({n for op in OPERATIONS.values() for n in iter_declared_query_params(op)})
+
+
+def is_datetime(field_name: str) -> bool:
+    return field_name in {"created", "updated", "datetime", "timestamp"} or field_name.endswith(("_at", ".timestamp"))
+
+
+def filter_expressions(op_key: str, allowed: dict[str, list[str]]) -> list[str]:
+    """One filter expression per allowed (field, operator) pair, with a value of a plausible type."""
+    out = []
+    for field_name, operators in allowed.items():
+        if is_datetime(field_name):
+            value = "2020-01-01T00:00:00Z"
+        elif field_name == "archived" or field_name.startswith("is_"):
+            value = "true"
+        elif field_name == "messages.channel":
+            value = "'sms'"
+        else:
+            value = "'x'"
+        for operator in operators:
+            if operator == "has":
+                out.append(f"has({field_name})")
+            elif operator in ("any", "contains-any", "contains-all"):
+                out.append(f"{operator}({field_name},[{value.replace(chr(39), chr(34))}])")
+            else:
+                out.append(f"{operator}({field_name},{value})")
+    if op_key == "GET /api/campaigns":  # the channel filter is required on campaigns
+        out = [e if "messages.channel" in e else f"equals(messages.channel,'email'),{e}" for e in out]
+    return out
+
+
+def base_query(op_key: str) -> dict[str, str]:
+    return {"filter": "equals(messages.channel,'email')"} if op_key == "GET /api/campaigns" else {}
+
+
+def request_body(op_key: str, ids: dict[str, str]) -> Any:
+    if op_key == "POST /api/lists":
+        return {"data": {"type": "list", "attributes": {"name": "fidelity"}}}
+    if op_key.endswith("/relationships/profiles") and not op_key.startswith("GET"):
+        return {"data": [{"type": "profile", "id": ids["profile"]}]}
+    if op_key == "POST /api/profile-bulk-import-jobs":
+        rows = [{"type": "profile", "attributes": {"email": "fidelity@example.com"}},
+                {"type": "profile", "attributes": {"email": "not an email"}}]
+        return {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": rows}}}}
+    return None
+
+
+def concrete_path(op_key: str, ids: dict[str, str]) -> str:
+    template = op_key.split(" ", 1)[1]
+    kind = template.split("/")[2]  # /api/<kind>/...
+    key = {"profile-bulk-import-jobs": "job"}.get(kind, kind.rstrip("s"))
+    return template.replace("{id}", ids[key]).replace("{job_id}", ids[key])
+
+
+def first_id(handle: Any, path: str, params: dict[str, str] | None = None) -> str:
+    response = call(handle, "GET", path, params)
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data, f"{path} returned no records to take an id from"
+    return data[0]["id"]
+
+
+def discover_ids(handle: Any) -> dict[str, str]:
+    ids = {
+        "profile": first_id(handle, "/api/profiles", {"page[size]": "1"}),
+        "event": first_id(handle, "/api/events", {"page[size]": "1"}),
+        "list": first_id(handle, "/api/lists"),
+        "segment": first_id(handle, "/api/segments"),
+        "campaign": first_id(handle, "/api/campaigns", base_query("GET /api/campaigns")),
+        "metric": first_id(handle, "/api/metrics"),
+        "flow": first_id(handle, "/api/flows"),
+        "template": first_id(handle, "/api/templates"),
+    }
+    job = call(handle, "POST", "/api/profile-bulk-import-jobs", json_body=request_body("POST /api/profile-bulk-import-jobs", ids))
+    assert job.status_code == 202, job.text
+    ids["job"] = job.json()["data"]["id"]
+    return ids
+
+
+def value_for(op_key: str, name: str, param: dict[str, Any], handle: Any, path: str) -> list[str]:
+    """Valid values of one declared query parameter (several for `filter`: every allowed pair)."""
+    schema = param.get("schema", {})
+    if name == "filter":
+        return filter_expressions(op_key, param.get("allowed") or {})
+    if name == "page[size]":
+        return ["1"]
+    if name == "page[cursor]":
+        params = {**base_query(op_key)}
+        if "page[size]" in OPERATIONS[op_key]["parameters"]:
+            params["page[size]"] = "1"
+        links = call(handle, "GET", path, params).json().get("links", {})
+        if not links.get("next"):
+            return []  # a single page: there is no cursor to offer
+        return [parse_qs(urlsplit(links["next"]).query)["page[cursor]"][0]]
+    enum = schema.get("items", {}).get("enum") if schema.get("type") == "array" else schema.get("enum")
+    return [enum[0]] if enum else ["x"]
+
+
+def error_parameter(response: Any) -> str | None:
+    try:
+        return response.json()["errors"][0].get("source", {}).get("parameter")
+    except (ValueError, KeyError, IndexError, AttributeError):
+        return None
+
+
+@pytest.fixture(scope="session")
+def sweep() -> dict[str, list[str]]:
+    """Exercise every operation of the subset with each declared parameter and each undeclared one.
+
+    Runs on a private sandbox (writes must not disturb the shared one) that records into the session's
+    fidelity recorder like every other. Returns problems by category (empty lists: all good).
+    """
+    problems: dict[str, list[str]] = {"refused": [], "accepted": [], "uncovered": [], "served": []}
+    with sandbox(seed=42, scale="small") as handle:
+        ids = discover_ids(handle)
+        from klaviyo_dagster.sandbox import routes
+
+        handlers = set(getattr(getattr(handle, "_server", None), "_handlers", None) or routes.OPERATIONS)
+        for name, served in (("routes.OPERATIONS", set(routes.OPERATIONS)), ("the handler table", handlers)):
+            if served != set(OPERATIONS):
+                problems["served"].append(f"{name} differs from the subset by {sorted(served ^ set(OPERATIONS))}")
+        jobs: list[tuple[str, str, str, dict[str, str], Any, bool, str]] = []
+        for op_key, op in OPERATIONS.items():
+            method = op_key.split(" ", 1)[0]
+            path = concrete_path(op_key, ids)
+            body = request_body(op_key, ids)
+            declared = {n: p for n, p in op["parameters"].items() if p["in"] == "query"}
+            jobs.append((op_key, method, path, base_query(op_key), body, True, ""))  # no optional parameter
+            if method == "GET":
+                for name, param in declared.items():
+                    values = value_for(op_key, name, param, handle, path)
+                    if not values:
+                        problems["uncovered"].append(f"{op_key} {name}")
+                    for value in values:
+                        jobs.append((op_key, method, path, {**base_query(op_key), name: value}, body, True, name))
+            else:
+                for name, param in declared.items():  # writes: e.g. fields[list] on POST /api/lists
+                    jobs.append((op_key, method, path, {name: value_for(op_key, name, param, handle, path)[0]}, body, True, name))
+            # Parameters that are not this operation's: typos, nonsense fieldsets, other operations' ones.
+            for name in sorted(set(ALL_QUERY_PARAMS) - set(declared)) + ["foo", "fields[nonsense]"]:
+                jobs.append((op_key, method, path, {**base_query(op_key), name: "1"}, body, False, name))
+            if "filter" in declared:  # a field the operation does not allow, and a disallowed operator
+                jobs.append((op_key, method, path, {"filter": "equals(nonsense,'x')"}, body, False, "filter"))
+                allowed = declared["filter"].get("allowed") or {}
+                for field_name, operators in allowed.items():
+                    missing = [o for o in ("equals", "greater-than", "less-or-equal") if o not in operators]
+                    if missing and field_name != "messages.channel":
+                        expr = filter_expressions(op_key, {field_name: [missing[0]]})[0]
+                        jobs.append((op_key, method, path, {"filter": expr}, body, False, "filter"))
+                        break
+        for method, template in SERVED_ELSEWHERE:
+            path = template.replace("{list}", ids["list"]).replace("{profile}", ids["profile"])
+            jobs.append((f"{method} {template}", method, path, {}, None, False, ""))
+
+        def run(job: tuple) -> str | None:
+            op_key, method, path, params, body, expect_ok, name = job
+            response = call(handle, method, path, params, body)
+            shown = f"{op_key} ?{params} -> {response.status_code}"
+            if expect_ok:
+                return None if response.status_code < 300 else f"refused: {shown}: {response.text[:300]}"
+            if not name:  # an operation outside the subset
+                return None if response.status_code in (404, 405) else f"served: {shown}"
+            if response.status_code == 400 and error_parameter(response) == name:
+                return None
+            return f"accepted: {shown}: {response.text[:200]}"
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for outcome in pool.map(run, jobs):
+                if outcome:
+                    kind, _, text = outcome.partition(": ")
+                    problems[kind].append(text)
+        problems["requests"] = [str(len(jobs))]
+    return problems
+
+
+def test_every_declared_parameter_is_accepted(sweep: dict[str, list[str]]) -> None:
+    assert not sweep["refused"], "\n".join(sweep["refused"])
+    # Only single-page collections may leave page[cursor] untried.
+    assert all(u.endswith("page[cursor]") for u in sweep["uncovered"]), sweep["uncovered"]
+
+
+def test_every_other_parameter_is_refused(sweep: dict[str, list[str]]) -> None:
+    assert not sweep["accepted"], "\n".join(sweep["accepted"])
+
+
+def test_served_operations_are_exactly_the_subsets(sweep: dict[str, list[str]]) -> None:
+    assert not sweep["served"], "\n".join(sweep["served"])
+
+
+# --- last of the session: every body any sandbox answered ----------------------------------------------
+
+
+def test_every_recorded_response_matches_its_schema(
+    sweep: dict[str, list[str]], request: pytest.FixtureRequest, validator: SpecValidator
+) -> None:
+    recorder = fidelity.global_recorder()
+    assert recorder.total > 0, (
+        f"no sandbox response was recorded: is {fidelity.ENV_VAR}=1 set (fidelity_plugin) and does the "
+        "sandbox call recorder.record?"
+    )
+    answered = {op for (op, status) in recorder.counts if status < 300}
+    assert answered >= set(OPERATIONS), f"operations never answered: {sorted(set(OPERATIONS) - answered)}"
+    report = validate_recorded(recorder, validator)
+    plugin = request.config.pluginmanager.get_plugin("klaviyo_dagster_tests.fidelity_plugin")
+    plugin.store_report(request.config, report)
+    assert report.ok, report.summary()
+
+
+test_every_recorded_response_matches_its_schema.fidelity_last = True  # the plugin runs it last
