@@ -68,10 +68,11 @@ class RecordedResponse:
 class _Slot:
     """The bodies kept for one (op, status, shape) key: the first `per_key` distinct ones, then a sample."""
 
-    __slots__ = ("seen", "kept", "hashes")
+    __slots__ = ("seen", "kept", "hashes", "bytes")
 
     def __init__(self) -> None:
         self.seen = 0
+        self.bytes = 0
         self.kept: list[RecordedResponse] = []
         self.hashes: set[int] = set()
 
@@ -79,18 +80,25 @@ class _Slot:
 class ResponseRecorder:
     """Thread-safe, bounded store of sandbox responses for the fidelity check.
 
-    `per_key`: bodies kept per (operation, status, query shape) key (distinct bodies first, then a uniform
-    reservoir sample of the rest); `max_keys`: how many keys; `max_bytes`: total body bytes kept. Beyond
-    the bounds responses are only counted (`dropped` says how many). `counts` counts every response by
-    (operation, status).
+    `per_key` / `max_key_bytes`: bodies and bytes kept per (operation, status, query shape) key (distinct
+    bodies first, then a uniform reservoir sample of the rest); `max_keys`: how many keys; `max_bytes`:
+    total body bytes kept. Beyond the bounds responses are only counted (`dropped` says how many).
+    `counts` counts every response by (operation, status). Validation runs at about 2-4 MB/s, so the
+    default bounds keep the end-of-session check within seconds to tens of seconds.
     """
 
     def __init__(
-        self, per_key: int = 25, max_keys: int = 4096, max_bytes: int = 64 * 1024 * 1024, seed: int = 0
+        self,
+        per_key: int = 25,
+        max_keys: int = 4096,
+        max_bytes: int = 48 * 1024 * 1024,
+        max_key_bytes: int = 4 * 1024 * 1024,
+        seed: int = 0,
     ) -> None:
         self.per_key = per_key
         self.max_keys = max_keys
         self.max_bytes = max_bytes
+        self.max_key_bytes = max_key_bytes
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._slots: dict[tuple[str, int, tuple[Any, ...]], _Slot] = {}
@@ -125,13 +133,18 @@ class ResponseRecorder:
             slot.seen += 1
             if digest in slot.hashes:
                 return  # the same body is already kept: validating it again proves nothing new
-            if len(slot.kept) < self.per_key:
+            size = len(body)
+            if len(slot.kept) < self.per_key and slot.bytes + size <= self.max_key_bytes:
                 index = len(slot.kept)
-            else:
-                index = self._rng.randrange(slot.seen)
-                if index >= self.per_key:
+            elif slot.kept:
+                index = self._rng.randrange(slot.seen)  # reservoir: keep with probability kept/seen
+                if index >= len(slot.kept):
                     return
-            if self._bytes + len(body) > self.max_bytes:
+            else:
+                self.dropped += 1  # a single body larger than a key's budget
+                return
+            freed = len(slot.kept[index].body) if index < len(slot.kept) else 0
+            if slot.bytes - freed + size > self.max_key_bytes or self._bytes - freed + size > self.max_bytes:
                 self.dropped += 1
                 return
             item = RecordedResponse(
@@ -140,12 +153,11 @@ class ResponseRecorder:
             if index == len(slot.kept):
                 slot.kept.append(item)
             else:
-                old = slot.kept[index]
-                slot.hashes.discard(hash(old.body))
-                self._bytes -= len(old.body)
+                slot.hashes.discard(hash(slot.kept[index].body))
                 slot.kept[index] = item
             slot.hashes.add(digest)
-            self._bytes += len(body)
+            slot.bytes += size - freed
+            self._bytes += size - freed
 
     def responses(self) -> list[RecordedResponse]:
         """A snapshot of the kept responses."""

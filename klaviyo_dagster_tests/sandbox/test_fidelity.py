@@ -167,6 +167,13 @@ def test_recorder_dedupes_bounds_and_counts() -> None:
     assert all(r.method == "GET" for r in kept)
     recorder.clear()
     assert recorder.responses() == [] and recorder.total == 0
+    # A key's byte budget bounds big pages too; a reservoir sample keeps later bodies a fair chance.
+    recorder = ResponseRecorder(per_key=10, max_key_bytes=100)
+    for i in range(200):
+        recorder.record("GET /api/events", "GET", 200, b"%040d" % i, {})
+    kept = recorder.responses()
+    assert len(kept) == 2 and sum(len(r.body) for r in kept) <= 100
+    assert any(int(r.body) >= 2 for r in kept) and recorder.total == 200
 
 
 def test_recorder_is_thread_safe() -> None:
