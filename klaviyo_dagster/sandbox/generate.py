@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from klaviyo_dagster.sandbox.ids import (
-    Rng,
     decode_ulid,
     det_uuid,
     encode_ulid,
@@ -168,28 +167,31 @@ class BaseData:
         i = decode_ulid(self.seed, "profile", profile_id)
         return i if i is not None and i < self.n_profiles else None
 
-    def _names(self, i: int) -> tuple[str, str, str]:
-        r = Rng(h(self.seed, "profile-name", i))
-        return r.choice(FIRST), r.choice(LAST), r.choice(DOMAINS)
+    # One hash decides a profile's identity: name, domain, city and which identifiers it has.
+    def _ident(self, i: int) -> tuple[str, str, str, int, bool, bool, bool]:
+        """(first, last, domain, city index, has email, has phone, has external id) of profile `i`."""
+        v = h(self.seed, "profile-ident", i)
+        has_email = (v >> 16) % 100 >= 3
+        has_phone = (v >> 24) % 100 < 65 or not has_email
+        return (FIRST[v % len(FIRST)], LAST[(v >> 5) % len(LAST)], DOMAINS[(v >> 10) % len(DOMAINS)],
+                (v >> 13) % len(CITIES), has_email, has_phone, (v >> 31) & 1 == 0)
 
-    def has_email(self, i: int) -> bool:
-        return h(self.seed, "profile-email", i) % 100 >= 3
+    def _email(self, i: int, ident: tuple[str, str, str, int, bool, bool, bool]) -> str | None:
+        return f"{ident[0]}.{ident[1]}{i}@{ident[2]}" if ident[4] else None
+
+    def _phone(self, i: int, ident: tuple[str, str, str, int, bool, bool, bool]) -> str | None:
+        if not ident[5]:
+            return None
+        return f"+1{AREA_CODES[ident[3]]}{EXCHANGES[(i // 10_000) % len(EXCHANGES)]}{i % 10_000:04d}"
 
     def email(self, i: int) -> str | None:
-        if not self.has_email(i):
-            return None
-        first, last, domain = self._names(i)
-        return f"{first}.{last}{i}@{domain}"
+        return self._email(i, self._ident(i))
 
     def phone(self, i: int) -> str | None:
-        if h(self.seed, "profile-phone", i) % 100 >= 65 and self.has_email(i):
-            return None
-        area = AREA_CODES[h(self.seed, "profile-city", i) % len(CITIES)]
-        exch = EXCHANGES[(i // 10_000) % len(EXCHANGES)]
-        return f"+1{area}{exch}{i % 10_000:04d}"
+        return self._phone(i, self._ident(i))
 
     def external_id(self, i: int) -> str | None:
-        return f"cust_{i:08d}" if h(self.seed, "profile-ext", i) % 2 == 0 else None
+        return f"cust_{i:08d}" if self._ident(i)[6] else None
 
     def index_from_email(self, email: str) -> list[int]:
         m = re.fullmatch(r"[a-z]+\.[a-z]+(\d+)@[a-z.]+", email or "")
@@ -209,9 +211,10 @@ class BaseData:
 
     def profile(self, i: int) -> tuple[str, dict[str, Any]]:
         """(id, attributes) of base profile `i`."""
-        first, last, _ = self._names(i)
+        ident = self._ident(i)
+        first, last = ident[0], ident[1]
         r = rng(self.seed, "profile", i)
-        city = CITIES[h(self.seed, "profile-city", i) % len(CITIES)]
+        city = CITIES[ident[3]]
         created = self.created_tl.at(i)
         updated = self.updated_tl.at(i)
         props: dict[str, Any] = {
@@ -232,9 +235,9 @@ class BaseData:
         if r.chance(0.15):
             props["referral_code"] = None
         attrs = {
-            "email": self.email(i),
-            "phone_number": self.phone(i),
-            "external_id": self.external_id(i),
+            "email": self._email(i, ident),
+            "phone_number": self._phone(i, ident),
+            "external_id": f"cust_{i:08d}" if ident[6] else None,
             "first_name": first.title(),
             "last_name": last.title(),
             "organization": r.choice([None, "Acme Inc", "Globex", "Initech", "Umbrella"]),

@@ -332,3 +332,29 @@ def test_member_fields_keep_joined_group_at_and_include_is_answered(http, klaviy
     doc = get(http, sb, f"/api/profiles/{prof}/", {"include": "lists"}).json()
     assert lst["id"] in [x["id"] for x in doc["data"]["relationships"]["lists"]["data"]]
     assert lst["id"] in [x["id"] for x in doc["included"]]
+
+
+def test_filter_grammar_and_offsets_and_has(http, klaviyo_sandbox):
+    sb = klaviyo_sandbox
+    _, last = sb.truth.date_range()
+    day = (last - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    z = f"greater-or-equal(datetime,{iso(day)}),less-than(datetime,{iso(day + timedelta(hours=6))})"
+    # the same window written with and(), a +02:00 offset and a has() condition
+    off = (day + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S+02:00")
+    off_end = (day + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%S+02:00")
+    alt = f"and(greater-or-equal(datetime,{off}),less-than(datetime,{off_end})),has(profile)"
+    a, _ = all_pages(http, sb, "/api/events/", {"filter": z, "page[size]": 1000})
+    b, _ = all_pages(http, sb, "/api/events/", {"filter": alt, "page[size]": 1000})
+    assert a == b and a
+    ts = int(day.timestamp())
+    c, _ = all_pages(http, sb, "/api/events/", {"filter": f"greater-or-equal(timestamp,{iso(day)}),"
+                                                          f"less-than(datetime,{iso(day + timedelta(hours=6))})"})
+    assert c == a and ts > 0
+    flows = sb.truth.records("flow")
+    live = [f["id"] for f in flows if f["attributes"]["status"] == "live" and not f["attributes"]["archived"]]
+    ids, _ = all_pages(http, sb, "/api/flows/", {"filter": "equals(status,\"live\")"})
+    assert sorted(ids) == sorted(live)
+    names = [t["attributes"]["name"] for t in sb.truth.records("template")][:2]
+    quoted = ",".join(f'"{n}"' for n in names)
+    ids, _ = all_pages(http, sb, "/api/templates/", {"filter": f"any(name,[{quoted}])"})
+    assert len(ids) == 2
