@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import re
 import time
@@ -132,7 +133,14 @@ class KlaviyoClient:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.session.auth = _KeyAuth(key)  # an explicit auth also keeps ~/.netrc from overriding it
+        self.session.auth = _KeyAuth(key)
+        # Resolve proxy and CA settings from the environment once, not on every request (requests scans
+        # os.environ per call when trust_env is on); this also keeps ~/.netrc from touching the header.
+        self.session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle:
+            self.session.verify = ca_bundle
+        self.session.trust_env = False
         self.session.headers.update({"revision": revision, "Accept": JSONAPI})
         self._write_headers = {"Content-Type": JSONAPI}
 
