@@ -281,7 +281,8 @@ class Store:
                 pidx = self.base.n_profiles + len(self.p_new)
                 target = encode_ulid(self.base.seed, "profile", now, pidx)
                 current = {k: None for k in PROFILE_ATTRS}
-                current["location"] = None
+                current["location"] = {k: None for k in ("address1", "address2", "city", "country",
+                                                         "region", "zip", "timezone", "ip")}
                 current["properties"] = {}
                 current["created"] = iso(now)
                 self.p_new.put(target, now - now % 1000)
