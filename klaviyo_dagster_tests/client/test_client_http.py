@@ -71,8 +71,8 @@ def test_profiles_paging_is_complete_with_largest_pages(handle: Any) -> None:
 
 
 def test_events_window_paging_matches_truth(handle: Any) -> None:
-    first, last = handle.truth.date_range()
-    start = first.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    _, last = handle.truth.date_range()
+    start = last.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=5)
     end = start + timedelta(days=3)
     params = {
         "filter": f"greater-or-equal(datetime,{start:%Y-%m-%dT%H:%M:%SZ}),"
@@ -195,26 +195,27 @@ def test_post_and_delete_list_membership(handle: Any) -> None:
 
 
 # -- rate limiting against a time-scaled sandbox ---------------------------------------------------------
-def _hammer_flows(client: KlaviyoClient, flow_ids: list[str], n: int) -> None:
+def _count_lists(client: KlaviyoClient, list_ids: list[str], n: int) -> None:
+    # XS tier: GET /api/lists/{id} with profile_count is 1 per burst window, 15 per steady window.
     for i in range(n):
-        client.get(f"/api/flows/{flow_ids[i % len(flow_ids)]}")
+        client.get(f"/api/lists/{list_ids[i % len(list_ids)]}", {"additional-fields[list]": "profile_count"})
 
 
 def test_pacing_avoids_429_where_an_unpaced_client_trips_them() -> None:
-    scale = 0.02  # S tier: 3 per 20 ms, 60 per 1.2 s
+    scale = 0.02  # XS tier: 1 per 20 ms, 15 per 1.2 s
+    n = 45  # three steady windows
     with _run_sandbox()(seed=42, scale="small", rate_limits=f"scale:{scale}") as h:
-        flow_ids = [r["id"] for r in h.truth.records("flow")]
-        n = 150  # two and a half steady windows of GET /api/flows/{id}
+        list_ids = [r["id"] for r in h.truth.records("list")]
         with KlaviyoClient(h.api_key, base_url=h.base_url, rate_limit_scale=scale) as paced:
-            _hammer_flows(paced, flow_ids, n)
+            _count_lists(paced, list_ids, n)
             paced_stats = paced.stats.snapshot()
         h.set_rate_limits(f"scale:{scale}")  # fresh windows for the control run
         with KlaviyoClient(h.api_key, base_url=h.base_url, rate_limit_scale=0, max_retries=20) as unpaced:
-            _hammer_flows(unpaced, flow_ids, n)
+            _count_lists(unpaced, list_ids, n)
             unpaced_stats = unpaced.stats.snapshot()
     assert paced_stats["requests"] - paced_stats["retries"] == n
     assert paced_stats["throttled"] <= 1, paced_stats
-    assert paced_stats["wait_seconds"] > 0  # the limiter, not the server, did the pacing
+    assert paced_stats["by_endpoint"] == {"GET /api/lists/{id} [profile_count]": paced_stats["requests"]}
     # The control: the same calls without client-side pacing are throttled, and still complete.
-    assert unpaced_stats["throttled"] > 5, unpaced_stats
+    assert unpaced_stats["throttled"] > 0, unpaced_stats
     assert unpaced_stats["requests"] - unpaced_stats["retries"] == n
