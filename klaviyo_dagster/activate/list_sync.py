@@ -1,7 +1,7 @@
 """The ``klaviyo/list_membership_sync`` asset: make Klaviyo lists hold exactly an audience table's people.
 
 Per target list (:func:`run_list_sync`, plain Python; :func:`build_list_sync_asset` wraps it):
-1. resolve the list: explicit id, else exact name (our registry first, then ``equals(name,...)``),
+1. resolve the list (lists.py): explicit id, else exact name (our registry first, then ``equals(name,...)``),
    else create it and record it at once, so retries never make a second list;
 2. read the list's members (id + identifiers) from Klaviyo page by page into a warehouse snapshot;
 3. plan in DuckDB: audience rows matched to a member are kept; rows resolvable to a known profile id
@@ -15,12 +15,10 @@ Per target list (:func:`run_list_sync`, plain Python; :func:`build_list_sync_ass
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
@@ -34,11 +32,11 @@ from klaviyo_dagster.activate.jobs import (
     submit_job,
     wait_for_job,
 )
+from klaviyo_dagster.activate.lists import resolve_list, snapshot_members
 from klaviyo_dagster.activate.render import ProfileColumns
 from klaviyo_dagster.activate.validate import profile_problem
 
 MAX_RELATIONSHIP_BATCH = 1_000
-MEMBER_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -115,89 +113,6 @@ class ListSyncResult:
         out["plan"] = MetadataValue.json([p.as_dict() for p in self.lists])
         out["duration_s"] = round(self.duration_s, 3)
         return out
-
-
-def _filter_string(value: str) -> str:
-    if '"' not in value:
-        return f'"{value}"'
-    if "'" not in value:
-        return f"'{value}'"
-    raise ValueError(f"list name {value!r} holds both quote characters; Klaviyo's filter syntax cannot express it")
-
-
-def find_lists_by_name(client: Any, name: str) -> list[str]:
-    """Ids of the lists whose name is exactly ``name`` (Klaviyo names are not unique)."""
-    params = {"filter": f"equals(name,{_filter_string(name)})", "fields[list]": "name"}
-    ids = []
-    for page in client.paginate("/api/lists", params):
-        for item in page.get("data") or []:
-            if (item.get("attributes") or {}).get("name", name) == name:
-                ids.append(str(item["id"]))
-    return ids
-
-
-def resolve_list(client: Any, warehouse: Any, list_id: str | None, list_name: str | None,
-                 *, dry_run: bool, run_id: str, log: Any) -> tuple[str | None, bool]:
-    """(list id, created?) for a target; None as id only in dry run when the list would be created."""
-    if list_id:
-        client.get(f"/api/lists/{list_id}")  # a clear KlaviyoNotFoundError when it does not exist
-        return list_id, False
-    if not list_name:
-        raise ValueError("an audience row names no list: fill list_id or list_name")
-    ours = [r[0] for r in warehouse.query(
-        f"SELECT list_id FROM {state.LIST_REGISTRY} WHERE list_name = ? ORDER BY created_at", [list_name])]
-    found = find_lists_by_name(client, list_name)
-    for candidate in ours:
-        if candidate in found:
-            return candidate, False
-    if len(found) == 1:
-        return found[0], False
-    if len(found) > 1:
-        raise ValueError(
-            f"{len(found)} Klaviyo lists are named {list_name!r} ({', '.join(found[:5])}); "
-            "put the intended list id in the audience table's list_id column"
-        )
-    if dry_run:
-        return None, True
-    try:
-        doc = client.post("/api/lists", {"data": {"type": "list", "attributes": {"name": list_name}}})
-        new_id = str(doc["data"]["id"])
-    except Exception:
-        # The create may have landed before the error: never create twice, look again first.
-        again = find_lists_by_name(client, list_name)
-        if len(again) != 1:
-            raise
-        new_id = again[0]
-    warehouse.execute(f"INSERT INTO {state.LIST_REGISTRY} VALUES (?, ?, ?, ?)",
-                      [list_name, new_id, state.now_utc().to_pydatetime(), run_id])
-    log.info(f"created Klaviyo list {list_name!r}: {new_id}")
-    return new_id, True
-
-
-def _member_rows(client: Any, list_id: str, run_id: str) -> Iterator[tuple]:
-    params = {"page[size]": MEMBER_PAGE_SIZE, "fields[profile]": "email,phone_number,external_id"}
-    for page in client.paginate(f"/api/lists/{list_id}/profiles", params):
-        for item in page.get("data") or []:
-            a = item.get("attributes") or {}
-            yield (run_id, list_id, str(item["id"]), a.get("email"), a.get("phone_number"), a.get("external_id"))
-
-
-def snapshot_members(client: Any, warehouse: Any, list_id: str, run_id: str, chunk: int = 10_000) -> int:
-    """Copy the list's current members into ``list_members_snapshot`` chunk by chunk; returns the count."""
-    warehouse.execute(f"DELETE FROM {state.LIST_MEMBERS} WHERE list_id = ?", [list_id])
-    columns = ["run_id", "list_id", "profile_id", "email", "phone_number", "external_id"]
-    total, rows = 0, []
-    members = _member_rows(client, list_id, run_id)
-    while True:
-        rows = [r for _, r in zip(range(chunk), members, strict=False)]
-        if not rows:
-            return total
-        total += len(rows)
-        frame = pd.DataFrame(rows, columns=columns, dtype=object)
-        with warehouse.transaction() as con:
-            con.register("__members", frame)
-            con.execute(f"INSERT INTO {state.LIST_MEMBERS} BY NAME SELECT * FROM __members")
-            con.unregister("__members")
 
 
 class _ListRun:

@@ -1,0 +1,99 @@
+"""Klaviyo lists for membership sync: find-or-create by name (idempotently) and snapshot the members.
+
+Names are not unique in Klaviyo, so :func:`resolve_list` prefers a list this package created (recorded
+in ``list_registry``), then a single exact-name match, and creates a list only when none exists; a
+failed create is followed by a fresh lookup before anything else, so a retry never makes a second list.
+:func:`snapshot_members` copies a list's members (id + identifiers) into the warehouse page by page.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+
+from klaviyo_dagster.activate import state
+
+MEMBER_PAGE_SIZE = 100
+
+
+def _filter_string(value: str) -> str:
+    if '"' not in value:
+        return f'"{value}"'
+    if "'" not in value:
+        return f"'{value}'"
+    raise ValueError(f"list name {value!r} holds both quote characters; Klaviyo's filter syntax cannot express it")
+
+
+def find_lists_by_name(client: Any, name: str) -> list[str]:
+    """Ids of the lists whose name is exactly ``name`` (Klaviyo names are not unique)."""
+    params = {"filter": f"equals(name,{_filter_string(name)})", "fields[list]": "name"}
+    ids = []
+    for page in client.paginate("/api/lists", params):
+        for item in page.get("data") or []:
+            if (item.get("attributes") or {}).get("name", name) == name:
+                ids.append(str(item["id"]))
+    return ids
+
+
+def resolve_list(client: Any, warehouse: Any, list_id: str | None, list_name: str | None,
+                 *, dry_run: bool, run_id: str, log: Any) -> tuple[str | None, bool]:
+    """(list id, created?) for a target; None as id only in dry run when the list would be created."""
+    if list_id:
+        client.get(f"/api/lists/{list_id}")  # a clear KlaviyoNotFoundError when it does not exist
+        return list_id, False
+    if not list_name:
+        raise ValueError("an audience row names no list: fill list_id or list_name")
+    ours = [r[0] for r in warehouse.query(
+        f"SELECT list_id FROM {state.LIST_REGISTRY} WHERE list_name = ? ORDER BY created_at", [list_name])]
+    found = find_lists_by_name(client, list_name)
+    for candidate in ours:
+        if candidate in found:
+            return candidate, False
+    if len(found) == 1:
+        return found[0], False
+    if len(found) > 1:
+        raise ValueError(
+            f"{len(found)} Klaviyo lists are named {list_name!r} ({', '.join(found[:5])}); "
+            "put the intended list id in the audience table's list_id column"
+        )
+    if dry_run:
+        return None, True
+    try:
+        doc = client.post("/api/lists", {"data": {"type": "list", "attributes": {"name": list_name}}})
+        new_id = str(doc["data"]["id"])
+    except Exception:
+        # The create may have landed before the error: never create twice, look again first.
+        again = find_lists_by_name(client, list_name)
+        if len(again) != 1:
+            raise
+        new_id = again[0]
+    warehouse.execute(f"INSERT INTO {state.LIST_REGISTRY} VALUES (?, ?, ?, ?)",
+                      [list_name, new_id, state.now_utc().to_pydatetime(), run_id])
+    log.info(f"created Klaviyo list {list_name!r}: {new_id}")
+    return new_id, True
+
+
+def _member_rows(client: Any, list_id: str, run_id: str) -> Iterator[tuple]:
+    params = {"page[size]": MEMBER_PAGE_SIZE, "fields[profile]": "email,phone_number,external_id"}
+    for page in client.paginate(f"/api/lists/{list_id}/profiles", params):
+        for item in page.get("data") or []:
+            a = item.get("attributes") or {}
+            yield (run_id, list_id, str(item["id"]), a.get("email"), a.get("phone_number"), a.get("external_id"))
+
+
+def snapshot_members(client: Any, warehouse: Any, list_id: str, run_id: str, chunk: int = 10_000) -> int:
+    """Copy the list's current members into ``list_members_snapshot`` chunk by chunk; returns the count."""
+    warehouse.execute(f"DELETE FROM {state.LIST_MEMBERS} WHERE list_id = ?", [list_id])
+    columns = ["run_id", "list_id", "profile_id", "email", "phone_number", "external_id"]
+    total, rows = 0, []
+    members = _member_rows(client, list_id, run_id)
+    while True:
+        rows = [r for _, r in zip(range(chunk), members, strict=False)]
+        if not rows:
+            return total
+        total += len(rows)
+        frame = pd.DataFrame(rows, columns=columns, dtype=object)
+        with warehouse.transaction() as con:
+            con.register("__members", frame)
+            con.execute(f"INSERT INTO {state.LIST_MEMBERS} BY NAME SELECT * FROM __members")
+            con.unregister("__members")
