@@ -89,10 +89,10 @@ class ResponseRecorder:
 
     def __init__(
         self,
-        per_key: int = 25,
+        per_key: int = 10,
         max_keys: int = 4096,
-        max_bytes: int = 48 * 1024 * 1024,
-        max_key_bytes: int = 4 * 1024 * 1024,
+        max_bytes: int = 32 * 1024 * 1024,
+        max_key_bytes: int = 2 * 1024 * 1024,
         seed: int = 0,
     ) -> None:
         self.per_key = per_key

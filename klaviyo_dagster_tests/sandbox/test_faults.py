@@ -165,11 +165,11 @@ def test_http_seeded_shares_repeat() -> None:
     runs = []
     for _ in range(2):
         with sandbox(seed=42, faults="503:0.3,500:0.1") as handle:
-            runs.append(statuses(handle, "/api/metrics", 60))
+            runs.append(statuses(handle, "/api/metrics", 30))
     assert runs[0] == runs[1]
     assert {200, 503, 500} <= set(runs[0])
     with sandbox(seed=43, faults="503:0.3,500:0.1") as handle:
-        assert statuses(handle, "/api/metrics", 60) != runs[0]
+        assert statuses(handle, "/api/metrics", 30) != runs[0]
 
 
 def test_http_runtime_switch_by_handle_and_admin_route() -> None:
