@@ -159,3 +159,21 @@ def test_asset_fails_clearly_when_a_guard_trips_and_reports_metadata(sandbox, wa
     meta = materialize([asset], resources=resources, run_config={"ops": {op: {"config": {
         "max_remove_share": 0.9}}}}).asset_materializations_for_node(op)[0].metadata
     assert meta["removes"].value == 4
+
+
+def test_a_failed_list_create_is_retried_without_making_a_second_list(sandbox, warehouse, known, new_client):
+    name = "Activation test E"
+    _set_audience(warehouse, "inputs.aud_e", [(name, pid, None) for pid in known["id"][60:63]])
+    sandbox.faults.configure({"spec": "POST /api/lists=503:next2"})
+    client = new_client()
+    try:
+        result = run_list_sync(client, warehouse, ListSyncSettings(table="inputs.aud_e"))
+    finally:
+        sandbox.faults.configure({"spec": ""})
+    assert client.stats.by_endpoint["POST /api/lists"] == 3  # two 503s, then the create
+    same_name = [lst["id"] for lst in sandbox.truth.records("list") if lst["attributes"]["name"] == name]
+    assert same_name == [result.lists[0].list_id]
+    assert _members(sandbox, same_name[0]) == set(known["id"][60:63])
+    again = new_client()
+    run_list_sync(again, warehouse, ListSyncSettings(table="inputs.aud_e"))
+    assert write_calls(again) == 0
