@@ -35,6 +35,20 @@ class Request:
     body: bytes = b""
 
 
+class AnyOf(list):
+    """Values collected through a list (e.g. every suppression's timestamp): a condition matches any."""
+
+
+def _walk(cur: Any, parts: list[str]) -> Any:
+    for k, part in enumerate(parts):
+        if isinstance(cur, list):
+            return AnyOf(v for item in cur if (v := _walk(item, parts[k:])) is not None)
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
 def value_of(rec: dict[str, Any], name: str) -> Any:
     """A record's value for a filter or sort field (dotted names walk into attributes)."""
     if name in ("id", "profile_id"):
@@ -45,26 +59,38 @@ def value_of(rec: dict[str, Any], name: str) -> Any:
         return rec.get("channel")
     if name in ("_kx", "push_token"):
         return None
-    cur: Any = rec["attributes"]
-    for part in name.split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
+    parts = name.split(".")
+    if parts[0] in ("subscriptions", "predictive_analytics") and "_store" in rec:
+        return _walk(rec["_store"].profile_extra(rec, parts[0]), parts[1:])
+    return _walk(rec["attributes"], parts)
 
 
 def accepts(rec: dict[str, Any], conds: list[Condition]) -> bool:
-    return all(matches(c, value_of(rec, c.field)) for c in conds)
+    for c in conds:
+        value = value_of(rec, c.field)
+        if isinstance(value, AnyOf):
+            if not any(matches(c, v) for v in value):
+                return False
+        elif not matches(c, value):
+            return False
+    return True
 
 
 def sort_records(recs: list[dict[str, Any]], field: str | None, desc: bool,
                  getter: Callable[[dict[str, Any], str], Any] = value_of) -> list[dict[str, Any]]:
     if not field:
         return recs
-    present = [r for r in recs if getter(r, field) is not None]
-    missing = [r for r in recs if getter(r, field) is None]
-    present.sort(key=lambda r: (getter(r, field), r["id"]), reverse=desc)
-    return present + missing
+    def key(r: dict[str, Any]) -> Any:
+        v = getter(r, field)
+        if isinstance(v, AnyOf):
+            v = (max(v) if desc else min(v)) if v else None
+        return v
+
+    keyed = [(key(r), r) for r in recs]
+    present = [kr for kr in keyed if kr[0] is not None]
+    missing = [r for k, r in keyed if k is None]
+    present.sort(key=lambda kr: (kr[0], kr[1]["id"]), reverse=desc)
+    return [r for _, r in present] + missing
 
 
 def with_cursor_errors(fn: Callable[[], Page]) -> Page:
@@ -165,6 +191,8 @@ class ReadApi:
         size = self._size(p, 20)
         render = lambda r: self.profile_resource(r, p)  # noqa: E731
         with store.lock:
+            if any(c.field == "_kx" for c in p.filters):
+                return collection([], self.base_url, req.path, p.raw, None)  # the sandbox has no _kx values
             cands = self.point_candidates(p.filters)
             if cands is not None:
                 recs = [store.profile(pid) for pid in cands]

@@ -79,7 +79,7 @@ class Store:
 
     # ---- profiles -------------------------------------------------------------------------------------
     def _profile_rec(self, pid: str, attrs: dict[str, Any], pidx: int) -> dict[str, Any]:
-        return {"type": "profile", "id": pid, "attributes": attrs, "_pidx": pidx}
+        return {"type": "profile", "id": pid, "attributes": attrs, "_pidx": pidx, "_store": self}
 
     def profile_by_base(self, i: int) -> dict[str, Any]:
         pid = self.base.profile_id(i)

@@ -358,3 +358,16 @@ def test_filter_grammar_and_offsets_and_has(http, klaviyo_sandbox):
     quoted = ",".join(f'"{n}"' for n in names)
     ids, _ = all_pages(http, sb, "/api/templates/", {"filter": f"any(name,[{quoted}])"})
     assert len(ids) == 2
+
+
+def test_profile_filters_on_subscription_fields(http, klaviyo_sandbox):
+    sb = klaviyo_sandbox
+    doc = get(http, sb, "/api/profiles/", {
+        "filter": "equals(subscriptions.email.marketing.suppression.reason,'UNSUBSCRIBE')",
+        "additional-fields[profile]": "subscriptions", "page[size]": 100}).json()
+    assert doc["data"]
+    for p in doc["data"]:
+        reasons = [s["reason"] for s in p["attributes"]["subscriptions"]["email"]["marketing"]["suppression"]]
+        assert "UNSUBSCRIBE" in reasons
+    r = get(http, sb, "/api/profiles/", {"filter": "equals(_kx,'abc')"})
+    assert r.status_code == 200 and r.json()["data"] == []
