@@ -175,21 +175,25 @@ class SandboxServer:
             return json_response(status, err.doc(), extra), None, op_key
         if fault is not None and fault.kind == "slow":
             time.sleep(float(fault.delay or 0))
+        try:
+            return self._serve(op_key, ids, path, query, body, extra), fault, op_key
+        except ApiError as e:
+            e.headers = {**extra, **e.headers}  # RateLimit-* headers ride on errors too
+            raise
+
+    def _serve(self, op_key: str, ids: dict[str, str], path: str, query: dict[str, list[str]], body: bytes,
+               extra: dict[str, str]) -> Response:
         self._maybe_auto_release()
         self.store.advance_jobs()
         params = parse_params(self.subset["operations"][op_key], query)
-        norm = path.rstrip("/") + "/"
-        req = Request(params=params, path=norm, ids=ids, body=body)
+        req = Request(params=params, path=path.rstrip("/") + "/", ids=ids, body=body)
         result = self._handlers[op_key](req)
-        if isinstance(result, Response):
-            result.headers.update(extra)
-            return result, fault, op_key
-        status = 201 if op_key == "POST /api/lists" else 202 if op_key.startswith("POST /api/profile-bulk") else 200
         if result is None:
-            return Response(204, b"", extra), fault, op_key
+            return Response(204, b"", extra)
+        status = 201 if op_key == "POST /api/lists" else 202 if op_key.startswith("POST /api/profile-bulk") else 200
         if params.include and "included" not in result:
             result["included"] = []  # asked-for relations the sandbox has no data for (tags, push tokens, ...)
-        return json_response(status, result, extra), fault, op_key
+        return json_response(status, result, extra)
 
     # ---- admin ----------------------------------------------------------------------------------------
     def handle_admin(self, method: str, path: str, body: bytes) -> Response:
@@ -211,6 +215,11 @@ class SandboxServer:
         if name == "late-events" and method == "POST":
             n = self.store.release_late_events((data or {}).get("count"))
             return json_response(200, {"released": n, "pending": self.store.late_pending()})
+        if name == "rate-limits" and method == "GET":
+            return json_response(200, {"mode": getattr(self.limiter, "mode", None)})
+        if name == "faults" and method == "GET":
+            snapshot = getattr(self.faults, "snapshot", None)
+            return json_response(200, snapshot() if snapshot else {})
         if name == "late-events" and method == "GET":
             return json_response(200, {"released": self.store.late_released, "pending": self.store.late_pending()})
         if name == "rate-limits" and method in ("POST", "PUT"):

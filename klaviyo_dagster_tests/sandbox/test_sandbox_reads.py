@@ -371,3 +371,11 @@ def test_profile_filters_on_subscription_fields(http, klaviyo_sandbox):
         assert "UNSUBSCRIBE" in reasons
     r = get(http, sb, "/api/profiles/", {"filter": "equals(_kx,'abc')"})
     assert r.status_code == 200 and r.json()["data"] == []
+
+
+def test_rate_limit_headers_on_success_and_on_errors(http, klaviyo_sandbox):
+    ok = get(http, klaviyo_sandbox, "/api/lists/")
+    bad = get(http, klaviyo_sandbox, "/api/lists/", {"page[size]": 50})
+    assert ok.status_code == 200 and bad.status_code == 400
+    for r in (ok, bad):
+        assert r.headers["RateLimit-Limit"].startswith("75") and "RateLimit-Remaining" in r.headers
