@@ -213,7 +213,10 @@ class SandboxServer:
             return json_response(200, {"requests": counts, "late_events": {
                 "released": self.store.late_released, "pending": self.store.late_pending()}})
         if name == "late-events" and method == "POST":
-            n = self.store.release_late_events((data or {}).get("count"))
+            count = data.get("count") if isinstance(data, dict) else None
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+                return json_response(400, {"error": f"count must be a non-negative integer, got {count!r}"})
+            n = self.store.release_late_events(count)
             return json_response(200, {"released": n, "pending": self.store.late_pending()})
         if name == "rate-limits" and method == "GET":
             return json_response(200, {"mode": getattr(self.limiter, "mode", None)})
