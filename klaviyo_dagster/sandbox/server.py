@@ -73,8 +73,7 @@ class SandboxServer:
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self.late_release_after = late_release_after
-        self._http = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self._http.daemon_threads = True
+        self._http = _Server(("127.0.0.1", port), _Handler)
         self._http.sandbox = self  # type: ignore[attr-defined]
         self.port = self._http.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -259,6 +258,12 @@ def default_api_key(seed: int) -> str:
     return "pk_" + "".join(f"{h(seed, 'api-key', k):016x}" for k in range(3))[:34]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256  # many concurrent clients (benchmarks) must not meet a full listen backlog
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "KlaviyoSandbox/1.0"
@@ -281,7 +286,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length) if length else b""
         if path.startswith("/__sandbox/") or path == "/__sandbox":
-            self._send(sandbox.handle_admin(method, path, body))
+            try:
+                self._send(sandbox.handle_admin(method, path, body))
+            except Exception as e:  # noqa: BLE001 - an admin bug must still answer
+                self._send(json_response(500, {"error": f"{type(e).__name__}: {e}"}))
             return
         query = parse_qs(split.query, keep_blank_values=True)
         fault = None
