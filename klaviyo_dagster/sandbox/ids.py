@@ -13,6 +13,10 @@ import base64
 import functools
 import re
 import uuid
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _M64 = (1 << 64) - 1
 _M40 = (1 << 40) - 1
@@ -72,7 +76,7 @@ class Rng:
     def chance(self, p: float) -> bool:
         return self.random() < p
 
-    def choice(self, seq):  # noqa: ANN001, ANN201 - generic helper
+    def choice(self, seq: Sequence[T]) -> T:
         return seq[self.next() % len(seq)]
 
     def uniform(self, a: float, b: float) -> float:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from klaviyo_dagster.sandbox.generate import LATE_STRIDE, METRICS, BaseData, Group, profile_extra
+from klaviyo_dagster.sandbox.generate import LATE_STRIDE, BaseData, Group, profile_extra
 from klaviyo_dagster.sandbox.ids import encode_ulid, short_id
 from klaviyo_dagster.sandbox.paging import OrderedSource, Overlay
 from klaviyo_dagster.sandbox.timeline import iso
@@ -356,11 +356,3 @@ class Store:
                         self.change_members(st, job.profile_ids, add=True)
                 job.rows = None
                 job.applied = True
-
-    # ---- small collections ----------------------------------------------------------------------------
-    def metric_name(self, metric_id: str) -> str | None:
-        m = self.metric_by_id.get(metric_id)
-        return m["attributes"]["name"] if m else None
-
-    def metrics_for(self) -> list[str]:
-        return [name for name, _, _ in METRICS]
