@@ -52,13 +52,15 @@ class Warehouse:
         *,
         connection_config: Mapping[str, Any] | None = None,
         logger: logging.Logger | None = None,
-        staging_memory_limit: str = "512MB",
+        staging_memory_limit: str = "256MB",
+        commit_memory_limit: str | None = "256MB",
     ) -> None:
         self.database = database
         self.schema = schema
         self.connection_config = dict(connection_config or {})
         self.log = logger or logging.getLogger(__name__)
         self.staging_memory_limit = staging_memory_limit
+        self.commit_memory_limit = commit_memory_limit
 
     # -- connections -------------------------------------------------------------------------------
     @contextmanager
@@ -213,6 +215,7 @@ class Warehouse:
         target = self.qualified(table)
         with self.connect() as conn:
             conn.execute(f"ATTACH {_literal(staging_path)} AS _stg (READ_ONLY)")
+            restore = self._bound_memory(conn)
             try:
                 conn.execute("BEGIN TRANSACTION")
                 try:
@@ -236,7 +239,21 @@ class Warehouse:
                 conn.execute("COMMIT")
             finally:
                 conn.execute("DETACH _stg")
+                for setting, value in restore.items():
+                    conn.execute(f"SET {setting} = {_literal(value)}")
         return added
+
+    def _bound_memory(self, conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+        """Cap DuckDB's memory while a big partition is copied in (it spills to disk instead of growing
+        with the partition); returns the settings to restore afterwards."""
+        if not self.commit_memory_limit:
+            return {}
+        wanted = {"memory_limit": self.commit_memory_limit, "preserve_insertion_order": "false"}
+        restore = {}
+        for setting, value in wanted.items():
+            restore[setting] = str(conn.execute(f"SELECT current_setting('{setting}')").fetchone()[0])
+            conn.execute(f"SET {setting} = {_literal(value)}")
+        return restore
 
     def _ensure_table(
         self, conn: duckdb.DuckDBPyConnection, table: str, columns: Mapping[str, str]

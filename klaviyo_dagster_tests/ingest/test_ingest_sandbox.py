@@ -359,3 +359,23 @@ def test_memberships_land_every_member_of_every_group(
     got = set(wh.query(f"SELECT {column}, profile_id, joined_group_at FROM {wh.qualified(name)}"))
     assert len(expected) > 0 and got == expected
     assert all(checks_passed(result).values())
+
+
+def test_profile_additional_fields_are_switchable(handle: Any, db: Path) -> None:
+    day = today() - timedelta(days=5)
+    wh = Warehouse(str(db))
+    sql = (
+        f"SELECT count(*), count(subscriptions), count(predictive_analytics) FROM {wh.qualified('profiles')}"
+    )
+    assert materialize(handle, db, "profiles", partition=day).success
+    n, subs, pa = wh.query(sql)[0]
+    assert n > 0 and subs == n and pa == 0  # defaults: subscriptions on, predictive analytics off
+    result = materialize(
+        handle, db, "profiles", partition=day, profile_subscriptions=False, profile_predictive_analytics=True
+    )
+    assert result.success, failure_text(result)
+    assert wh.query(sql)[0] == (n, 0, n)
+    churn = wh.query(
+        f"SELECT predictive_analytics->>'churn_probability' FROM {wh.qualified('profiles')} LIMIT 1"
+    )
+    assert churn[0][0] is not None
