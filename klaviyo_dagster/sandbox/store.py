@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from klaviyo_dagster.sandbox.generate import LATE_STRIDE, BaseData, Group, profile_extra
+from klaviyo_dagster.sandbox.catalog import Group
+from klaviyo_dagster.sandbox.generate import LATE_STRIDE, BaseData, profile_extra
 from klaviyo_dagster.sandbox.ids import encode_ulid, short_id
 from klaviyo_dagster.sandbox.paging import OrderedSource, Overlay
 from klaviyo_dagster.sandbox.timeline import iso
