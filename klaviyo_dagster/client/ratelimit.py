@@ -9,7 +9,8 @@ on some writes). Per bucket the limiter keeps:
 - a GCRA pacer at the steady rate with a tolerance of a quarter of the steady budget: a short run goes
   at burst speed, a long one is spread evenly over the steady window instead of spending it in the
   first seconds and stalling;
-- ``blocked_until``, set by a 429's Retry-After;
+- ``blocked_until``, set by a 429's Retry-After; a 429 also halves the pace (AIMD: others share the
+  account, as a lone paced client is not throttled), recovered additively as requests go out;
 - per window a server budget, set only when ``RateLimit-Remaining`` shows more use than this client
   made (other apps or runs share the account): at most that many more until ``RateLimit-Reset``.
 
@@ -35,6 +36,8 @@ from klaviyo_dagster.client.tiers import Bucket
 # Safety margins on every window: relative (server/client clock and latency jitter) and absolute.
 WINDOW_MARGIN = 0.02
 WINDOW_SLACK_S = 0.003
+# Lowest share of the steady rate a bucket slows to after repeated 429s.
+MIN_SHARE = 0.125
 
 
 def parse_limit_header(value: str | None) -> tuple[int | None, list[tuple[int, float]]]:
@@ -107,8 +110,17 @@ class BucketLimiter:
         self._budgets: list[list[float]] = [[0.0, 0.0] for _ in windows]
         # Steady pacing: the window of the lowest rate; tolerance a quarter of its budget.
         _, steady_n, steady_span = min((n / span, n, span) for (n, _), span in zip(windows, self._spans, strict=True))
-        self.interval = steady_span / steady_n
-        self._tolerance = (max(1, steady_n // 4) - 1) * self.interval
+        self._steady_n, self._steady_span = steady_n, steady_span
+        self._share_at = self._last_cut = -math.inf
+        self._base_interval = steady_span / steady_n
+        self._base_tolerance = (max(1, steady_n // 4) - 1) * self._base_interval
+        self._apply_share(getattr(self, "share", 1.0))
+
+    def _apply_share(self, share: float) -> None:
+        """Pace at ``share`` of the steady rate; below 1 (after a 429: others use the account) no bursts."""
+        self.share = share
+        self.interval = self._base_interval / share
+        self._tolerance = self._base_tolerance if share >= 1.0 else 0.0
 
     def limits(self) -> list[tuple[int, float]]:
         """The (limit, window seconds) pairs in force."""
@@ -137,6 +149,10 @@ class BucketLimiter:
             for log in self._logs:
                 log.append(t)
             self._tat = (t if tat is None or tat < t else tat) + self.interval
+            if self.share < 1.0:  # additive increase in time: from 1/8 back to the full rate in ~2 windows
+                gained = 0.5 * (now - self._share_at) / self._steady_span
+                self._share_at = now
+                self._apply_share(min(1.0, self.share + gained))
             return t
 
     # -- adaptation ----------------------------------------------------------------------------
@@ -174,9 +190,17 @@ class BucketLimiter:
         return changed
 
     def throttled(self, retry_after_s: float) -> None:
-        """A 429 came back: hold the bucket for ``retry_after_s`` real seconds."""
+        """A 429 came back: hold the bucket for ``retry_after_s`` real seconds and halve the pace.
+
+        A lone client paced by this limiter is not throttled, so a 429 means others share the account's
+        limit: multiplicative decrease (down to 1/8 of the rate), recovered additively by ``reserve``.
+        """
         with self._lock:
-            self.blocked_until = max(self.blocked_until, self._clock() + max(0.0, retry_after_s))
+            now = self._clock()
+            self.blocked_until = max(self.blocked_until, now + max(0.0, retry_after_s))
+            if now - self._last_cut >= self._spans[0]:  # one cut per burst window, not one per 429
+                self._last_cut = self._share_at = now
+                self._apply_share(max(MIN_SHARE, self.share * 0.5))
 
 
 def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:

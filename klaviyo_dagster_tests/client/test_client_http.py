@@ -134,6 +134,15 @@ def test_not_found_names_the_path(handle: Any) -> None:
     assert info.value.status == 404 and "GET /api/lists/NOPE404" in str(info.value)
 
 
+def test_forbidden_names_the_missing_scope(handle: Any, faults_off: Any) -> None:
+    faults_off.configure({"spec": "GET /api/flows=403:next1"})
+    with _client(handle) as client:
+        with pytest.raises(KlaviyoAuthError) as info:
+            list(client.paginate("/api/flows"))
+    assert info.value.status == 403 and "flows:read" in str(info.value)
+    assert client.stats.requests == 1
+
+
 # -- retries ----------------------------------------------------------------------------------------
 def test_retries_survive_each_fault_kind(
     handle: Any, faults_off: Any, caplog: pytest.LogCaptureFixture

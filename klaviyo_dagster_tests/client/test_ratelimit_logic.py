@@ -126,3 +126,19 @@ def test_remaining_zero_from_own_use_adds_no_wait() -> None:
     # The burst window is spent by this client alone: Reset "1" (whole seconds) must not stall 1 s.
     state.observe({"RateLimit-Limit": "3, 3;w=0.05, 60;w=3", "RateLimit-Remaining": "0", "RateLimit-Reset": "1"})
     assert state.reserve() - clock.now < 0.1
+
+
+def test_429_halves_the_pace_once_per_burst_window_and_recovers() -> None:
+    clock = FakeClock()
+    state = BucketLimiter([(3, 1.0), (60, 60.0)], clock=clock)
+    full = state.interval
+    state.throttled(0.5)
+    state.throttled(0.5)  # the same episode: one cut only
+    assert state.share == 0.5 and state.interval == 2 * full
+    clock.now += 2.0
+    state.throttled(0.5)
+    assert state.share == 0.25
+    # Recovery is in time, whether or not requests go out: about two steady windows at most.
+    clock.now += 130.0
+    state.reserve()
+    assert state.share == 1.0 and state.interval == full
