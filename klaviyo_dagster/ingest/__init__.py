@@ -25,6 +25,7 @@ from klaviyo_dagster.ingest.fetch import FetchOptions
 from klaviyo_dagster.ingest.objects import OBJECTS, KlaviyoObject, get_object
 
 DEFAULT_START_DATE = "2024-01-01"
+CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
 
 __all__ = [
     "GROUP",
@@ -54,7 +55,7 @@ def build_ingest_definitions(
     event_metrics: Sequence[str] | None = None,
     profile_subscriptions: bool = True,
     profile_predictive_analytics: bool = False,
-    campaign_channels: Sequence[str] = ("email", "sms", "mobile_push"),
+    campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
     include_archived: bool = True,
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     snapshot_max_lag_days: float = 1.0,
@@ -75,6 +76,13 @@ def build_ingest_definitions(
     - ``snapshot_max_lag_days``: how long after its day a snapshot partition may still be captured.
     """
     chosen = [get_object(n) for n in objects] if objects is not None else list(OBJECTS)
+    channels = tuple(campaign_channels)
+    unknown = sorted(set(channels) - set(CAMPAIGN_CHANNELS))
+    if unknown or not channels:
+        raise ValueError(
+            f"campaign_channels must be a non-empty selection of {', '.join(CAMPAIGN_CHANNELS)} "
+            f"(Klaviyo requires one channel per campaigns request); got {list(channels)}"
+        )
     additional = {
         "profiles": [
             name
@@ -87,7 +95,7 @@ def build_ingest_definitions(
     }
     fan_out: dict[str, Sequence[str] | None] = {
         "event_metrics": tuple(event_metrics) if event_metrics else None,
-        "campaign_channels": tuple(campaign_channels),
+        "campaign_channels": channels,
         "archived": ("false", "true") if include_archived else ("false",),
     }
     settings = IngestSettings(

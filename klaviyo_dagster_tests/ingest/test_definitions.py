@@ -45,3 +45,5 @@ def test_object_selection_and_unknown_names() -> None:
     assert not list(defs.schedules or [])
     with pytest.raises(ValueError, match="unknown Klaviyo object 'orders'"):
         build_ingest_definitions(objects=["orders"])
+    with pytest.raises(ValueError, match="campaign_channels must be a non-empty selection of email, sms"):
+        build_ingest_definitions(campaign_channels=["fax"])
