@@ -26,6 +26,7 @@ from klaviyo_dagster.warehouse.sql import normalize_type, qualified, quote_ident
 from klaviyo_dagster.warehouse.staging import STAGING_TABLE, Chunk, StagingArea
 
 LOADED_AT = "_loaded_at"
+_WARNED_CLASH: set[str] = set()
 CURRENT_VIEW_SUFFIX = "_current"
 
 
@@ -66,6 +67,13 @@ class Warehouse:
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to the warehouse file (hold it briefly: it holds the file's write lock)."""
+        if self.catalog == self.schema and self.database not in _WARNED_CLASH:
+            _WARNED_CLASH.add(self.database)
+            self.log.info(
+                "DuckDB calls the catalog of %s %r, like the schema: in SQL write %s (Warehouse.qualified) "
+                "or USE %s.%s; a bare %s.<table> is ambiguous to DuckDB.",
+                self.database, self.catalog, self.qualified("<table>"), self.catalog, self.schema, self.schema,
+            )  # fmt: skip
         with open_connection(self.database, self.connection_config, self.log) as conn:
             yield conn
 
