@@ -53,8 +53,8 @@ class Warehouse:
         *,
         connection_config: Mapping[str, Any] | None = None,
         logger: logging.Logger | None = None,
-        staging_memory_limit: str = "256MB",
-        commit_memory_limit: str | None = "256MB",
+        staging_memory_limit: str = "64MB",
+        commit_memory_limit: str | None = "128MB",
     ) -> None:
         self.database = database
         self.schema = schema

@@ -29,6 +29,13 @@ class WarehouseResource(ConfigurableResource):
     connection_config: dict[str, Any] = Field(
         default_factory=dict, description="DuckDB settings for warehouse connections."
     )
+    staging_memory_limit: str = Field(
+        default="64MB", description="DuckDB memory cap of the private staging file (it spills beyond)."
+    )
+    commit_memory_limit: str | None = Field(
+        default="128MB",
+        description="DuckDB memory cap while staged rows are copied into the warehouse (None: no cap).",
+    )
 
     def resolved_database(self) -> str:
         """The database path actually used."""
@@ -40,5 +47,7 @@ class WarehouseResource(ConfigurableResource):
             self.resolved_database(),
             self.schema_,
             connection_config=self.connection_config,
+            staging_memory_limit=self.staging_memory_limit,
+            commit_memory_limit=self.commit_memory_limit,
             logger=get_dagster_logger("klaviyo_dagster.warehouse"),
         )

@@ -43,7 +43,7 @@ class StagingArea:
         columns: Mapping[str, str],
         *,
         extra_column_type: str = "JSON",
-        memory_limit: str = "512MB",
+        memory_limit: str = "64MB",
         directory: str | None = None,
     ) -> None:
         self.columns: dict[str, str] = dict(columns)
