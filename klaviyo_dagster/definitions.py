@@ -2,7 +2,7 @@
 
 Configuration comes from the environment so the same module serves the sandbox, CI and a real account:
 `KLAVIYO_API_KEY`, `KLAVIYO_BASE_URL` (default https://a.klaviyo.com), `KLAVIYO_DUCKDB_PATH` (default
-data/klaviyo.duckdb), `KLAVIYO_START_DATE` (first daily partition, default 2024-01-01) and
+data/warehouse.duckdb), `KLAVIYO_START_DATE` (first daily partition, default 2024-01-01) and
 `KLAVIYO_EVENT_LOOKBACK_DAYS` (default 3). For anything else build your own with `build_definitions(...)`.
 """
 

@@ -1,7 +1,7 @@
 """`make demo`: the whole loop against the bundled sandbox, printed as it lands.
 
 1. start the Klaviyo sandbox (seed 42, scale small) in-process;
-2. ingest every object into a fresh `data/klaviyo.duckdb` (or `KLAVIYO_DUCKDB_PATH`): incremental objects as one
+2. ingest every object into a fresh `data/warehouse.duckdb` (or `KLAVIYO_DUCKDB_PATH`): incremental objects as one
    run over the sandbox's whole date range (single-run backfill), snapshots and memberships for the latest day;
 3. build the demo models (enriched profiles, a VIP audience) and run activation back into the sandbox: a Bulk
    Profile Import polled to its outcome, and the VIP list reconciled to the audience;
@@ -21,7 +21,7 @@ import duckdb
 
 from klaviyo_dagster.sandbox import run_sandbox
 
-DEFAULT_DB = Path("data/klaviyo.duckdb")
+DEFAULT_DB = Path("data/warehouse.duckdb")
 
 
 def _materialize(defs: dg.Definitions, keys: Sequence[dg.AssetKey], instance: dg.DagsterInstance,

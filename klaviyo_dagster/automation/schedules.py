@@ -55,13 +55,14 @@ def build_ingest_schedule(
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.SkipReason | list[dg.RunRequest]:
         tick = context.scheduled_execution_time or datetime.now(UTC)
-        with dg.partition_loading_context(effective_dt=tick):
-            last = partitions_def.get_last_partition_window()
-            if last is None:
-                return dg.SkipReason(f"no complete daily partition yet at {tick.isoformat()}")
-            yesterday = partitions_def.get_partition_key_for_timestamp(last.start.timestamp())
-            first_dt = max(last.start - timedelta(days=lookback_days), partitions_def.start)
-            first = partitions_def.get_partition_key_for_timestamp(first_dt.timestamp())
+        # Yesterday is the last complete UTC day at the tick (the partitions also hold today, still open).
+        day_start = tick.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        last_start = day_start - timedelta(days=1)
+        if last_start < partitions_def.start:
+            return dg.SkipReason(f"no complete daily partition yet at {tick.isoformat()}")
+        yesterday = partitions_def.get_partition_key_for_timestamp(last_start.timestamp())
+        first_dt = max(last_start - timedelta(days=lookback_days), partitions_def.start)
+        first = partitions_def.get_partition_key_for_timestamp(first_dt.timestamp())
         requests = []
         if daily:
             requests.append(

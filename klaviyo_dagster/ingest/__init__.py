@@ -40,12 +40,17 @@ __all__ = [
 
 
 def daily_partitions(start_date: str | date | datetime = DEFAULT_START_DATE) -> dg.DailyPartitionsDefinition:
-    """UTC daily partitions from ``start_date``; the last one is yesterday (the last complete day)."""
+    """UTC daily partitions from ``start_date`` through today.
+
+    Today's partition is included (``end_offset=1``): it holds what Klaviyo has so far (windows never pass
+    now) and is replaced by the next run, so a change made in Klaviyo today can be read back today. The
+    daily schedule materializes yesterday, the last complete day.
+    """
     if isinstance(start_date, datetime):
         start_date = start_date.date()
     if isinstance(start_date, date):
         start_date = start_date.isoformat()
-    return dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC")
+    return dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC", end_offset=1)
 
 
 def build_ingest_definitions(

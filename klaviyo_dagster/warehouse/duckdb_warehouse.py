@@ -91,7 +91,7 @@ class Warehouse:
 
     @property
     def catalog(self) -> str:
-        """DuckDB's name for the database file (its stem: ``klaviyo`` for ``data/klaviyo.duckdb``)."""
+        """DuckDB's name for the database file (its stem: ``warehouse`` for ``data/warehouse.duckdb``)."""
         if self.database == ":memory:":
             return "memory"
         return Path(self.database).name.split(".")[0]
@@ -99,7 +99,7 @@ class Warehouse:
     def qualified(self, table: str) -> str:
         """``"catalog"."schema"."table"`` (``table`` may be ``schema.table``).
 
-        Always fully qualified: with the default file ``klaviyo.duckdb`` the catalog is also called
+        Always fully qualified: with a file named ``klaviyo.duckdb`` the catalog is also called
         ``klaviyo``, so DuckDB finds a bare ``klaviyo.profiles`` ambiguous.
         """
         schema, _, name = table.rpartition(".")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource, get_dagster_logger
@@ -10,14 +11,16 @@ from pydantic import Field
 
 from klaviyo_dagster.warehouse.duckdb_warehouse import Warehouse
 
-DEFAULT_DATABASE = "data/klaviyo.duckdb"
+# Not data/klaviyo.duckdb: DuckDB names a database after its file, and a catalog called like the schema
+# ("klaviyo") makes every `klaviyo.<table>` ambiguous, in our SQL, yours and the DuckDB shell.
+DEFAULT_DATABASE = "data/warehouse.duckdb"
 DATABASE_ENV = "KLAVIYO_DUCKDB_PATH"
 
 
 class WarehouseResource(ConfigurableResource):
     """Where ingested Klaviyo tables live: a DuckDB file and a schema.
 
-    ``database`` defaults to ``$KLAVIYO_DUCKDB_PATH``, else ``data/klaviyo.duckdb`` (its directory is
+    ``database`` defaults to ``$KLAVIYO_DUCKDB_PATH``, else ``data/warehouse.duckdb`` (its directory is
     created on first use).
     """
 
@@ -43,8 +46,15 @@ class WarehouseResource(ConfigurableResource):
 
     def get_warehouse(self) -> Warehouse:
         """A `Warehouse` on the configured file and schema, logging through Dagster."""
+        database = self.resolved_database()
+        if database != ":memory:" and Path(database).name.split(".")[0] == self.schema_:
+            raise ValueError(
+                f"DuckDB names the database file {database!r} {self.schema_!r}, like the schema {self.schema_!r}: "
+                f"then {self.schema_}.<table> is ambiguous in every query (the activation models, your SQL, the "
+                f"DuckDB shell). Rename the file (e.g. {DATABASE_ENV}=data/warehouse.duckdb) or choose another schema."
+            )
         return Warehouse(
-            self.resolved_database(),
+            database,
             self.schema_,
             connection_config=self.connection_config,
             staging_memory_limit=self.staging_memory_limit,

@@ -1,11 +1,12 @@
 """Ingest assets end to end against the sandbox over HTTP: what lands in DuckDB equals the sandbox's truth.
 
 One private sandbox for the module (faults are switched per test). Data spans the 30 days before now, so
-partitions are recent days; the latest partition is yesterday.
+partitions are recent days; the latest partition is today (still open).
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import dagster as dg
 import orjson
 import pytest
+import requests
 
 from klaviyo_dagster.ingest import build_ingest_definitions
 from klaviyo_dagster.resources import KlaviyoResource
@@ -48,7 +50,7 @@ def faults(handle: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return tmp_path / "wh" / "klaviyo.duckdb"
+    return tmp_path / "wh" / "warehouse.duckdb"
 
 
 def today() -> datetime:
@@ -379,3 +381,50 @@ def test_profile_additional_fields_are_switchable(handle: Any, db: Path) -> None
         f"SELECT predictive_analytics->>'churn_probability' FROM {wh.qualified('profiles')} LIMIT 1"
     )
     assert churn[0][0] is not None
+
+
+# -- today's partition ---------------------------------------------------------------------------------
+
+
+def test_todays_partition_reads_back_a_change_made_in_klaviyo_today(handle: Any, db: Path) -> None:
+    """A profile updated through the API today lands in today's (open) partition on the next run."""
+    target = handle.truth.records("profile", "updated", first_day(handle), today() - timedelta(days=2))[0]
+    headers = {
+        "Authorization": f"Klaviyo-API-Key {handle.api_key}",
+        "revision": "2026-07-15",
+        "Content-Type": "application/vnd.api+json",
+    }
+    body = {
+        "data": {
+            "type": "profile-bulk-import-job",
+            "attributes": {
+                "profiles": {
+                    "data": [
+                        {
+                            "type": "profile",
+                            "attributes": {"email": target["attributes"]["email"], "title": "Head of Ingest"},
+                        }
+                    ]
+                }
+            },
+        }
+    }
+    job = requests.post(f"{handle.base_url}/api/profile-bulk-import-jobs/", json=body, headers=headers, timeout=10)
+    assert job.status_code == 202, job.text
+    job_url = f"{handle.base_url}/api/profile-bulk-import-jobs/{job.json()['data']['id']}/"
+    for _ in range(100):
+        status = requests.get(job_url, headers=headers, timeout=10).json()["data"]["attributes"]["status"]
+        if status == "complete":
+            break
+        time.sleep(0.05)
+    assert status == "complete"
+
+    result = materialize(handle, db, "profiles", partition=today())
+    assert result.success, failure_text(result)
+    wh = Warehouse(str(db))
+    rows = wh.query(f"SELECT title, _partition FROM {wh.qualified('profiles')} WHERE id = ?", [target["id"]])
+    assert rows == [("Head of Ingest", today())]
+    md = metadata(result, "profiles")
+    assert md["cursor_window"]["start"] == f"{key(today())}T00:00:00Z"
+    # The open partition's window stops at now, never at tomorrow's midnight.
+    assert datetime.fromisoformat(md["cursor_window"]["end"].replace("Z", "+00:00")) <= datetime.now(UTC)

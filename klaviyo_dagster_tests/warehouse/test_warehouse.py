@@ -153,7 +153,7 @@ def test_resource_defaults_and_env(tmp_path, monkeypatch) -> None:
     wh.execute("CREATE SCHEMA IF NOT EXISTS klaviyo")
     assert (tmp_path / "env" / "k.duckdb").exists()
     monkeypatch.delenv("KLAVIYO_DUCKDB_PATH")
-    assert WarehouseResource().resolved_database() == "data/klaviyo.duckdb"
+    assert WarehouseResource().resolved_database() == "data/warehouse.duckdb"
     assert WarehouseResource(database="x.duckdb", schema="s").get_warehouse().schema == "s"
 
 
@@ -188,6 +188,12 @@ def test_waiting_for_the_write_lock_is_logged(tmp_path, caplog) -> None:
         assert "Got the DuckDB write lock" in messages
     finally:
         holder.wait(timeout=30)
+
+
+def test_resource_refuses_a_file_named_like_the_schema(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"ambiguous.*Rename the file .*KLAVIYO_DUCKDB_PATH=data/warehouse.duckdb"):
+        WarehouseResource(database=str(tmp_path / "klaviyo.duckdb")).get_warehouse()
+    assert WarehouseResource(database=str(tmp_path / "klaviyo.duckdb"), schema="raw").get_warehouse().schema == "raw"
 
 
 def test_default_file_name_clashing_with_schema_still_works(tmp_path) -> None:
