@@ -32,7 +32,7 @@ from klaviyo_dagster.client.errors import (
     error_for_status,
     first_error,
 )
-from klaviyo_dagster.client.ratelimit import RateLimiter
+from klaviyo_dagster.client.ratelimit import RateLimiter, WaitTooLong
 from klaviyo_dagster.client.retry import Retryable, make_retrying
 from klaviyo_dagster.client.stats import ClientStats
 from klaviyo_dagster.client.tiers import STEADY_WINDOW_S, Bucket, Tier, resolve_bucket
@@ -122,6 +122,8 @@ class KlaviyoClient:
         self.max_retries = int(max_retries)
         self.max_backoff = float(max_backoff)
         self.rate_limit_scale = float(rate_limit_scale)
+        # The longest sleep before a request: max_backoff, or a steady window (waiting one out is normal).
+        self._max_wait = max(self.max_backoff, STEADY_WINDOW_S * (self.rate_limit_scale or 1.0) * 1.1)
         self.stats = ClientStats()
         try:
             self.limiter = RateLimiter(self.rate_limit_scale, sleep=sleep)
@@ -235,7 +237,10 @@ class KlaviyoClient:
         self, method: str, url: str, path: str, bucket: Bucket, params: Params, data: bytes | None
     ) -> Any:
         stats = self.stats
-        stats.wait_seconds += self.limiter.acquire(bucket)
+        try:
+            stats.wait_seconds += self.limiter.acquire(bucket, self._max_wait)
+        except WaitTooLong as exc:
+            raise self._too_long(method, path, exc.wait, url) from None
         stats.requests += 1
         stats.by_endpoint[bucket.key] += 1
         what = f"{method} {path.split('?', 1)[0]}"
@@ -310,24 +315,28 @@ class KlaviyoClient:
         if status == 429:
             stats.throttled += 1
             wait = self._retry_after(resp.headers)
-            longest = max(self.max_backoff, STEADY_WINDOW_S * (self.rate_limit_scale or 1.0) * 1.1)
-            if wait > longest:
+            if wait > max(self._max_wait, self.limiter.bucket(bucket).patience):
                 detail = first_error(body).get("detail") or ""
-                raise KlaviyoRateLimitError(
-                    self._scrub(
-                        f"Klaviyo throttled {what} (429{': ' + detail if detail else ''}) and asks to wait "
-                        f"{wait:.0f} s, longer than max_backoff ({self.max_backoff:.0f} s): a daily cap "
-                        "(e.g. 150 list creations a day) is likely spent; retry after that wait"
-                    ),
-                    status=429,
-                    url=url,
-                )
+                raise self._too_long(method, path, wait, url, f"Klaviyo answered 429{': ' + detail if detail else ''}")
             jitter = random.uniform(0.0, 0.1 * wait + 0.002)
             self.limiter.bucket(bucket).throttled(wait + jitter)
             raise Retryable(f"{what}: 429 throttled (Retry-After {wait:.3f} s)", final_error, wait + jitter)
         if status in _RETRY_STATUSES:
             raise Retryable(f"{what}: {status} {resp.reason or ''}".rstrip(), final_error)
         raise final_error(1)
+
+    def _too_long(self, method: str, path: str, wait: float, url: str, why: str = "") -> KlaviyoRateLimitError:
+        """The error for a wait longer than the client may sleep (a spent daily cap)."""
+        why = why or "the endpoint's rate limit, as this client counted it, is spent"
+        return KlaviyoRateLimitError(
+            self._scrub(
+                f"{method} {path.split('?', 1)[0]} may not be called for another {wait:.0f} s ({why}), "
+                f"longer than max_backoff ({self.max_backoff:g} s): a daily cap (e.g. 150 list creations "
+                "a day) is likely spent; retry after that wait"
+            ),
+            status=429,
+            url=url,
+        )
 
     def _retry_after(self, headers: Mapping[str, str]) -> float:
         """Seconds to wait after a 429: the sandbox's precise ms header, else Retry-After (scaled)."""

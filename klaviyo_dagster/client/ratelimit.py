@@ -108,9 +108,13 @@ class BucketLimiter:
         self._pairs = list(zip(self._logs, self._spans, strict=True))
         # Server budgets per window, set when others use the account: (requests left, until when).
         self._budgets: list[list[float]] = [[0.0, 0.0] for _ in windows]
-        # Steady pacing: the window of the lowest rate; tolerance a quarter of its budget.
-        _, steady_n, steady_span = min((n / span, n, span) for (n, _), span in zip(windows, self._spans, strict=True))
+        # Steady pacing: the lower rate of the burst and steady windows (a daily cap only caps, via its log).
+        _, steady_n, steady_span = min(
+            (n / span, n, span) for (n, _), span in zip(windows[:2], self._spans[:2], strict=True)
+        )
         self._steady_n, self._steady_span = steady_n, steady_span
+        # Waiting out the burst or the steady window is normal pacing; windows beyond those are daily caps.
+        self.patience = self._spans[:2][-1]
         self._share_at = self._last_cut = -math.inf
         self._base_interval = steady_span / steady_n
         self._base_tolerance = (max(1, steady_n // 4) - 1) * self._base_interval
@@ -127,8 +131,12 @@ class BucketLimiter:
         return list(self.windows)
 
     # -- pacing --------------------------------------------------------------------------------
-    def reserve(self) -> float:
-        """Reserve the next send slot; return the clock time at which the request may be sent."""
+    def reserve(self, max_wait: float = math.inf) -> float:
+        """Reserve the next send slot; return the clock time at which the request may be sent.
+
+        When that is more than ``max_wait`` seconds away (a daily cap), nothing is reserved: the caller
+        gets the time and should not send.
+        """
         with self._lock:
             now = self._clock()
             t = now if now > self.blocked_until else self.blocked_until
@@ -141,11 +149,13 @@ class BucketLimiter:
                 if log and t < log[-1]:
                     t = log[-1]
             for budget in self._budgets:
+                if t < budget[1] and budget[0] <= 0:
+                    t = budget[1]
+            if t - now > max_wait:
+                return t
+            for budget in self._budgets:
                 if t < budget[1]:
-                    if budget[0] <= 0:
-                        t = budget[1]
-                    else:
-                        budget[0] -= 1
+                    budget[0] -= 1
             for log in self._logs:
                 log.append(t)
             self._tat = (t if tat is None or tat < t else tat) + self.interval
@@ -203,6 +213,14 @@ class BucketLimiter:
                 self._apply_share(max(MIN_SHARE, self.share * 0.5))
 
 
+class WaitTooLong(Exception):
+    """The bucket's next slot is further away than the caller may sleep (e.g. a spent daily cap)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"next slot in {wait:.0f} s")
+        self.wait = wait
+
+
 def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
     return len(a) == len(b) and all(
         n1 == n2 and math.isclose(w1, w2, rel_tol=1e-6) for (n1, w1), (n2, w2) in zip(a, b, strict=True)
@@ -243,12 +261,19 @@ class RateLimiter:
                     self._buckets[bucket.key] = state
         return state
 
-    def acquire(self, bucket: Bucket) -> float:
-        """Wait until a request in ``bucket`` may be sent; return the seconds waited."""
+    def acquire(self, bucket: Bucket, max_wait: float = math.inf) -> float:
+        """Wait until a request in ``bucket`` may be sent; return the seconds waited.
+
+        Raises ``WaitTooLong`` instead of sleeping more than ``max_wait`` seconds or, if longer, the
+        bucket's longest sub-hour window (waiting one of those out is normal pacing).
+        """
         state = self.bucket(bucket)
-        send_at = state.reserve() if self.enabled else state.blocked_until
+        max_wait = max(max_wait, state.patience)
+        send_at = state.reserve(max_wait) if self.enabled else state.blocked_until
         wait = send_at - self._clock()
         if wait > 0:
+            if wait > max_wait:
+                raise WaitTooLong(wait)
             self._sleep(wait)
             return wait
         return 0.0

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from klaviyo_dagster.client.ratelimit import WINDOW_MARGIN, BucketLimiter, RateLimiter, parse_limit_header
+import pytest
+
+from klaviyo_dagster.client.ratelimit import (
+    WINDOW_MARGIN,
+    BucketLimiter,
+    RateLimiter,
+    WaitTooLong,
+    parse_limit_header,
+)
 from klaviyo_dagster.client.tiers import Bucket, Tier
 
 
@@ -142,3 +150,16 @@ def test_429_halves_the_pace_once_per_burst_window_and_recovers() -> None:
     clock.now += 130.0
     state.reserve()
     assert state.share == 1.0 and state.interval == full
+
+
+def test_a_wait_beyond_patience_is_refused_without_reserving() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1.0, clock=clock, sleep=clock.sleep)
+    bucket = Bucket("POST /api/lists", Tier.M, daily=150)
+    for _ in range(150):
+        limiter.acquire(bucket, max_wait=60)
+    before = clock.now
+    with pytest.raises(WaitTooLong) as info:
+        limiter.acquire(bucket, max_wait=60)
+    assert info.value.wait > 80_000 and clock.now == before
+    assert len(limiter.bucket(bucket)._logs[0]) == 10  # nothing reserved by the refused call
