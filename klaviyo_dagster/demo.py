@@ -5,7 +5,8 @@
    run over the sandbox's whole date range (single-run backfill), snapshots and memberships for the latest day;
 3. build the demo models (enriched profiles, a VIP audience) and run activation back into the sandbox: a Bulk
    Profile Import polled to its outcome, and the VIP list reconciled to the audience;
-4. re-ingest today's profiles and show that Klaviyo (the sandbox) now holds what the warehouse sent.
+4. re-ingest today's profiles, lists and memberships and show that Klaviyo (the sandbox) now holds what the
+   warehouse sent.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ import duckdb
 from klaviyo_dagster.sandbox import run_sandbox
 
 DEFAULT_DB = Path("data/warehouse.duckdb")
+# Dagster's console logger at WARNING: the demo prints its own summary (the UI, `make dev`, shows every event).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _materialize(defs: dg.Definitions, keys: Sequence[dg.AssetKey], instance: dg.DagsterInstance,
                  **kwargs) -> dg.ExecuteInProcessResult:
     assets = list(defs.assets or [])
-    result = dg.materialize(assets, selection=list(keys), resources=defs.resources, instance=instance,
-                            raise_on_error=True, **kwargs)
-    return result
+    return dg.materialize(assets, selection=list(keys), resources=defs.resources, instance=instance,
+                          raise_on_error=True, run_config=QUIET, **kwargs)
 
 
 def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -44,10 +46,11 @@ def _print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[obje
 
 
 def main() -> int:
+    from klaviyo_dagster.activate.demo_models import DEFAULT_VIP_LIST
     from klaviyo_dagster.definitions import build_definitions
     from klaviyo_dagster.ingest import OBJECTS, asset_key
 
-    db_path = Path(os.environ.get("KLAVIYO_DUCKDB_PATH", str(DEFAULT_DB)))
+    db_path = Path(os.environ.get("KLAVIYO_DUCKDB_PATH") or DEFAULT_DB)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (db_path, Path(f"{db_path}.wal")):
         stale.unlink(missing_ok=True)
@@ -86,8 +89,10 @@ def main() -> int:
                 for mat in result.asset_materializations_for_node("klaviyo__profile_import")
                 + result.asset_materializations_for_node("klaviyo__list_membership_sync")
             }
-            print("re-ingest: profiles for the latest partition")
+            print("re-ingest: today's profiles, lists and list memberships")
             _materialize(defs, [asset_key("profiles")], instance, partition_key=keys[-1])
+            _materialize(defs, [asset_key("lists"), asset_key("list_memberships")], instance,
+                         partition_key=keys[-1])
 
     con = duckdb.connect(str(db_path), read_only=True)
     try:
@@ -96,6 +101,18 @@ def main() -> int:
             f"FROM klaviyo.{o.name}").fetchone() for o in OBJECTS]
         _print_table("What landed in DuckDB", ["table", "rows", "distinct ids"],
                      [(f"klaviyo.{name}", rows, ids) for name, rows, ids in tables])
+        tiers = con.execute(
+            "SELECT coalesce(json_extract_string(properties, '$.customer_tier'), '(none)'), count(*) "
+            "FROM klaviyo.profiles_current GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        _print_table("Read back from Klaviyo: customer_tier on klaviyo.profiles_current (set by activation)",
+                     ["customer_tier", "profiles"], tiers)
+        vip = con.execute(
+            "SELECT l.name, count(m.profile_id) FROM klaviyo.lists l JOIN klaviyo.list_memberships m "
+            "ON m.list_id = l.id AND m._partition = l._partition WHERE l.name = ? "
+            "AND l._partition = (SELECT max(_partition) FROM klaviyo.lists) GROUP BY 1", [DEFAULT_VIP_LIST]).fetchall()
+        audience = con.execute("SELECT count(*) FROM activation_inputs.vip_audience").fetchone()[0]
+        _print_table(f"Read back from Klaviyo: the VIP list (audience in the warehouse: {audience})",
+                     ["list", "members"], vip)
         outcome = con.execute(
             "SELECT outcome, count(*) FROM klaviyo_activation.profile_import_log GROUP BY 1 ORDER BY 1").fetchall()
         _print_table("Profile import outcomes (klaviyo_activation.profile_import_log)", ["outcome", "rows"],
