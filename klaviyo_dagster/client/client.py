@@ -271,6 +271,8 @@ class KlaviyoClient:
                     url=url,
                 )
 
+            if not bucket.idempotent and not isinstance(exc, requests.exceptions.ConnectTimeout):
+                raise self._not_repeated(final(1), what) from None
             raise Retryable(f"{what}: {kind}", final) from None
 
         status = resp.status_code
@@ -322,8 +324,26 @@ class KlaviyoClient:
             self.limiter.bucket(bucket).throttled(wait + jitter)
             raise Retryable(f"{what}: 429 throttled (Retry-After {wait:.3f} s)", final_error, wait + jitter)
         if status in _RETRY_STATUSES:
+            if not bucket.idempotent:
+                raise self._not_repeated(final_error(1), what)
             raise Retryable(f"{what}: {status} {resp.reason or ''}".rstrip(), final_error)
         raise final_error(1)
+
+    def _not_repeated(self, err: KlaviyoError, what: str) -> KlaviyoError:
+        """``err`` reworded for a create whose outcome is unknown: a repeat could duplicate, so none is made."""
+        cause = f"{err.status}" if err.status else "the connection broke"
+        if err.detail:
+            cause += f": {err.detail}"
+        return type(err)(
+            self._scrub(
+                f"{what} failed ({cause}) and was not repeated, because a repeat could create a duplicate: "
+                "look the resource up before creating it again (find-or-create), then re-run"
+            ),
+            status=err.status,
+            code=err.code,
+            detail=err.detail,
+            url=err.url,
+        )
 
     def _too_long(self, method: str, path: str, wait: float, url: str, why: str = "") -> KlaviyoRateLimitError:
         """The error for a wait longer than the client may sleep (a spent daily cap)."""

@@ -52,11 +52,13 @@ DAILY_WINDOW_S = 86_400.0
 
 @dataclass(frozen=True)
 class Bucket:
-    """One rate-limit bucket: the endpoint key, its tier and an optional daily cap."""
+    """One rate-limit bucket: the endpoint key, its tier, an optional daily cap, and whether repeating a
+    request whose outcome is unknown is safe (False for creates that would duplicate)."""
 
     key: str
     tier: Tier
     daily: int | None = None
+    idempotent: bool = True
 
     def windows(self) -> list[tuple[int, float]]:
         """(limit, nominal window seconds) pairs, shortest window first."""
@@ -68,7 +70,7 @@ class Bucket:
 
 @dataclass(frozen=True)
 class Route:
-    """A row of the path table: method, path template, tier, query variants, daily cap."""
+    """A row of the path table: method, path template, tier, query variants, daily cap, idempotency."""
 
     method: str
     template: str
@@ -76,6 +78,7 @@ class Route:
     # (query key prefix, value substring, tier): e.g. additional-fields[profile] with predictive_analytics.
     variants: tuple[tuple[str, str, Tier], ...] = ()
     daily: int | None = None
+    idempotent: bool = True
 
 
 _PREDICTIVE = (("additional-fields[profile]", "predictive_analytics", Tier.M),)
@@ -98,7 +101,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/templates", Tier.L),
     Route("GET", "/api/templates/{id}", Tier.L),
     Route("GET", "/api/lists", Tier.L),
-    Route("POST", "/api/lists", Tier.M, daily=150),
+    Route("POST", "/api/lists", Tier.M, daily=150, idempotent=False),  # a repeat makes a second list
     Route("GET", "/api/lists/{id}", Tier.L, _LIST_COUNT),
     Route("GET", "/api/lists/{id}/profiles", Tier.L, _PREDICTIVE),
     Route("GET", "/api/lists/{id}/relationships/profiles", Tier.L, _PREDICTIVE),
@@ -179,7 +182,7 @@ def resolve_bucket(
             break
     if tier is not None:
         chosen = Tier.coerce(tier)
-    return Bucket(key, chosen, route.daily)
+    return Bucket(key, chosen, route.daily, route.idempotent)
 
 
 def scope_hint(method: str, path: str) -> list[str]:

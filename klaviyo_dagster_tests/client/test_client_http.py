@@ -248,3 +248,24 @@ def test_spent_daily_cap_fails_fast_instead_of_sleeping() -> None:
             with pytest.raises(KlaviyoRateLimitError, match="Klaviyo answered 429.*daily cap"):
                 second.post("/api/lists", body)  # refused by the server: no retry loop
             assert second.stats.requests == 1 and second.stats.retries == 0
+
+
+def test_list_creation_is_not_repeated_after_an_unknown_outcome(handle: Any, faults_off: Any) -> None:
+    before = len(handle.truth.records("list"))
+    faults_off.configure({"spec": "POST /api/lists=503:next1"})
+    body = {"data": {"type": "list", "attributes": {"name": "once"}}}
+    with _client(handle) as client:
+        with pytest.raises(KlaviyoServerError, match="was not repeated.*find-or-create"):
+            client.post("/api/lists", body)
+        assert client.stats.requests == 1
+        faults_off.configure({"spec": "POST /api/lists=reset:next1"})
+        with pytest.raises(KlaviyoConnectionError, match="was not repeated"):
+            client.post("/api/lists", body)
+        # A 429 is a refusal, not an unknown outcome: it is waited out and repeated.
+        faults_off.configure({"spec": "POST /api/lists=429:next1"})
+        created = client.post("/api/lists", body)
+        assert client.stats.requests == 4 and client.stats.retries == 1
+    assert created["data"]["attributes"]["name"] == "once"
+    # The sandbox created the list behind the reset (its answer was lost) and the last one: a repeat of
+    # the reset request would have made a third.
+    assert len(handle.truth.records("list")) == before + 2
