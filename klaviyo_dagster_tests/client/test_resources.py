@@ -57,3 +57,16 @@ def test_base_url_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KLAVIYO_BASE_URL", "http://127.0.0.1:8765/")
     assert KlaviyoResource().resolved_base_url() == "http://127.0.0.1:8765"
     assert KlaviyoResource(base_url="http://x:1").resolved_base_url() == "http://x:1"
+
+
+def test_ui_shows_the_env_var_name_not_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster import Definitions
+    from dagster._core.remote_representation.external_data import RepositorySnap
+
+    secret = "pk_" + "5ec2e7" * 6
+    monkeypatch.setenv("KLAVIYO_API_KEY", secret)
+    defs = Definitions(resources={"klaviyo": KlaviyoResource(api_key=EnvVar("KLAVIYO_API_KEY"))})
+    snap = RepositorySnap.from_def(defs.get_repository_def())
+    (resource,) = [r for r in snap.resources if r.name == "klaviyo"]
+    assert resource.configured_values["api_key"].name == "KLAVIYO_API_KEY"
+    assert secret not in repr(snap)
