@@ -10,8 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from klaviyo_dagster.activate import state
+from klaviyo_dagster.client import KlaviyoConnectionError, KlaviyoServerError
+
+CREATE_ATTEMPTS = 4
 
 MEMBER_PAGE_SIZE = 100
 
@@ -33,6 +37,33 @@ def find_lists_by_name(client: Any, name: str) -> list[str]:
             if (item.get("attributes") or {}).get("name", name) == name:
                 ids.append(str(item["id"]))
     return ids
+
+
+def create_list_once(client: Any, name: str, attempts: int = CREATE_ATTEMPTS) -> str:
+    """Create a list named ``name``, repeating a failed create only after looking the name up again.
+
+    The client does not repeat ``POST /api/lists`` itself (a create that landed before a 5xx or a broken
+    connection would be made twice), so find-or-create lives here: before every repeat the name is looked up,
+    and a list that appeared is used instead of creating another.
+    """
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(initial=0.2, max=max(0.2, float(getattr(client, "max_backoff", 10.0)))),
+        retry=retry_if_exception_type((KlaviyoServerError, KlaviyoConnectionError)),
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            if attempt.retry_state.attempt_number > 1:
+                found = find_lists_by_name(client, name)
+                if len(found) == 1:
+                    return found[0]
+                if found:
+                    raise ValueError(f"{len(found)} Klaviyo lists are named {name!r} after a failed create "
+                                     f"({', '.join(found[:5])}); put the intended id in the list_id column")
+            doc = client.post("/api/lists", {"data": {"type": "list", "attributes": {"name": name}}})
+            return str(doc["data"]["id"])
+    raise AssertionError("unreachable: Retrying re-raises the last error")
 
 
 def resolve_list(client: Any, warehouse: Any, list_id: str | None, list_name: str | None,
@@ -58,15 +89,7 @@ def resolve_list(client: Any, warehouse: Any, list_id: str | None, list_name: st
         )
     if dry_run:
         return None, True
-    try:
-        doc = client.post("/api/lists", {"data": {"type": "list", "attributes": {"name": list_name}}})
-        new_id = str(doc["data"]["id"])
-    except Exception:
-        # The create may have landed before the error: never create twice, look again first.
-        again = find_lists_by_name(client, list_name)
-        if len(again) != 1:
-            raise
-        new_id = again[0]
+    new_id = create_list_once(client, list_name)
     warehouse.execute(f"INSERT INTO {state.LIST_REGISTRY} VALUES (?, ?, ?, ?)",
                       [list_name, new_id, state.now_utc().to_pydatetime(), run_id])
     log.info(f"created Klaviyo list {list_name!r}: {new_id}")

@@ -194,7 +194,7 @@ def global_recorder() -> ResponseRecorder:
     global _GLOBAL
     with _GLOBAL_LOCK:
         if _GLOBAL is None:
-            _GLOBAL = ResponseRecorder()
+            _GLOBAL = ResponseRecorder(per_key=10**9, max_keys=10**6, max_bytes=2**31, max_key_bytes=2**31)
         return _GLOBAL
 
 
