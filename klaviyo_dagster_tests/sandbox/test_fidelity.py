@@ -439,6 +439,10 @@ def test_every_recorded_response_matches_its_schema(
     )
     answered = {op for (op, status) in recorder.counts if status < 300}
     assert answered >= set(OPERATIONS), f"operations never answered: {sorted(set(OPERATIONS) - answered)}"
+    assert recorder.dropped == 0, (
+        f"{recorder.dropped} responses exceeded the session recorder's bounds and would go unvalidated: "
+        "raise the bounds in fidelity.global_recorder()"
+    )
     report = validate_recorded(recorder, validator)
     plugin = request.config.pluginmanager.get_plugin("klaviyo_dagster_tests.fidelity_plugin")
     plugin.store_report(request.config, report)
