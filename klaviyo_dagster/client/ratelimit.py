@@ -191,7 +191,9 @@ class BucketLimiter:
             now = self._clock()
             used_server = limit - int(remaining)
             used_local = len(log) - bisect.bisect_right(log, now - span)
-            if used_server > used_local:
+            # A request or two of difference is latency (a send counted by the server in its window but
+            # reserved just before this client's sliding one): only a clear excess means other users.
+            if used_server - used_local > max(1, limit // 50):
                 # Others share the account: at most `remaining` more until the server's window resets
                 # (Reset is whole seconds rounded up, so never longer than the window itself).
                 reset = _number(headers.get("RateLimit-Reset"))
