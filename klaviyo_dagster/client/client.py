@@ -9,6 +9,7 @@ only in the session's auth hook; every message built from foreign text is scrubb
 from __future__ import annotations
 
 import email.utils
+import http.client
 import logging
 import os
 import random
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from klaviyo_dagster.client.errors import (
@@ -258,7 +260,7 @@ class KlaviyoClient:
             raise KlaviyoError(
                 f"Could not send {what}: {self._scrub(str(exc))}; check KLAVIYO_BASE_URL and the path"
             ) from None
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
             stats.errors += 1
             kind = type(exc).__name__
             detail = _QUERY.sub("", self._scrub(str(exc)))[:300]
