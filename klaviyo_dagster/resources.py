@@ -17,6 +17,10 @@ from pydantic import Field
 
 from klaviyo_dagster.client import DEFAULT_BASE_URL, DEFAULT_REVISION, KlaviyoClient
 
+# The Dagster concurrency pool every asset that calls Klaviyo joins: Klaviyo's limits are per account and
+# endpoint, so concurrent runs must not multiply the load (set its limit in dagster.yaml).
+KLAVIYO_POOL = "klaviyo_api"
+
 
 class KlaviyoResource(ConfigurableResource):
     """Klaviyo API access for assets: ``with klaviyo.get_client(context.log) as client: ...``."""

@@ -35,6 +35,7 @@ from klaviyo_dagster.activate.jobs import (
 from klaviyo_dagster.activate.lists import resolve_list, snapshot_members
 from klaviyo_dagster.activate.render import ProfileColumns
 from klaviyo_dagster.activate.validate import profile_problem
+from klaviyo_dagster.resources import KLAVIYO_POOL
 
 MAX_RELATIONSHIP_BATCH = 1_000
 
@@ -373,6 +374,7 @@ def build_list_sync_asset(
         deps=[table_asset_key(audience_table)],
         group_name="activation",
         kinds={"klaviyo"},
+        pool=KLAVIYO_POOL,
         required_resource_keys={"klaviyo", "warehouse"},
         description=f"Makes Klaviyo list membership equal the audience in `{audience_table}` "
         f"(adds, removes, imports of unknown people); changes in {state.LIST_LOG}.",

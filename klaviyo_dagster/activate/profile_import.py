@@ -56,6 +56,7 @@ from klaviyo_dagster.activate.render import (
     render_profile,
 )
 from klaviyo_dagster.activate.validate import profile_problem, size_problem
+from klaviyo_dagster.resources import KLAVIYO_POOL
 
 # Bump when rendering changes meaning, so every row is resent once.
 HASH_VERSION = "1"
@@ -307,6 +308,7 @@ def build_profile_import_asset(
         deps=[table_asset_key(profiles_table)],
         group_name="activation",
         kinds={"klaviyo"},
+        pool=KLAVIYO_POOL,
         required_resource_keys={"klaviyo", "warehouse"},
         description=f"Bulk-imports new and changed rows of `{profiles_table}` into Klaviyo profiles; "
         f"outcomes in {state.LOG}, sync state in {state.STATE}.",

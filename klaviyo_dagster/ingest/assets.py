@@ -27,11 +27,12 @@ from klaviyo_dagster.ingest.flatten import Flattener
 from klaviyo_dagster.ingest.objects import PARTITION_COLUMN, KlaviyoObject
 from klaviyo_dagster.ingest.preview import markdown_preview
 from klaviyo_dagster.ingest.windows import Window, iso, parse_partition_key, snapshot_refusal
+from klaviyo_dagster.resources import KLAVIYO_POOL
 from klaviyo_dagster.warehouse import Warehouse
 from klaviyo_dagster.warehouse.sql import quote_ident
 
 UTC = timezone.utc
-POOL = "klaviyo_api"
+POOL = KLAVIYO_POOL
 GROUP = "klaviyo_ingest"
 KEY_PREFIX = "klaviyo"
 CHECK_PK_UNIQUE = "primary_key_unique"
