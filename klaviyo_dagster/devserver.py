@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +87,10 @@ def _echo(proc: subprocess.Popen, prefix: str) -> None:
         sys.stdout.write(prefix + line)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8765, help="sandbox port (default 8765)")
@@ -94,8 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ui-port", type=int, default=3000, help="Dagster UI port (default 3000)")
     parser.add_argument("--pool-limit", type=int, default=2, help="concurrency limit of the klaviyo_api pool")
     args = parser.parse_args(argv)
+    # Started from a script or in the background, SIGINT may arrive ignored (SIG_IGN), and children would
+    # inherit that: install real handlers first (Ctrl-C and SIGTERM both stop everything; children then
+    # start with default dispositions and honour the SIGINT we send their groups).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
 
     env = dict(os.environ)
+    # Partitions from the first day the sandbox holds data (30 days back), unless chosen.
+    env.setdefault("KLAVIYO_START_DATE", (datetime.now(timezone.utc) - timedelta(days=30)).strftime("%Y-%m-%d"))
     home = ROOT / ".dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML.format(pool_limit=args.pool_limit))
