@@ -11,10 +11,10 @@ profile indices, so the k-th member is O(1) and `joined_group_at` is monotone in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
-from klaviyo_dagster.sandbox.catalog import LIST_NAMES, METRICS, Group, build_catalog
+from klaviyo_dagster.sandbox.catalog import LIST_NAMES, METRICS, Catalog, Group, build_catalog
 from klaviyo_dagster.sandbox.ids import (
     decode_ulid,
     det_uuid,
@@ -81,22 +81,16 @@ LATE_WINDOW_MS = 3 * DAY_MS  # late events carry a datetime within the last 3 da
 LATE_STRIDE = 50  # one event in LATE_STRIDE of that window arrives late
 
 
-@dataclass
-class BaseData:
-    """Everything the sandbox serves before any write, generated from `seed`."""
+@dataclass(kw_only=True)
+class BaseData(Catalog):
+    """Everything the sandbox serves before any write, generated from `seed`: the small collections
+    (the `Catalog` fields, built in `__post_init__`) and the lazily generated profiles and events."""
 
     seed: int
     n_profiles: int
     n_events: int
     now_ms: int
     span_ms: int = 30 * DAY_MS
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    groups: dict[str, list[Group]] = field(default_factory=dict)
-    campaigns: list[dict[str, Any]] = field(default_factory=list)
-    campaign_messages: list[dict[str, Any]] = field(default_factory=list)
-    flows: list[dict[str, Any]] = field(default_factory=list)
-    flow_actions: list[dict[str, Any]] = field(default_factory=list)
-    templates: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.data_end = self.now_ms - self.now_ms % 60_000 - 60_000
@@ -107,10 +101,9 @@ class BaseData:
         self.event_tl = Timeline(self.data_start, self.data_end, self.n_events)
         self.late_from = self.event_tl.first_at_or_after(self.data_end - LATE_WINDOW_MS)
         self.late_count = max(0, (self.n_events - self.late_from + LATE_STRIDE - 1) // LATE_STRIDE)
-        c = build_catalog(self.seed, self.n_profiles, self.data_start, self.data_end, self.span_ms)
-        self.metrics, self.groups, self.templates = c.metrics, c.groups, c.templates
-        self.campaigns, self.campaign_messages = c.campaigns, c.campaign_messages
-        self.flows, self.flow_actions = c.flows, c.flow_actions
+        catalog = build_catalog(self.seed, self.n_profiles, self.data_start, self.data_end, self.span_ms)
+        for f in fields(Catalog):
+            setattr(self, f.name, getattr(catalog, f.name))
 
     # ---- profiles -------------------------------------------------------------------------------------
     def profile_id(self, i: int) -> str:

@@ -63,7 +63,8 @@ class SandboxServer:
         profiles, events = parse_scale(scale)
         self._t0_wall = time.time() if now is None else float(now)
         self._t0_mono = time.monotonic()
-        base = BaseData(seed, profiles, events, int(self._t0_wall * 1000), int(span_days * 86_400_000))
+        base = BaseData(seed=seed, n_profiles=profiles, n_events=events, now_ms=int(self._t0_wall * 1000),
+                        span_ms=int(span_days * 86_400_000))
         self.store = Store(base, self.clock_ms)
         self.api_key = api_key or default_api_key(seed)
         rate_limiter_cls, injector_cls = hooks()
