@@ -24,11 +24,12 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from klaviyo_dagster.sandbox import routes
-from klaviyo_dagster.sandbox._hooks_fallback import hooks
 from klaviyo_dagster.sandbox.api import ReadApi, Request
+from klaviyo_dagster.sandbox.faults import FaultInjector
 from klaviyo_dagster.sandbox.generate import BaseData, parse_scale
 from klaviyo_dagster.sandbox.ids import h
 from klaviyo_dagster.sandbox.params import ApiError, parse_params
+from klaviyo_dagster.sandbox.ratelimit import RateLimiter
 from klaviyo_dagster.sandbox.store import Store
 from klaviyo_dagster.sandbox.writes import WriteApi
 from klaviyo_dagster.spec import load_subset
@@ -67,9 +68,8 @@ class SandboxServer:
                         span_ms=int(span_days * 86_400_000))
         self.store = Store(base, self.clock_ms)
         self.api_key = api_key or default_api_key(seed)
-        rate_limiter_cls, injector_cls = hooks()
-        self.limiter = rate_limiter_cls(rate_limits, self.subset)
-        self.faults = injector_cls(seed, faults)
+        self.limiter = RateLimiter(rate_limits, self.subset)
+        self.faults = FaultInjector(seed, faults)
         self.recorder: Any = recorder if recorder is not None else _recorder_from_env()
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
