@@ -25,7 +25,7 @@ from klaviyo_dagster.ingest import OBJECTS, POOL, asset_key
 
 
 def _instance_yaml(limit: int) -> str:
-    return f"concurrency:\n  pools:\n    default_limit: {limit}\n"
+    return f"telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: {limit}\n"
 
 
 def _execute(instance: dg.DagsterInstance, partition: str, keys: list[dg.AssetKey]) -> dict[str, Any]:
