@@ -123,7 +123,8 @@ def main() -> int:
         shown = {k: getattr(v, "value", v) for k, v in metadata.items()
                  if not str(k).startswith(("preview", "plan"))}
         _print_table(f"Activation: {key}", ["metric", "value"], sorted(shown.items()))
-    print(f"\ndone in {time.monotonic() - started:.0f} s; open it with: duckdb {db_path}")
+    print(f"\ndone in {time.monotonic() - started:.0f} s; the tables are in {db_path} (schemas klaviyo, "
+          "activation_inputs, klaviyo_activation)")
     return 0
 
 
