@@ -100,7 +100,7 @@ def run(quick: bool = False, rows: int = 100_000, changed_share: float = 0.01, w
         Figure("activation_changed_sent_ratio", ratio(third["sent"], changed_rows), 1.0, "==",
                note=f"rows sent / rows changed ({third['sent']} / {changed_rows})", settings=settings),
     ]
-    return [Figure("activation_job_fill", fill, 0.95, ">=", measurements=measurements, settings=settings,
+    return [Figure("activation", fill, 0.95, ">=", measurements=measurements, settings=settings,
                    extra=extras, seconds=seconds,
                    note=f"worst full job's fullest cap (profiles/10,000 or bytes/5 MB): {first['jobs']} jobs for "
                         f"{first['sent']:,} profiles (max {max(first['job_profiles'], default=0):,}); wide: "

@@ -10,8 +10,10 @@ in one run. Figure: sum of the separate wall times / the together wall time (a s
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,10 @@ from bench.concurrency_defs import build_job
 from bench.sandbox_proc import SandboxProcess
 from klaviyo_dagster.ingest import OBJECTS, POOL, asset_key
 
+_LOCK_RE = re.compile(r"Got the DuckDB write lock on .* after ([0-9.]+) s")
+# Only warnings and errors from the runs' console logger.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
 
 def _instance_yaml(limit: int) -> str:
     return f"telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: {limit}\n"
@@ -31,13 +37,25 @@ def _instance_yaml(limit: int) -> str:
 def _execute(instance: dg.DagsterInstance, partition: str, keys: list[dg.AssetKey]) -> dict[str, Any]:
     started = time.perf_counter()
     result = dg.execute_job(dg.reconstructable(build_job), instance=instance, tags={"dagster/partition": partition},
-                            asset_selection=keys, raise_on_error=False)
+                            asset_selection=keys, raise_on_error=False, run_config=QUIET)
     seconds = time.perf_counter() - started
     steps = {}
     for event in result.all_events:
         if event.event_type_value == "STEP_SUCCESS":
             steps[event.step_key] = round(event.event_specific_data.duration_ms / 1000, 2)  # type: ignore[union-attr]
-    return {"success": result.success, "seconds": round(seconds, 2), "step_seconds": steps}
+    waits = lock_waits(m.user_message for m in instance.all_logs(result.run_id))
+    return {"success": result.success, "seconds": round(seconds, 2), "step_seconds": steps,
+            "duckdb_lock_waits": len(waits), "duckdb_lock_wait_s": round(sum(waits), 2)}
+
+
+def lock_waits(messages: Iterable[str]) -> list[float]:
+    """Seconds of each DuckDB write-lock wait the warehouse logged ("Got the DuckDB write lock ... after X s")."""
+    out = []
+    for text in messages:
+        m = _LOCK_RE.search(text or "")
+        if m:
+            out.append(float(m.group(1)))
+    return out
 
 
 def run(quick: bool = False, factor: float = 0.25) -> list[Figure]:

@@ -72,7 +72,7 @@ def profile_materialization(day: str, sb: SandboxProcess, db: str, top: int = 25
 
 def run(quick: bool = False, repeats: int = 2) -> list[Figure]:
     quiet_dagster()
-    rows_per_day = 40_000 if quick else 200_000
+    rows_per_day = 40_000 if quick else 150_000
     scale = f"2000:{rows_per_day * 2}"
     day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
     start = parse_partition_key(day)

@@ -69,8 +69,7 @@ def _naive(sb: SandboxProcess, window: Window, factor: float, seconds: float) ->
             "latency_ms_per_page": (elapsed - stats.slept_s) / max(1, stats.requests) * 1000}
 
 
-def run(quick: bool = False, windows: int = 3) -> list[Figure]:
-    windows = 2 if quick else windows
+def run(quick: bool = False, windows: int = 2) -> list[Figure]:
     scale = "400000:1000"
     t0 = time.perf_counter()
     now = datetime.now(UTC)
@@ -83,7 +82,7 @@ def run(quick: bool = False, windows: int = 3) -> list[Figure]:
         sb.set_rate_limits(f"scale:{factor:g}")
         ours = _ours(sb, factor, windows)
         sb.set_rate_limits(f"scale:{factor:g}")  # fresh windows for the naive loop
-        naive = _naive(sb, window, factor, STEADY_WINDOW_S * factor * (1 if quick else 2))
+        naive = _naive(sb, window, factor, STEADY_WINDOW_S * factor)
     value = ratio(ours["records_per_s"] or 0.0, naive["records_per_s"])
     print(f"  vs naive: ours {ours['records_per_s']} rec/s, naive {naive['records_per_s']:.0f} rec/s (F={factor:g})",
           flush=True)

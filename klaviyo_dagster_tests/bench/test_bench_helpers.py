@@ -100,3 +100,11 @@ def test_parse_only_keeps_run_order_and_rejects_unknown_names() -> None:
     assert parse_only("naive, rate_limit") == ["rate_limit_utilisation", "vs_naive"]
     with pytest.raises(SystemExit, match="unknown benchmark 'speed'"):
         parse_only("speed")
+
+
+def test_lock_waits_parse_the_warehouse_log_lines() -> None:
+    from bench.concurrency import lock_waits
+
+    lines = ["Got the DuckDB write lock on /tmp/x/together.duckdb after 3.2 s", "something else", None,
+             "Got the DuckDB write lock on data/klaviyo.duckdb after 0.0 s"]
+    assert lock_waits(lines) == [3.2, 0.0]
