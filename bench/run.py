@@ -3,7 +3,7 @@
 Runs the benchmarks (default: all, in the order below), prints a table of ratios and writes every figure,
 with the raw measurements, the settings and machine info, to `bench/results.json`. `--quick` shrinks data
 and windows for development (figures then are not the published ones; results go to
-`bench/results.quick.json` unless --out is given).
+`data/bench-results.quick.json`, which git ignores, unless --out is given).
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     keys = parse_only(args.only)
     sandbox_proc.SANDBOX_AS_IS = args.sandbox_as_is
-    out = Path(args.out) if args.out else HERE / ("results.quick.json" if args.quick else "results.json")
+    out = Path(args.out) if args.out else (HERE.parent / "data" / "bench-results.quick.json" if args.quick
+                                           else HERE / "results.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     machine_before = machine_info()
     figures: list[Figure] = []
