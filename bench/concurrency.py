@@ -22,12 +22,11 @@ import dagster as dg
 
 from bench.common import UTC, Figure, ratio
 from bench.concurrency_defs import build_job
+from bench.materialize import QUIET_RUN_CONFIG
 from bench.sandbox_proc import SandboxProcess
 from klaviyo_dagster.ingest import OBJECTS, POOL, asset_key
 
 _LOCK_RE = re.compile(r"Got the DuckDB write lock on .* after ([0-9.]+) s")
-# Only warnings and errors from the runs' console logger.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _instance_yaml(limit: int) -> str:
@@ -37,7 +36,7 @@ def _instance_yaml(limit: int) -> str:
 def _execute(instance: dg.DagsterInstance, partition: str, keys: list[dg.AssetKey]) -> dict[str, Any]:
     started = time.perf_counter()
     result = dg.execute_job(dg.reconstructable(build_job), instance=instance, tags={"dagster/partition": partition},
-                            asset_selection=keys, raise_on_error=False, run_config=QUIET)
+                            asset_selection=keys, raise_on_error=False, run_config=QUIET_RUN_CONFIG)
     seconds = time.perf_counter() - started
     steps = {}
     for event in result.all_events:

@@ -16,6 +16,9 @@ from klaviyo_dagster.ingest import asset_key, build_ingest_definitions
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
 
+# The run's console logger shows warnings and errors only (Dagster's per-event DEBUG lines are noise here).
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
 
 def resources(base_url: str, api_key: str, db_path: str, rate_limit_scale: float = 0.0) -> dict[str, Any]:
     """The two resources every ingest asset needs, pointed at a sandbox and a DuckDB file."""
@@ -33,7 +36,8 @@ def materialize_partition(name: str, partition_key: str, base_url: str, api_key:
     started = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(assets, partition_key=partition_key, instance=instance, raise_on_error=True,
-                                resources=resources(base_url, api_key, db_path, rate_limit_scale))
+                                resources=resources(base_url, api_key, db_path, rate_limit_scale),
+                                run_config=QUIET_RUN_CONFIG)
     seconds = time.perf_counter() - started
     mats = result.asset_materializations_for_node(asset_key(name).to_python_identifier())
     metadata = {k: getattr(v, "value", v) for k, v in mats[0].metadata.items() if k != "preview"} if mats else {}
