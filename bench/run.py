@@ -1,4 +1,4 @@
-"""`make bench` / `python -m bench.run [--only a,b] [--quick] [--out PATH] [--sandbox-as-is]`.
+"""`make bench` / `python -m bench.run [--only a,b] [--quick] [--out PATH]`.
 
 Runs the benchmarks (default: all, in the order below), prints a table of ratios and writes every figure,
 with the raw measurements, the settings and machine info, to `bench/results.json`. `--quick` shrinks data
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import orjson
 
-from bench import sandbox_proc
 from bench.common import Figure, machine_info, now_iso, table
 
 BENCHMARKS = {  # key -> module (each has run(quick=...) -> list[Figure])
@@ -52,11 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true", help="small data and fewer windows (development)")
     parser.add_argument("--out", help="results file (default bench/results.json, or results.quick.json)")
-    parser.add_argument("--sandbox-as-is", action="store_true",
-                        help="serve the sandbox without the TCP_NODELAY fix (see bench/serve.py)")
     args = parser.parse_args(argv)
     keys = parse_only(args.only)
-    sandbox_proc.SANDBOX_AS_IS = args.sandbox_as_is
     out = Path(args.out) if args.out else (HERE.parent / "data" / "bench-results.quick.json" if args.quick
                                            else HERE / "results.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         "timestamp": now_iso(),
         "quick": args.quick,
         "total_seconds": round(total, 1),
-        "sandbox_tcp_nodelay_fix": not args.sandbox_as_is,
         "machine": {"before": machine_before, "after": machine_info()},
         "benchmarks": {f.name: f.to_json() for fig in figures for f in (fig, *fig.extra)},
         "failures": failures,

@@ -1,6 +1,6 @@
 """A Klaviyo sandbox in its own process, so its CPU and memory are not the measured process's.
 
-`SandboxProcess(scale=..., rate_limits=...)` starts `python -m bench.serve --port 0` (the sandbox CLI) and reads
+`SandboxProcess(scale=..., rate_limits=...)` starts `python -m klaviyo_dagster.sandbox --port 0` (the sandbox CLI) and reads
 the base URL and API key it prints; admin calls (rate-limit mode, stats) go over HTTP; `stop()` ends
 exactly that child process. Also a context manager.
 """
@@ -21,19 +21,14 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# `bench.run --sandbox-as-is` sets this: serve without the TCP_NODELAY fix (see bench/serve.py).
-SANDBOX_AS_IS = False
-
 
 class SandboxProcess:
     """One sandbox server in a child process."""
 
     def __init__(self, *, scale: str = "small", rate_limits: str = "off", seed: int = 42,
-                 span_days: float = 30.0, start_timeout: float = 120.0, as_is: bool | None = None) -> None:
-        if as_is is None:
-            as_is = SANDBOX_AS_IS
-        cmd = [sys.executable, "-m", "bench.serve", "--port", "0", "--seed", str(seed), "--scale", scale,
-               "--rate-limits", rate_limits, "--span-days", str(span_days), *(["--as-is"] if as_is else [])]
+                 span_days: float = 30.0, start_timeout: float = 120.0) -> None:
+        cmd = [sys.executable, "-m", "klaviyo_dagster.sandbox", "--port", "0", "--seed", str(seed), "--scale", scale,
+               "--rate-limits", rate_limits, "--span-days", str(span_days)]
         self.scale, self.rate_limits = scale, rate_limits
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True, cwd=ROOT,

@@ -269,11 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "KlaviyoSandbox/1.0"
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and the peer's delayed
-        # ACK stall every keep-alive response by ~40 ms.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # TCP_NODELAY: headers and body go out in two writes, and Nagle's algorithm with the peer's delayed ACK
+    # would stall every keep-alive response by ~40 ms (a 50-flow page: 46 ms -> 1.4 ms).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence access logs
         return
