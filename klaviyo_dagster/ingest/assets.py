@@ -10,6 +10,7 @@ its partition (incremental objects).
 
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -25,6 +26,7 @@ from klaviyo_dagster.client import (
 from klaviyo_dagster.ingest.fetch import FetchOptions, iter_pages
 from klaviyo_dagster.ingest.flatten import Flattener
 from klaviyo_dagster.ingest.objects import PARTITION_COLUMN, KlaviyoObject
+from klaviyo_dagster.ingest.prefetch import prefetch
 from klaviyo_dagster.ingest.preview import markdown_preview
 from klaviyo_dagster.ingest.windows import Window, iso, parse_partition_key, snapshot_refusal
 from klaviyo_dagster.resources import KLAVIYO_POOL
@@ -48,6 +50,8 @@ class IngestSettings:
     options: FetchOptions
     snapshot_max_lag: timedelta = timedelta(days=1)
     chunk_rows: int = 10_000
+    # Pages fetched ahead in a background thread while the previous ones are flattened and staged (0: off).
+    prefetch_pages: int = 1
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
@@ -141,8 +145,10 @@ def materialize_object(
     warehouse: Warehouse = context.resources.warehouse.get_warehouse()
     preview: dict[str, list[Any]] = {}
     try:
-        with context.resources.klaviyo.get_client(context.log) as client:
-            pages = iter_pages(client, obj, fetch_window, settings.options)
+        with (
+            context.resources.klaviyo.get_client(context.log) as client,
+            closing(prefetch(iter_pages(client, obj, fetch_window, settings.options), settings.prefetch_pages)) as pages,
+        ):
             chunks = _keep_preview(flattener.chunks(pages), preview)
             result = warehouse.replace_partitions(
                 obj.name,
