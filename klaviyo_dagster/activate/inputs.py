@@ -1,4 +1,5 @@
-"""Upstream warehouse tables that activation reads: naming, quoting, and external asset specs.
+"""Upstream warehouse tables that activation reads: naming, quoting, external asset specs, and the asset
+decorator both activation assets share.
 
 A table is named ``schema.table`` (or just ``table``); its asset key is ``[schema, table]``. When no
 Dagster asset builds a table (it comes from dbt, another job, a loader), it is declared as an
@@ -10,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from dagster import AssetKey, AssetSpec
+from dagster import AssetKey, AssetSpec, asset
+
+from klaviyo_dagster.resources import KLAVIYO_POOL
 
 
 def table_parts(table: str) -> list[str]:
@@ -60,3 +63,17 @@ def table_columns(warehouse: Any, table: str) -> list[str]:
             "build it first or point the activation at an existing table"
         ) from exc
     return [r[0] for r in rows]
+
+
+def activation_asset(key: str, source_table: str, description: str) -> Any:
+    """``@asset`` for an activation asset reading ``source_table``: group ``activation``, the ``klaviyo_api``
+    concurrency pool, resources ``klaviyo`` and ``warehouse``, the input table as its upstream."""
+    return asset(
+        key=AssetKey(key.split("/")),
+        deps=[table_asset_key(source_table)],
+        group_name="activation",
+        kinds={"klaviyo"},
+        pool=KLAVIYO_POOL,
+        required_resource_keys={"klaviyo", "warehouse"},
+        description=description,
+    )

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
 from pydantic import Field
 
 from klaviyo_dagster.activate import state
-from klaviyo_dagster.activate.inputs import quote_ident, quote_table, table_asset_key, table_columns
+from klaviyo_dagster.activate.inputs import activation_asset, quote_ident, quote_table, table_columns
 from klaviyo_dagster.activate.jobs import (
     JobPacker,
     PackedProfile,
@@ -35,7 +35,6 @@ from klaviyo_dagster.activate.jobs import (
 from klaviyo_dagster.activate.lists import resolve_list, snapshot_members
 from klaviyo_dagster.activate.render import ProfileColumns
 from klaviyo_dagster.activate.validate import profile_problem
-from klaviyo_dagster.resources import KLAVIYO_POOL
 
 MAX_RELATIONSHIP_BATCH = 1_000
 
@@ -369,14 +368,10 @@ def build_list_sync_asset(
     """The ``klaviyo/list_membership_sync`` asset reading ``audience_table``."""
     columns = columns or ProfileColumns(profile_id="profile_id")
 
-    @asset(
-        key=AssetKey(key.split("/")),
-        deps=[table_asset_key(audience_table)],
-        group_name="activation",
-        kinds={"klaviyo"},
-        pool=KLAVIYO_POOL,
-        required_resource_keys={"klaviyo", "warehouse"},
-        description=f"Makes Klaviyo list membership equal the audience in `{audience_table}` "
+    @activation_asset(
+        key,
+        audience_table,
+        f"Makes Klaviyo list membership equal the audience in `{audience_table}` "
         f"(adds, removes, imports of unknown people); changes in {state.LIST_LOG}.",
     )
     def list_membership_sync(context: AssetExecutionContext, config: ListSyncConfig) -> MaterializeResult:

@@ -20,21 +20,19 @@ from typing import Any
 import orjson
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     Config,
     Failure,
     MaterializeResult,
     MetadataValue,
-    asset,
 )
 from pydantic import Field
 
 from klaviyo_dagster.activate import state
 from klaviyo_dagster.activate.inputs import (
+    activation_asset,
     quote_ident,
     quote_table,
     sql_string,
-    table_asset_key,
     table_columns,
 )
 from klaviyo_dagster.activate.jobs import (
@@ -56,7 +54,6 @@ from klaviyo_dagster.activate.render import (
     render_profile,
 )
 from klaviyo_dagster.activate.validate import profile_problem, size_problem
-from klaviyo_dagster.resources import KLAVIYO_POOL
 
 # Bump when rendering changes meaning, so every row is resent once.
 HASH_VERSION = "1"
@@ -303,14 +300,10 @@ def build_profile_import_asset(
     """The ``klaviyo/profile_import`` asset reading ``profiles_table`` (resources ``klaviyo``, ``warehouse``)."""
     columns = columns or ProfileColumns()
 
-    @asset(
-        key=AssetKey(key.split("/")),
-        deps=[table_asset_key(profiles_table)],
-        group_name="activation",
-        kinds={"klaviyo"},
-        pool=KLAVIYO_POOL,
-        required_resource_keys={"klaviyo", "warehouse"},
-        description=f"Bulk-imports new and changed rows of `{profiles_table}` into Klaviyo profiles; "
+    @activation_asset(
+        key,
+        profiles_table,
+        f"Bulk-imports new and changed rows of `{profiles_table}` into Klaviyo profiles; "
         f"outcomes in {state.LOG}, sync state in {state.STATE}.",
     )
     def profile_import(context: AssetExecutionContext, config: ProfileImportConfig) -> MaterializeResult:

@@ -134,6 +134,27 @@ PROFILE_ATTRS = _attrs(
     "image", f"created:{TS}", f"updated:{TS}", f"last_event_date:{TS}", "location:JSON", "properties:JSON",
 )  # fmt: skip
 
+def _membership(kind: str) -> KlaviyoObject:
+    """``<kind>_memberships``: a snapshot of every list's (segment's) members, one pass per group."""
+    group = f"{kind}_id"
+    return KlaviyoObject(
+        name=f"{kind}_memberships",
+        path=f"/api/{kind}s/{{group_id}}/profiles",
+        description=f"Snapshot of every {kind}'s members: {kind} id, profile id and when the profile joined.",
+        sync="membership",
+        primary_key=(group, "profile_id"),
+        page_size=100,
+        tier=Tier.L,
+        params={"fields[profile]": "joined_group_at"},
+        columns=(
+            Column(group, f"pass.{group}"),
+            Column("profile_id", "id"),
+            Column("joined_group_at", "attributes.joined_group_at", TS),
+        ),
+        groups=Groups(f"/api/{kind}s", group, page_size=10),
+    )
+
+
 OBJECTS: tuple[KlaviyoObject, ...] = (
     KlaviyoObject(
         name="profiles",
@@ -289,39 +310,10 @@ OBJECTS: tuple[KlaviyoObject, ...] = (
         tier=Tier.M,
         columns=(ID, *_attrs("name", f"created:{TS}", f"updated:{TS}", "integration:JSON")),
     ),
-    KlaviyoObject(
-        name="list_memberships",
-        path="/api/lists/{group_id}/profiles",
-        description="Snapshot of every list's members: list id, profile id and when the profile joined.",
-        sync="membership",
-        primary_key=("list_id", "profile_id"),
-        page_size=100,
-        tier=Tier.L,
-        params={"fields[profile]": "joined_group_at"},
-        columns=(
-            Column("list_id", "pass.list_id"),
-            Column("profile_id", "id"),
-            Column("joined_group_at", "attributes.joined_group_at", TS),
-        ),
-        groups=Groups("/api/lists", "list_id", page_size=10),
-    ),
-    KlaviyoObject(
-        name="segment_memberships",
-        path="/api/segments/{group_id}/profiles",
-        description="Snapshot of every segment's members: segment id, profile id and when it joined.",
-        sync="membership",
-        primary_key=("segment_id", "profile_id"),
-        page_size=100,
-        tier=Tier.L,
-        params={"fields[profile]": "joined_group_at"},
-        columns=(
-            Column("segment_id", "pass.segment_id"),
-            Column("profile_id", "id"),
-            Column("joined_group_at", "attributes.joined_group_at", TS),
-        ),
-        groups=Groups("/api/segments", "segment_id", page_size=10),
-    ),
+    _membership("list"),
+    _membership("segment"),
 )
+
 
 OBJECTS_BY_NAME: dict[str, KlaviyoObject] = {o.name: o for o in OBJECTS}
 
