@@ -97,9 +97,9 @@ def main() -> int:
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         tables = [(o.name,) + con.execute(
-            f"SELECT count(*), count(DISTINCT {o.primary_key[0] if isinstance(o.primary_key, tuple) else 'id'}) "
+            f"SELECT count(*), count(DISTINCT ({', '.join(o.primary_key)},)) "
             f"FROM klaviyo.{o.name}").fetchone() for o in OBJECTS]
-        _print_table("What landed in DuckDB", ["table", "rows", "distinct ids"],
+        _print_table("What landed in DuckDB", ["table", "rows", "distinct keys"],
                      [(f"klaviyo.{name}", rows, ids) for name, rows, ids in tables])
         tiers = con.execute(
             "SELECT coalesce(json_extract_string(properties, '$.customer_tier'), '(none)'), count(*) "
