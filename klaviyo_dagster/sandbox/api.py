@@ -384,20 +384,34 @@ class ReadApi:
             return [r for r in recs if not r["attributes"].get("archived")]
         return recs
 
-    def _messages_included(self, items: list[dict[str, Any]], p: Params) -> list[dict[str, Any]] | None:
+    def _children_included(self, items: list[dict[str, Any]], p: Params, include: str, children: list[dict[str, Any]],
+                           ids_field: str) -> list[dict[str, Any]] | None:
+        """The `included` of campaigns (campaign-messages) or flows (flow-actions) when `include` asks for it."""
         if not p.include:
             return None
-        if "campaign-messages" not in p.include:
+        if include not in p.include:
             return []
-        by_id = {m["id"]: m for m in self.store.base.campaign_messages}
-        return [self.simple_resource(by_id[mid], p) for c in items for mid in c["message_ids"]]
+        by_id = {c["id"]: c for c in children}
+        return [self.simple_resource(by_id[cid], p) for item in items for cid in item[ids_field]]
+
+    def _messages_included(self, items: list[dict[str, Any]], p: Params) -> list[dict[str, Any]] | None:
+        return self._children_included(items, p, "campaign-messages", self.store.base.campaign_messages,
+                                       "message_ids")
+
+    def _actions_included(self, items: list[dict[str, Any]], p: Params) -> list[dict[str, Any]] | None:
+        return self._children_included(items, p, "flow-actions", self.store.base.flow_actions, "action_ids")
+
+    def _get_one(self, req: Request, records: list[dict[str, Any]], rtype: str,
+                 included: Any) -> dict[str, Any]:
+        """A single campaign or flow by id, with its `included` children when asked for."""
+        rec = next((r for r in records if r["id"] == req.ids["id"]), None)
+        if rec is None:
+            raise not_found(rtype, req.ids["id"])
+        p = req.params
+        return single(self.simple_resource(rec, p), self.base_url, req.path, p.raw, included([rec], p))
 
     def get_campaign(self, req: Request) -> dict[str, Any]:
-        rec = next((c for c in self.store.base.campaigns if c["id"] == req.ids["id"]), None)
-        if rec is None:
-            raise not_found("campaign", req.ids["id"])
-        p = req.params
-        return single(self.simple_resource(rec, p), self.base_url, req.path, p.raw, self._messages_included([rec], p))
+        return self._get_one(req, self.store.base.campaigns, "campaign", self._messages_included)
 
     def get_flows(self, req: Request) -> dict[str, Any]:
         p = req.params
@@ -405,20 +419,8 @@ class ReadApi:
         return self.memory_collection(req, recs, 50, lambda r: self.simple_resource(r, p),
                                       lambda items: self._actions_included(items, p))
 
-    def _actions_included(self, items: list[dict[str, Any]], p: Params) -> list[dict[str, Any]] | None:
-        if not p.include:
-            return None
-        if "flow-actions" not in p.include:
-            return []
-        by_id = {a["id"]: a for a in self.store.base.flow_actions}
-        return [self.simple_resource(by_id[aid], p) for f in items for aid in f["action_ids"]]
-
     def get_flow(self, req: Request) -> dict[str, Any]:
-        rec = next((f for f in self.store.base.flows if f["id"] == req.ids["id"]), None)
-        if rec is None:
-            raise not_found("flow", req.ids["id"])
-        p = req.params
-        return single(self.simple_resource(rec, p), self.base_url, req.path, p.raw, self._actions_included([rec], p))
+        return self._get_one(req, self.store.base.flows, "flow", self._actions_included)
 
     def get_templates(self, req: Request) -> dict[str, Any]:
         return self.memory_collection(req, self.store.base.templates, 10,
