@@ -48,6 +48,11 @@ class SandboxHandle:
         """Make late-arriving events visible (all pending ones, or the next `count`); returns how many."""
         return self._server.store.release_late_events(count)
 
+    def set_import_job_delay(self, seconds: float) -> None:
+        """Make bulk import jobs created from now on take `seconds` longer to complete (0 restores)."""
+        with self._server.store.lock:
+            self._server.store.job_delay_ms = int(seconds * 1000)
+
     def late_events_pending(self) -> int:
         return self._server.store.late_pending()
 

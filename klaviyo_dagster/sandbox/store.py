@@ -72,6 +72,8 @@ class Store:
         self.groups: dict[str, dict[str, GroupState]] = {
             kind: {g.id: GroupState(g) for g in groups} for kind, groups in base.groups.items()}
         self.lists_created = 0
+        # Extra processing time of bulk import jobs (handle.set_import_job_delay): makes Klaviyo's slow days.
+        self.job_delay_ms = 0
         self.late_released = 0
         self.jobs: dict[str, Job] = {}
         self.job_seq = 0
@@ -333,7 +335,8 @@ class Store:
             self.job_seq += 1
             total = len(rows) + len(errors)
             job = Job(id=encode_ulid(self.base.seed, "job", now, self.job_seq), created_ms=now,
-                      started_ms=now + 100, done_ms=now + 300 + total // 20, rows=rows, list_ids=list_ids,
+                      started_ms=now + 100, done_ms=now + 300 + total // 20 + self.job_delay_ms, rows=rows,
+                      list_ids=list_ids,
                       total=total, errors=errors)
             self.jobs[job.id] = job
             return job

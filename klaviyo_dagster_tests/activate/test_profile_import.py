@@ -1,5 +1,7 @@
 """klaviyo/profile_import against the sandbox over HTTP: only changes are sent, outcomes are real."""
 
+import re
+
 from dagster import materialize
 
 from klaviyo_dagster.activate import ProfileImportSettings, run_profile_import
@@ -128,3 +130,37 @@ def test_asset_reports_metadata_splits_jobs_and_dry_run_sends_nothing(sandbox, w
     assert all(b < 5_000_000 for b in meta["job_bytes"].value) and meta["duration_s"].value >= 0
     assert len(_profiles_at(sandbox, domain)) == 5
     assert sandbox.api_key not in str(meta)
+
+
+def test_a_job_still_running_at_max_wait_is_logged_pending_fails_the_asset_and_goes_again(
+    sandbox, warehouse, new_client
+):
+    domain = "pi-slow.example.com"
+    warehouse.execute(
+        f"CREATE TABLE inputs.people_slow AS SELECT 'u' || i || '@{domain}' AS email FROM range(3) t(i)"
+    )
+    asset = build_profile_import_asset("inputs.people_slow", sync_name="slow")
+    resources = {
+        "klaviyo": KlaviyoResource(api_key=sandbox.api_key, base_url=sandbox.base_url),
+        "warehouse": WarehouseResource(database=warehouse.database),
+    }
+    op = "klaviyo__profile_import"
+    sandbox.set_import_job_delay(120)  # Klaviyo is slow today: the job outlives max_wait_s
+    try:
+        slow = materialize([asset], resources=resources, raise_on_error=False,
+                           run_config={"ops": {op: {"config": {"max_wait_s": 0.5}}}})
+    finally:
+        sandbox.set_import_job_delay(0)
+    assert not slow.success
+    failure = next(e for e in slow.all_events if e.is_failure).event_specific_data.error.to_string()
+    assert re.search(r"3 profiles are in Klaviyo jobs that did not finish within \d+ s", failure), failure
+    assert "raise max_wait_s" in failure
+    pending = warehouse.query(f"SELECT outcome, count(*) FROM {LOG} WHERE sync_name = 'slow' GROUP BY 1")
+    assert pending == [("pending", 3)]
+    assert warehouse.query(f"SELECT count(*) FROM {STATE} WHERE sync_name = 'slow'") == [(0,)]
+
+    # Unknown outcome: the rows go again on the next run, and this time the job finishes.
+    retry = run_profile_import(new_client(), warehouse, ProfileImportSettings(table="inputs.people_slow",
+                                                                              sync_name="slow"))
+    assert (retry.sent, retry.imported, retry.pending) == (3, 3, 0)
+    assert len(_profiles_at(sandbox, domain)) == 3
