@@ -14,6 +14,10 @@ from typing import Any
 from dagster import AssetKey, AssetSpec, asset
 
 from klaviyo_dagster.resources import KLAVIYO_POOL
+from klaviyo_dagster.warehouse.sql import quote_ident
+
+__all__ = ["activation_asset", "external_table_specs", "quote_ident", "quote_table", "sql_string",
+           "table_asset_key", "table_columns", "table_parts"]
 
 
 def table_parts(table: str) -> list[str]:
@@ -22,11 +26,6 @@ def table_parts(table: str) -> list[str]:
     if not 1 <= len(parts) <= 2 or not all(p and '"' not in p for p in parts):
         raise ValueError(f"table name {table!r} must look like 'schema.table' or 'table'")
     return parts
-
-
-def quote_ident(name: str) -> str:
-    """Quote one SQL identifier for DuckDB."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def quote_table(table: str) -> str:
