@@ -32,11 +32,18 @@ from klaviyo_dagster.sandbox.params import ApiError, parse_params
 from klaviyo_dagster.sandbox.ratelimit import RateLimiter
 from klaviyo_dagster.sandbox.store import Store
 from klaviyo_dagster.sandbox.writes import WriteApi
+from klaviyo_dagster.sandbox.writes_consent import ACCEPTED as CONSENT_ACCEPTED
+from klaviyo_dagster.sandbox.writes_consent import ConsentWrites
+from klaviyo_dagster.sandbox.writes_events import ACCEPTED as EVENTS_ACCEPTED
+from klaviyo_dagster.sandbox.writes_events import EventWrites
+from klaviyo_dagster.sandbox.writes_privacy import ACCEPTED as PRIVACY_ACCEPTED
+from klaviyo_dagster.sandbox.writes_privacy import PrivacyWrites
 from klaviyo_dagster.spec import load_subset
 
 MEDIA_TYPE = "application/vnd.api+json"
 REVISION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?")
 MAX_BODY = 64 * 1024 * 1024
+ACCEPTED_EMPTY = EVENTS_ACCEPTED | CONSENT_ACCEPTED | PRIVACY_ACCEPTED
 
 
 class Response:
@@ -80,6 +87,7 @@ class SandboxServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.reads = ReadApi(self.store, self.base_url)
         self.writes = WriteApi(self.store, self.reads)
+        self.more_writes = [cls(self.store, self.reads) for cls in (EventWrites, ConsentWrites, PrivacyWrites)]
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[Request], Any]] = self._handler_table()
         assert set(self._handlers) == set(routes.OPERATIONS), "every spec operation needs a handler"
@@ -134,6 +142,7 @@ class SandboxServer:
             "GET /api/profile-bulk-import-jobs/{id}/relationships/profiles": lambda q: w.get_job_profiles(q, True),
             "GET /api/profile-bulk-import-jobs/{id}/lists": lambda q: w.get_job_lists(q, False),
             "GET /api/profile-bulk-import-jobs/{id}/relationships/lists": lambda q: w.get_job_lists(q, True),
+            **{op: fn for more in self.more_writes for op, fn in more.handlers().items()},
         }
 
     def count(self, key: str) -> None:
@@ -188,9 +197,9 @@ class SandboxServer:
         params = parse_params(self.subset["operations"][op_key], query)
         req = Request(params=params, path=path.rstrip("/") + "/", ids=ids, body=body)
         result = self._handlers[op_key](req)
-        if result is None:
-            return Response(204, b"", extra)
-        status = 201 if op_key == "POST /api/lists" else 202 if op_key.startswith("POST /api/profile-bulk") else 200
+        if result is None:  # asynchronous writes answer 202 without a body, membership changes 204
+            return Response(202 if op_key in ACCEPTED_EMPTY else 204, b"", extra)
+        status = 201 if op_key == "POST /api/lists" else 202 if op_key.startswith("POST /api/profile-") else 200
         if params.include and "included" not in result:
             result["included"] = []  # asked-for relations the sandbox has no data for (tags, push tokens, ...)
         return json_response(status, result, extra)
