@@ -1,8 +1,8 @@
 """The sandbox HTTP server: routing, auth, revision, rate limits, faults, admin routes.
 
 Request path, in order: admin routes under `/__sandbox/` (no Klaviyo auth); the `Authorization:
-Klaviyo-API-Key` check (401); the `revision` header (400 when missing or not YYYY-MM-DD[.suffix]; any
-well-formed revision is served as the spec's); route resolution against the spec subset's operations
+Klaviyo-API-Key` check (401); the `revision` header (400 unless revisions.py serves it: missing,
+malformed, unpublished, retired, newer than the spec); route resolution against the spec subset's operations
 (404 unknown path, 405 wrong method); the rate limiter (429, `RateLimit-*` headers on every answer);
 fault injection (status, reset, truncate, slow); query validation; the handler (or the page cache);
 then the latency model's delay (latency.py), slept in the connection's thread before the answer is
@@ -19,7 +19,6 @@ exactly like fresh ones.
 
 from __future__ import annotations
 
-import re
 import socket
 import struct
 import threading
@@ -32,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from klaviyo_dagster.sandbox import routes
+from klaviyo_dagster.sandbox import revisions, routes
 from klaviyo_dagster.sandbox.api import ReadApi, Request
 from klaviyo_dagster.sandbox.faults import FaultInjector
 from klaviyo_dagster.sandbox.generate import BaseData, parse_scale
@@ -46,7 +45,6 @@ from klaviyo_dagster.sandbox.writes import WriteApi
 from klaviyo_dagster.spec import load_subset
 
 MEDIA_TYPE = "application/vnd.api+json"
-REVISION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?")
 MAX_BODY = 64 * 1024 * 1024
 
 
@@ -187,13 +185,10 @@ class SandboxServer:
             raise ApiError(401, "authentication_failed", "Incorrect authentication credentials: the "
                            "Authorization header must be 'Klaviyo-API-Key <private key>' with a valid key",
                            title="Incorrect authentication credentials.")
-        revision = headers.get("revision")
-        if revision is None:
-            raise ApiError(400, "invalid", f"the revision header is required, e.g. 'revision: {self.revision}'",
-                           parameter="revision")
-        if not REVISION_RE.fullmatch(revision.strip()):
-            raise ApiError(400, "invalid", f"revision {revision!r} is not YYYY-MM-DD or YYYY-MM-DD.suffix; "
-                           f"send e.g. 'revision: {self.revision}'", parameter="revision")
+        try:
+            revision = revisions.resolve(headers.get("revision"), self.clock_ms())
+        except revisions.RevisionError as e:
+            raise ApiError(400, "invalid", str(e), parameter="revision") from None
         op_key, ids = routes.match(method, path)
         self.count(op_key)
         decision = self.limiter.check(op_key, query, time.time())
@@ -214,13 +209,13 @@ class SandboxServer:
         cache_key = None
         generation = self.page_cache.generation
         if self._cacheable(method, op_key):
-            cache_key = (op_key, path, raw_query)
+            cache_key = (op_key, path, raw_query, revision)  # answers differ by revision
             hit = self.page_cache.get(cache_key)
             if hit is not None:
                 return Response(hit.status, hit.body, extra, hit.records), fault, op_key
         try:
             try:
-                response = self._serve(op_key, ids, path, query, body, extra)
+                response = self._serve(op_key, ids, path, query, body, extra, revision)
             finally:
                 if method != "GET":
                     self.page_cache.clear()  # again after the change: no page rendered meanwhile is kept
@@ -232,10 +227,10 @@ class SandboxServer:
             raise
 
     def _serve(self, op_key: str, ids: dict[str, str], path: str, query: dict[str, list[str]], body: bytes,
-               extra: dict[str, str]) -> Response:
+               extra: dict[str, str], revision: str | None = None) -> Response:
         self._maybe_auto_release()
         self.store.advance_jobs()
-        params = parse_params(self.subset["operations"][op_key], query)
+        params = parse_params(self.subset["operations"][op_key], query, op_key=op_key, revision=revision)
         req = Request(params=params, path=path.rstrip("/") + "/", ids=ids, body=body)
         result = self._handlers[op_key](req)
         if result is None:
