@@ -146,6 +146,8 @@ class SandboxServer:
             return False
         if self.late_release_after is not None and self.store.late_pending() > 0:
             return False
+        if self.store.deferred:  # an asynchronous write (event, consent, deletion) is still to take effect
+            return False
         return not any(not job.applied for job in list(self.store.jobs.values()))
 
     # ---- dispatch -------------------------------------------------------------------------------------

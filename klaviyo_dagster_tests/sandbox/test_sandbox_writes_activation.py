@@ -14,7 +14,7 @@ REVISION = "2026-07-15"
 
 @pytest.fixture
 def sb(klaviyo_sandbox_factory):
-    return klaviyo_sandbox_factory(seed=11, scale="300:2000")
+    return klaviyo_sandbox_factory(seed=11, scale="300:2000", page_cache_mb=4)  # cached pages must not go stale
 
 
 @pytest.fixture
