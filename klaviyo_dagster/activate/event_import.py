@@ -38,6 +38,7 @@ from pydantic import Field
 
 from klaviyo_dagster.activate import ledger, state
 from klaviyo_dagster.activate.inputs import (
+    ActivationTarget,
     activation_asset,
     quote_ident,
     quote_table,
@@ -492,17 +493,25 @@ class EventImportConfig(Config):
     backfill: bool = Field(default=False, description="Mark events as backfill: recorded, but they trigger no flows.")
 
 
-def build_event_import_asset(events_table: str, columns: EventColumns | None = None,
-                             key: str = "klaviyo/event_import", sync_name: str = "event_import") -> Any:
-    """The ``klaviyo/event_import`` asset reading ``events_table`` (resources ``klaviyo``, ``warehouse``)."""
-    columns = columns or EventColumns()
+def event_import_description(events_table: str) -> str:
+    """What ``klaviyo/event_import`` does, for its asset description."""
+    return (f"Sends new rows of `{events_table}` to Klaviyo as events (once each, confirmed by reading them back); "
+            f"outcomes in {LOG}, sent events in {STATE}.")
 
-    @activation_asset(key, events_table, f"Sends new rows of `{events_table}` to Klaviyo as events (once each, "
-                      f"confirmed by reading them back); outcomes in {LOG}, sent events in {STATE}.")
+
+def build_event_import_asset(events_table: str, columns: EventColumns | None = None,
+        key: str = "klaviyo/event_import", sync_name: str = "event_import",
+        target: ActivationTarget | None = None) -> Any:
+    """The ``klaviyo/event_import`` asset reading ``events_table`` (resources: ``target``'s)."""
+    columns = columns or EventColumns()
+    target = target or ActivationTarget()
+
+    @activation_asset(key, events_table, event_import_description(events_table), target)
     def event_import(context: AssetExecutionContext, config: EventImportConfig) -> MaterializeResult:
         settings = EventImportSettings(table=events_table, columns=columns, sync_name=sync_name, **config.model_dump())
-        warehouse = context.resources.warehouse.get_warehouse()
-        with context.resources.klaviyo.get_client() as client:
+        klaviyo, warehouse_resource = target.resources(context)
+        warehouse = warehouse_resource.get_warehouse()
+        with klaviyo.get_client() as client:
             result = run_event_import(client, warehouse, settings, context.run.run_id, context.log)
         if result.pending:
             raise Failure(description=f"{result.pending} events were sent but not readable in Klaviyo within "

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from klaviyo_dagster.activate import ledger, state
 from klaviyo_dagster.activate.inputs import (
+    ActivationTarget,
     activation_asset,
     quote_ident,
     quote_table,
@@ -234,17 +235,25 @@ class PrivacyDeletionsConfig(Config):
     max_wait_s: float = Field(default=120.0, description="Longest wait for the profiles to be gone.")
 
 
-def build_privacy_deletions_asset(deletions_table: str, columns: PrivacyColumns | None = None,
-                                  key: str = "klaviyo/privacy_deletions", sync_name: str = "privacy_deletions") -> Any:
-    """The ``klaviyo/privacy_deletions`` asset reading ``deletions_table``."""
-    columns = columns or PrivacyColumns()
+def privacy_deletions_description(deletions_table: str) -> str:
+    """What ``klaviyo/privacy_deletions`` does, for its asset description."""
+    return (f"Deletes the Klaviyo profiles `{deletions_table}` names (data-privacy deletion, only when allow_deletions "
+            f"is set); one hashed ledger row per identifier in {LEDGER}.")
 
-    @activation_asset(key, deletions_table, f"Deletes the Klaviyo profiles `{deletions_table}` names (data-privacy "
-                      f"deletion, only when allow_deletions is set); one hashed ledger row per identifier in {LEDGER}.")
+
+def build_privacy_deletions_asset(deletions_table: str, columns: PrivacyColumns | None = None,
+        key: str = "klaviyo/privacy_deletions", sync_name: str = "privacy_deletions",
+        target: ActivationTarget | None = None) -> Any:
+    """The ``klaviyo/privacy_deletions`` asset reading ``deletions_table`` (resources: ``target``'s)."""
+    columns = columns or PrivacyColumns()
+    target = target or ActivationTarget()
+
+    @activation_asset(key, deletions_table, privacy_deletions_description(deletions_table), target)
     def privacy_deletions(context: AssetExecutionContext, config: PrivacyDeletionsConfig) -> MaterializeResult:
         settings = PrivacySettings(table=deletions_table, columns=columns, sync_name=sync_name, **config.model_dump())
-        warehouse = context.resources.warehouse.get_warehouse()
-        with context.resources.klaviyo.get_client() as client:
+        klaviyo, warehouse_resource = target.resources(context)
+        warehouse = warehouse_resource.get_warehouse()
+        with klaviyo.get_client() as client:
             try:
                 result = run_privacy_deletions(client, warehouse, settings, context.run.run_id, context.log,
                                                dict(context.run.tags))

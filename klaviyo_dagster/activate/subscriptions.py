@@ -37,7 +37,13 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 from pydantic import Field
 
 from klaviyo_dagster.activate import ledger, state
-from klaviyo_dagster.activate.inputs import activation_asset, quote_ident, quote_table, table_columns
+from klaviyo_dagster.activate.inputs import (
+    ActivationTarget,
+    activation_asset,
+    quote_ident,
+    quote_table,
+    table_columns,
+)
 from klaviyo_dagster.activate.list_sync import ActivationRefused
 from klaviyo_dagster.activate.render import frame_rows, to_json_value
 from klaviyo_dagster.activate.validate import email_problem, phone_problem
@@ -444,18 +450,26 @@ class SubscriptionsConfig(Config):
     max_wait_s: float = Field(default=120.0, description="Longest wait for Klaviyo to show the changes.")
 
 
-def build_subscriptions_asset(consent_table: str, columns: SubscriptionColumns | None = None,
-                              key: str = "klaviyo/subscriptions", sync_name: str = "subscriptions") -> Any:
-    """The ``klaviyo/subscriptions`` asset reading ``consent_table``."""
-    columns = columns or SubscriptionColumns()
+def subscriptions_description(consent_table: str) -> str:
+    """What ``klaviyo/subscriptions`` does, for its asset description."""
+    return (f"Reconciles email/SMS consent and suppressions with `{consent_table}` (only when allow_consent_changes "
+            f"is set); who changed what in {LOG}.")
 
-    @activation_asset(key, consent_table, f"Reconciles email/SMS consent and suppressions with `{consent_table}` "
-                      f"(only when allow_consent_changes is set); who changed what in {LOG}.")
+
+def build_subscriptions_asset(consent_table: str, columns: SubscriptionColumns | None = None,
+        key: str = "klaviyo/subscriptions", sync_name: str = "subscriptions",
+        target: ActivationTarget | None = None) -> Any:
+    """The ``klaviyo/subscriptions`` asset reading ``consent_table`` (resources: ``target``'s)."""
+    columns = columns or SubscriptionColumns()
+    target = target or ActivationTarget()
+
+    @activation_asset(key, consent_table, subscriptions_description(consent_table), target)
     def subscriptions(context: AssetExecutionContext, config: SubscriptionsConfig) -> MaterializeResult:
         settings = SubscriptionSettings(table=consent_table, columns=columns, sync_name=sync_name,
                                         **config.model_dump())
-        warehouse = context.resources.warehouse.get_warehouse()
-        with context.resources.klaviyo.get_client() as client:
+        klaviyo, warehouse_resource = target.resources(context)
+        warehouse = warehouse_resource.get_warehouse()
+        with klaviyo.get_client() as client:
             try:
                 result = run_subscriptions(client, warehouse, settings, context.run.run_id, context.log,
                                            dict(context.run.tags))

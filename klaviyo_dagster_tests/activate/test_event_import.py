@@ -142,3 +142,20 @@ def test_asset_reports_metadata_and_dry_run(sandbox, tmp_path):
     meta = real.asset_materializations_for_node(op)[0].metadata
     assert (meta["sent"].value, meta["confirmed"].value, meta["jobs"].value) == (3, 3, 1)
     assert len(_events(sandbox, "Asset Test")) == 3
+
+
+def test_the_three_assets_register_like_the_others():
+    from klaviyo_dagster import build_activation_definitions
+
+    resources = {"klaviyo": KlaviyoResource(api_key="pk_test", base_url="http://127.0.0.1:9"),
+                 "warehouse": WarehouseResource(database="unused.duckdb")}
+    defs = build_activation_definitions(events_table="inputs.events", consent_table="inputs.consent",
+                                        deletions_table="inputs.forget", resources=resources)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"klaviyo/event_import", "klaviyo/subscriptions", "klaviyo/privacy_deletions",
+            "inputs/events", "inputs/consent", "inputs/forget"} <= keys
+    job = defs.resolve_job_def("klaviyo_activation_job")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
+        "klaviyo/profile_import", "klaviyo/list_membership_sync"}  # the consent and deletion assets run on purpose
+    plain = build_activation_definitions(resources=resources)
+    assert "klaviyo/event_import" not in {k.to_user_string() for k in plain.resolve_asset_graph().get_all_asset_keys()}
