@@ -59,6 +59,7 @@ class KlaviyoAccountModel(dg.Model):
     rate_limit_scale: float | None = None
     connect_timeout: float | None = None
     read_timeout: float | None = None
+    max_concurrency: int | None = None
 
 
 class WarehouseModel(dg.Model):
@@ -151,12 +152,14 @@ class KlaviyoComponent(dg.Component, dg.Model, dg.Resolvable):
             owners: [team:crm]
     """
 
-    klaviyo: Annotated[
-        KlaviyoResource, dg.Resolver(_resolve_klaviyo, model_field_type=KlaviyoAccountModel)
-    ] = Field(default_factory=KlaviyoResource, description="The Klaviyo account.")
-    warehouse: Annotated[
-        WarehouseResource, dg.Resolver(_resolve_warehouse, model_field_type=WarehouseModel)
-    ] = Field(default_factory=WarehouseResource, description="Where the tables land.")
+    # Typed Any for dg's resolver (it would inspect the resources' own fields); the values are a
+    # KlaviyoResource and a WarehouseResource, built by the resolvers from the models shown in YAML.
+    klaviyo: Annotated[Any, dg.Resolver(_resolve_klaviyo, model_field_type=KlaviyoAccountModel)] = Field(
+        default_factory=KlaviyoResource, description="The Klaviyo account (KlaviyoResource)."
+    )
+    warehouse: Annotated[Any, dg.Resolver(_resolve_warehouse, model_field_type=WarehouseModel)] = Field(
+        default_factory=WarehouseResource, description="Where the tables land (WarehouseResource)."
+    )
     key_prefix: list[str] = Field(default_factory=lambda: ["klaviyo"], description="Asset key prefix.")
     resource_key: str = Field("klaviyo", description="Resource key of this account (another account: another key).")
     warehouse_resource_key: str = Field("warehouse", description="Resource key of this account's warehouse.")
