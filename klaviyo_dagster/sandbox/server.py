@@ -42,6 +42,7 @@ from klaviyo_dagster.sandbox.latency import LatencyModel
 from klaviyo_dagster.sandbox.pagecache import PageCache
 from klaviyo_dagster.sandbox.params import ApiError, parse_params
 from klaviyo_dagster.sandbox.ratelimit import RateLimiter
+from klaviyo_dagster.sandbox.semantics import Semantics
 from klaviyo_dagster.sandbox.store import Store
 from klaviyo_dagster.sandbox.writes import WriteApi
 from klaviyo_dagster.sandbox.writes_consent import ACCEPTED as CONSENT_ACCEPTED
@@ -78,7 +79,8 @@ class SandboxServer:
     def __init__(self, seed: int = 42, scale: str = "small", rate_limits: str = "off", port: int = 0,
                  api_key: str | None = None, faults: str | None = None, now: float | None = None,
                  span_days: float = 30.0, late_release_after: float | None = None, recorder: Any = None,
-                 latency: str | None = "off", page_cache_mb: float = 0.0) -> None:
+                 latency: str | None = "off", page_cache_mb: float = 0.0, semantics: Any = None) -> None:
+        self.semantics = Semantics(semantics)  # first: a bad spec fails before any work
         self.subset = load_subset()
         self.revision = self.subset["revision"]
         self.seed = seed
@@ -88,6 +90,7 @@ class SandboxServer:
         base = BaseData(seed=seed, n_profiles=profiles, n_events=events, now_ms=int(self._t0_wall * 1000),
                         span_ms=int(span_days * 86_400_000))
         self.store = Store(base, self.clock_ms)
+        self.store.semantics = self.semantics
         self.api_key = api_key or default_api_key(seed)
         self.limiter = RateLimiter(rate_limits, self.subset)
         self.faults = FaultInjector(seed, faults)
@@ -325,10 +328,18 @@ class SandboxServer:
                 return json_response(400, {"error": str(e)})
             snapshot = getattr(self.faults, "snapshot", None)
             return json_response(200, result if result is not None else snapshot() if snapshot else {"ok": True})
+        if name == "semantics" and method == "GET":
+            return json_response(200, self.semantics.snapshot())
+        if name == "semantics" and method in ("POST", "PUT"):
+            try:
+                self.semantics.set(data if isinstance(data, dict) else str(data))
+            except ValueError as e:
+                return json_response(400, {"error": str(e)})
+            return json_response(200, self.semantics.snapshot())
         if name == "health":
             return json_response(200, {"ok": True, "base_url": self.base_url})
         return json_response(404, {"error": f"unknown admin route {path}; see /__sandbox/health, stats, "
-                                            "late-events, rate-limits, faults, latency, page-cache"})
+                                            "late-events, rate-limits, faults, latency, page-cache, semantics"})
 
 
 def _recorder_from_env() -> Any:
