@@ -159,3 +159,16 @@ def test_the_three_assets_register_like_the_others():
         "klaviyo/profile_import", "klaviyo/list_membership_sync"}  # the consent and deletion assets run on purpose
     plain = build_activation_definitions(resources=resources)
     assert "klaviyo/event_import" not in {k.to_user_string() for k in plain.resolve_asset_graph().get_all_asset_keys()}
+
+
+def test_the_yaml_component_adds_them_when_their_tables_are_named():
+    from klaviyo_dagster.components.scaffolder import default_attributes
+    from klaviyo_dagster_tests.components.test_component import _defs, _specs
+
+    attrs = default_attributes()
+    attrs["ingest"]["objects"] = ["profiles"]
+    attrs["activation"].update({"enabled": True, "events_table": "inputs.events", "consent_table": "inputs.consent",
+                                "deletions_table": "inputs.forget"})
+    specs = _specs(_defs(attrs))
+    assert {"klaviyo/event_import", "klaviyo/subscriptions", "klaviyo/privacy_deletions"} <= set(specs)
+    assert specs["klaviyo/subscriptions"].group_name == specs["klaviyo/profile_import"].group_name
