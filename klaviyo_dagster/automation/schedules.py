@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 UTC = timezone.utc
+# Dagster's documented run tags for a single-run partition range (public strings, no private import).
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 SCHEDULE_NAME = "klaviyo_ingest_daily"
 DEFAULT_CRON = "15 2 * * *"  # 02:15 UTC: a little after midnight so yesterday is complete
 DEFAULT_LOOKBACK_DAYS = 3

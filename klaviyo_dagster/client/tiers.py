@@ -96,6 +96,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/campaigns/{id}", Tier.M),
     Route("GET", "/api/metrics", Tier.M),
     Route("GET", "/api/metrics/{id}", Tier.M),
+    Route("GET", "/api/custom-metrics", Tier.S),
+    Route("GET", "/api/custom-metrics/{id}", Tier.S),
+    Route("GET", "/api/custom-metrics/{id}/metrics", Tier.S),
+    Route("GET", "/api/custom-metrics/{id}/relationships/metrics", Tier.S),
     Route("GET", "/api/flows", Tier.S),
     Route("GET", "/api/flows/{id}", Tier.S),
     Route("GET", "/api/templates", Tier.L),
@@ -119,6 +123,19 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/profile-bulk-import-jobs/{id}/relationships/profiles", Tier.M),
     Route("GET", "/api/profile-bulk-import-jobs/{id}/lists", Tier.M),
     Route("GET", "/api/profile-bulk-import-jobs/{id}/relationships/lists", Tier.M),
+    # events, consent and deletion (activate/event_import.py, subscriptions.py, privacy.py); all idempotent:
+    # events dedupe on unique_id, consent and suppression changes set a state, a deletion repeats harmlessly.
+    Route("POST", "/api/events", Tier.XL),
+    Route("POST", "/api/event-bulk-create-jobs", Tier.M),
+    Route("POST", "/api/profile-subscription-bulk-create-jobs", Tier.L),
+    Route("POST", "/api/profile-subscription-bulk-delete-jobs", Tier.L),
+    Route("GET", "/api/profile-suppression-bulk-create-jobs", Tier.L),
+    Route("POST", "/api/profile-suppression-bulk-create-jobs", Tier.L),
+    Route("GET", "/api/profile-suppression-bulk-create-jobs/{id}", Tier.L),
+    Route("GET", "/api/profile-suppression-bulk-delete-jobs", Tier.L),
+    Route("POST", "/api/profile-suppression-bulk-delete-jobs", Tier.L),
+    Route("GET", "/api/profile-suppression-bulk-delete-jobs/{id}", Tier.L),
+    Route("POST", "/api/data-privacy-deletion-jobs", Tier.S),
 )
 
 # Endpoints not in the table: Klaviyo's most common tier for secondary endpoints. RateLimit-* headers
@@ -185,6 +202,17 @@ def resolve_bucket(
     return Bucket(key, chosen, route.daily, route.idempotent)
 
 
+# Resources whose scopes are not named after them (superset of what each method needs).
+_SCOPE_NAMES: dict[str, tuple[str, ...]] = {
+    "event-bulk-create-jobs": ("events",),
+    "profile-subscription-bulk-create-jobs": ("lists", "profiles", "subscriptions"),
+    "profile-subscription-bulk-delete-jobs": ("lists", "profiles", "subscriptions"),
+    "profile-suppression-bulk-create-jobs": ("profiles", "subscriptions"),
+    "profile-suppression-bulk-delete-jobs": ("subscriptions",),
+    "data-privacy-deletion-jobs": ("data-privacy",),
+}
+
+
 def scope_hint(method: str, path: str) -> list[str]:
     """The API-key scopes an endpoint most likely needs, for 403 messages (e.g. ``["flows:read"]``)."""
     parts = _split(path.split("?", 1)[0])
@@ -197,8 +225,10 @@ def scope_hint(method: str, path: str) -> list[str]:
             names = ["lists"] if parts[-1] == "lists" else ["profiles"]
         else:
             names = ["profiles", "lists"]
+    elif resource in _SCOPE_NAMES:
+        names = list(_SCOPE_NAMES[resource])
     else:
-        names = [resource]
+        names = ["metrics" if resource == "custom-metrics" else resource]  # custom metrics need metrics:read
         if len(parts) > 3 and parts[-1] == "profiles":
             names.append("profiles")
     return [f"{name}:{access}" for name in names]

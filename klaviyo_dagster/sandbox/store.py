@@ -19,6 +19,7 @@ from klaviyo_dagster.sandbox.catalog import Group
 from klaviyo_dagster.sandbox.generate import LATE_STRIDE, BaseData, profile_extra
 from klaviyo_dagster.sandbox.ids import encode_ulid, short_id
 from klaviyo_dagster.sandbox.paging import OrderedSource, Overlay
+from klaviyo_dagster.sandbox.semantics import Semantics
 from klaviyo_dagster.sandbox.timeline import iso
 
 IDENTITY_FIELDS = ("email", "phone_number", "external_id")
@@ -49,6 +50,7 @@ class Job:
     errors: list[dict[str, Any]] = field(default_factory=list)
     profile_ids: list[str] = field(default_factory=list)
     applied: bool = False
+    row_index: list[int] = field(default_factory=list)  # each row's position in the POSTed profiles
 
     def status(self, now_ms: int) -> str:
         if self.applied:
@@ -72,13 +74,25 @@ class Store:
         self.groups: dict[str, dict[str, GroupState]] = {
             kind: {g.id: GroupState(g) for g in groups} for kind, groups in base.groups.items()}
         self.lists_created = 0
-        # Extra processing time of bulk import jobs (handle.set_import_job_delay): makes Klaviyo's slow days.
-        self.job_delay_ms = 0
+        # Switches for behaviours Klaviyo leaves open (the server puts its own here); `row_check(k, row)`
+        # (set by writes.WriteApi) is asked at job completion whether a row fails (-> import error).
+        self.semantics = Semantics()
+        self.row_check: Callable[[int, dict[str, Any]], dict[str, Any] | None] | None = None
         self.late_released = 0
         self.jobs: dict[str, Job] = {}
         self.job_seq = 0
         self.metric_by_id = {m["id"]: m for m in base.metrics}
         self.metric_ids = [m["id"] for m in base.metrics]
+        # Activation writes beyond profiles and lists (writes_events.py, writes_consent.py, writes_privacy.py):
+        self.metrics_new: list[dict[str, Any]] = []  # metrics created by their first event
+        self.events_new: dict[str, dict[str, Any]] = {}  # event id -> record, in `events_overlay` by datetime
+        self.events_overlay = Overlay()
+        self.event_keys: set[tuple[str, str, str]] = set()  # (profile id, metric id, unique_id) seen
+        self.consent: dict[str, dict[str, Any]] = {}  # profile id -> `subscriptions` after consent writes
+        self.p_deleted: set[str] = set()  # profile ids removed by deletion (and their base indices below)
+        self.p_deleted_idx: set[int] = set()
+        self.deferred: list[tuple[int, int, Callable[[], None]]] = []  # (due ms, seq, effect) of async writes
+        self.deferred_seq = 0
 
     # ---- profiles -------------------------------------------------------------------------------------
     def _profile_rec(self, pid: str, attrs: dict[str, Any], pidx: int) -> dict[str, Any]:
@@ -93,6 +107,8 @@ class Store:
         return self._profile_rec(pid, attrs, i)
 
     def profile(self, pid: str) -> dict[str, Any] | None:
+        if pid in self.p_deleted:
+            return None
         attrs = self.p_attrs.get(pid)
         if attrs is not None:
             return self._profile_rec(pid, attrs, self.p_pidx[pid])
@@ -103,7 +119,19 @@ class Store:
         return self.profile_by_base(ref[1]) if ref[0] == "b" else self.profile(ref[1])  # type: ignore[return-value]
 
     def profile_extra(self, rec: dict[str, Any], name: str) -> dict[str, Any]:
-        return profile_extra(self.base.seed, rec["_pidx"], name, rec["attributes"])
+        if name == "subscriptions" and rec["id"] in self.consent:
+            return self.consent[rec["id"]]
+        extra = profile_extra(self.base.seed, rec["_pidx"], name, rec["attributes"])
+        if name == "subscriptions" and rec["_pidx"] >= self.base.n_profiles:
+            # A profile written through the API (import, event, subscribe) has consented to nothing yet.
+            for channel in extra.values():
+                for kind in channel.values():
+                    kind.update({k: False for k in kind if k.startswith("can_receive")})
+                    kind.update(consent="NEVER_SUBSCRIBED", consent_timestamp=None)
+                    kind.update({k: None for k in ("method", "method_detail") if k in kind})
+                    if "suppression" in kind:
+                        kind["suppression"] = []
+        return extra
 
     def lookup(self, field_name: str, value: Any) -> list[str]:
         """Profile ids whose `field_name` (id, email, phone_number, external_id) equals `value`."""
@@ -121,34 +149,84 @@ class Store:
                   "external_id": self.base.external_id}[field_name]
         for i in finder(value):
             pid = self.base.profile_id(i)
-            if pid not in self.p_attrs and getter(i) == value:
+            if pid not in self.p_attrs and i not in self.p_deleted_idx and getter(i) == value:
                 out.append(pid)
         return out
 
     def profile_source(self, view: str) -> OrderedSource:
         b = self.base
+        deleted = self.p_deleted_idx
         if view == "updated":
-            return OrderedSource(b.updated_tl.at, b.n_profiles, self.p_base_modified.__contains__,
-                                 self.p_updated, b.updated_tl.first_at_or_after)
-        return OrderedSource(b.created_tl.at, b.n_profiles, None, self.p_new, b.created_tl.first_at_or_after)
+            modified = self.p_base_modified
+            skip = (lambda i: i in modified or i in deleted) if deleted else modified.__contains__
+            return OrderedSource(b.updated_tl.at, b.n_profiles, skip, self.p_updated, b.updated_tl.first_at_or_after)
+        return OrderedSource(b.created_tl.at, b.n_profiles, deleted.__contains__ if deleted else None, self.p_new,
+                             b.created_tl.first_at_or_after)
 
     def all_profile_refs(self) -> Iterator[tuple[str, Any]]:
         for i in range(self.base.n_profiles):
-            yield ("b", i)
+            if i not in self.p_deleted_idx:
+                yield ("b", i)
         for entry in self.p_new.items:
             yield ("o", entry[3])
 
     def profile_count(self) -> int:
-        return self.base.n_profiles + len(self.p_new)
+        return self.base.n_profiles - len(self.p_deleted_idx) + len(self.p_new)
+
+    def delete_profile(self, pid: str) -> bool:
+        """Remove a profile with its list/segment memberships, consent and events; False when unknown."""
+        with self.lock:
+            rec = self.profile(pid)
+            if rec is None:
+                return False
+            pidx = rec["_pidx"]
+            attrs = self.p_attrs.pop(pid, None)
+            self.p_pidx.pop(pid, None)
+            for f in IDENTITY_FIELDS:
+                value = (attrs or {}).get(f)
+                if value and self.p_index[f].get(value) == pid:
+                    del self.p_index[f][value]
+            self.p_new.remove(pid)
+            self.p_updated.remove(pid)
+            if pidx < self.base.n_profiles:
+                self.p_deleted_idx.add(pidx)
+            self.p_deleted.add(pid)
+            self.consent.pop(pid, None)
+            for kind_groups in self.groups.values():
+                for st in kind_groups.values():
+                    if pid in st.added:
+                        st.added.remove(pid)
+                    elif pidx < self.base.n_profiles and self.base.member_k(st.group, pidx) is not None:
+                        st.removed.add(pidx)
+            for eid in [e for e, ev in self.events_new.items() if ev["_profile_id"] == pid]:
+                self.events_new.pop(eid)
+                self.events_overlay.remove(eid)
+            return True
+
+    def defer(self, delay_ms: int, effect: Callable[[], None]) -> None:
+        """Run `effect` (an asynchronous write: event import, consent change, deletion) `delay_ms` from now."""
+        with self.lock:
+            self.deferred_seq += 1
+            self.deferred.append((self.clock_ms() + delay_ms, self.deferred_seq, effect))
 
     # ---- events ---------------------------------------------------------------------------------------
     def event_hidden(self, i: int) -> bool:
         b = self.base
+        if self.p_deleted_idx and b.event_profile(i) in self.p_deleted_idx:
+            return True
         return b.is_late(i) and (i - b.late_from) // LATE_STRIDE >= self.late_released
 
     def event_source(self) -> OrderedSource:
+        """Base events merged with written ones (refs ("o", event id), see `new_event`)."""
         b = self.base
-        return OrderedSource(b.event_tl.at, b.n_events, self.event_hidden, Overlay(), b.event_tl.first_at_or_after)
+        return OrderedSource(b.event_tl.at, b.n_events, self.event_hidden, self.events_overlay,
+                             b.event_tl.first_at_or_after)
+
+    def event_by_ref(self, ref: tuple[str, Any]) -> dict[str, Any] | None:
+        return self.event(ref[1]) if ref[0] == "b" else self.events_new.get(ref[1])
+
+    def all_metrics(self) -> list[dict[str, Any]]:
+        return self.base.metrics + self.metrics_new
 
     def event(self, i: int) -> dict[str, Any]:
         e = self.base.event(i)
@@ -158,6 +236,8 @@ class Store:
             "_profile_id": self.base.profile_id(e["profile"]), "_profile_index": e["profile"]}
 
     def event_by_id(self, event_id: str) -> dict[str, Any] | None:
+        if event_id in self.events_new:
+            return self.events_new[event_id]
         i = self.base.event_index(event_id)
         if i is None or self.event_hidden(i):
             return None
@@ -329,21 +409,29 @@ class Store:
             return target
 
     # ---- bulk import jobs -----------------------------------------------------------------------------
-    def create_job(self, rows: list[dict[str, Any]], errors: list[dict[str, Any]], list_ids: list[str]) -> Job:
+    def create_job(self, rows: list[dict[str, Any]], errors: list[dict[str, Any]], list_ids: list[str],
+                   row_index: list[int] | None = None) -> Job:
         with self.lock:
             now = self.clock_ms()
             self.job_seq += 1
             total = len(rows) + len(errors)
+            duration = int(self.semantics.get("import_job_seconds") * 1000) + total // 20
             job = Job(id=encode_ulid(self.base.seed, "job", now, self.job_seq), created_ms=now,
-                      started_ms=now + 100, done_ms=now + 300 + total // 20 + self.job_delay_ms, rows=rows,
-                      list_ids=list_ids,
-                      total=total, errors=errors)
+                      started_ms=now + min(100, duration), done_ms=now + duration, rows=rows,
+                      list_ids=list_ids, total=total, errors=errors,
+                      row_index=row_index if row_index is not None else list(range(len(rows))))
             self.jobs[job.id] = job
             return job
 
     def advance_jobs(self) -> None:
-        """Apply every job whose processing time has passed (called on each request)."""
+        """Apply every job and deferred write whose processing time has passed (called on each request)."""
         now = self.clock_ms()
+        if self.deferred and min(d[0] for d in self.deferred) <= now:
+            with self.lock:
+                due = sorted(d for d in self.deferred if d[0] <= now)
+                self.deferred = [d for d in self.deferred if d[0] > now]
+                for _, _, effect in due:
+                    effect()
         pending = [j for j in self.jobs.values() if not j.applied and now >= j.done_ms]
         if not pending:
             return
@@ -351,8 +439,15 @@ class Store:
             for job in sorted(pending, key=lambda j: j.created_ms):
                 if job.applied:
                     continue
-                for row in job.rows or []:
-                    pid = self.upsert_profile(row.get("id"), row.get("attributes") or {}, row.get("meta"))
+                for k, row in zip(job.row_index, job.rows or [], strict=True):
+                    err = self.row_check(k, row) if self.row_check is not None else None
+                    if err is not None:
+                        job.errors.append(err)
+                        continue
+                    pid = row.get("id")
+                    if pid and self.profile(pid) is None:
+                        pid = None  # unknown id let through (unknown_import_id=create): identify by the rest
+                    pid = self.upsert_profile(pid, row.get("attributes") or {}, row.get("meta"))
                     job.profile_ids.append(pid)
                 for gid in job.list_ids:
                     st = self.group("list", gid)

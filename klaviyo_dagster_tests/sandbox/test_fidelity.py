@@ -225,7 +225,7 @@ SERVED_ELSEWHERE = [  # real Klaviyo operations the package does not use: the sa
     ("GET", "/api/coupons"),
     ("GET", "/api/catalog-items"),
     ("POST", "/api/profiles"),
-    ("POST", "/api/events"),
+    ("PATCH", "/api/events"),
     ("PATCH", "/api/lists/{list}"),
     ("DELETE", "/api/lists/{list}"),
     ("DELETE", "/api/profiles/{profile}"),
@@ -233,29 +233,30 @@ SERVED_ELSEWHERE = [  # real Klaviyo operations the package does not use: the sa
 ALL_QUERY_PARAMS = sorted({n for op in OPERATIONS.values() for n in iter_declared_query_params(op)})
 
 
-def is_datetime(field_name: str) -> bool:
-    return field_name in {"created", "updated", "datetime", "timestamp"} or field_name.endswith(("_at", ".timestamp"))
+def example_value(field_name: str, vtype: dict[str, Any]) -> str:
+    """A valid value of one filter field, as the spec's `x-klaviyo-filters` types it."""
+    if vtype.get("enum"):
+        return f"'{vtype['enum'][0]}'" if field_name != "messages.channel" else "'sms'"
+    if vtype.get("format") == "date-time":
+        return "2020-01-01T00:00:00Z"
+    return {"boolean": "true", "number": "1", "integer": "1"}.get(vtype.get("type", ""), "'x'")
 
 
-def filter_expressions(op_key: str, allowed: dict[str, list[str]]) -> list[str]:
-    """One filter expression per allowed (field, operator) pair, with a value of a plausible type."""
+def filter_expressions(op_key: str, filters: dict[str, dict[str, Any]], forms: tuple[str, ...] = ()) -> list[str]:
+    """One filter expression per allowed (field, value form, operator), with a value of the field's type."""
     out = []
-    for field_name, operators in allowed.items():
-        if is_datetime(field_name):
-            value = "2020-01-01T00:00:00Z"
-        elif field_name == "archived" or field_name.startswith("is_"):
-            value = "true"
-        elif field_name == "messages.channel":
-            value = "'sms'"
-        else:
-            value = "'x'"
-        for operator in operators:
-            if operator == "has":
-                out.append(f"has({field_name})")
-            elif operator in ("any", "contains-any", "contains-all"):
-                out.append(f"{operator}({field_name},[{value.replace(chr(39), chr(34))}])")
-            else:
-                out.append(f"{operator}({field_name},{value})")
+    for field_name, entry in filters.items():
+        value = example_value(field_name, entry.get("value") or {})
+        for form, operators in entry["operators"].items():
+            if forms and form not in forms:
+                continue
+            for operator in operators:
+                if form == "none":
+                    out.append(f"{operator}({field_name})")
+                elif form == "list":
+                    out.append(f"{operator}({field_name},[{value.replace(chr(39), chr(34))}])")
+                else:
+                    out.append(f"{operator}({field_name},{value})")
     if op_key == "GET /api/campaigns":  # the channel filter is required on campaigns
         out = [e if "messages.channel" in e else f"equals(messages.channel,'email'),{e}" for e in out]
     return out
@@ -274,13 +275,47 @@ def request_body(op_key: str, ids: dict[str, str]) -> Any:
         rows = [{"type": "profile", "attributes": {"email": f"fidelity{k}@example.com"}} for k in range(2)]
         rows += [{"type": "profile", "attributes": {"email": f"not an email {k}"}} for k in range(2)]
         return {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": rows}}}}
-    return None
+    return ACTIVATION_BODIES.get(op_key)
+
+
+def _event(unique_id: str) -> dict[str, Any]:
+    return {"type": "event", "attributes": {"properties": {"plan": "pro"}, "time": "2026-01-02T03:04:05+00:00",
+                                            "value": 1.5, "unique_id": unique_id,
+                                            "metric": {"data": {"type": "metric", "attributes": {"name": "Fidelity"}}}}}
+
+
+def _profiles(key: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"profiles": {"data": [{"type": "profile", "attributes": {"email": f"fidelity-{key}@example.com", **payload}}]}}
+
+
+_PROFILE = {"data": {"type": "profile", "attributes": {"email": "fidelity-event@example.com"}}}
+ACTIVATION_BODIES: dict[str, Any] = {  # issue 14: events, consent, data-privacy deletion
+    "POST /api/events": {"data": {**_event("single"), "attributes": {**_event("single")["attributes"],
+                                                                      "profile": _PROFILE}}},
+    "POST /api/event-bulk-create-jobs": {"data": {"type": "event-bulk-create-job", "attributes": {
+        "events-bulk-create": {"data": [{"type": "event-bulk-create", "attributes": {
+            "profile": _PROFILE, "events": {"data": [_event("bulk-1"), _event("bulk-2")]}}}]}}}},
+    "POST /api/profile-subscription-bulk-create-jobs": {"data": {
+        "type": "profile-subscription-bulk-create-job",
+        "attributes": _profiles("sub", {"subscriptions": {"email": {"marketing": {"consent": "SUBSCRIBED"}}}})}},
+    "POST /api/profile-subscription-bulk-delete-jobs": {"data": {
+        "type": "profile-subscription-bulk-delete-job",
+        "attributes": _profiles("unsub", {"subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}}})}},
+    "POST /api/profile-suppression-bulk-create-jobs": {"data": {
+        "type": "profile-suppression-bulk-create-job", "attributes": _profiles("sup", {})}},
+    "POST /api/profile-suppression-bulk-delete-jobs": {"data": {
+        "type": "profile-suppression-bulk-delete-job", "attributes": _profiles("sup", {})}},
+    "POST /api/data-privacy-deletion-jobs": {"data": {"type": "data-privacy-deletion-job", "attributes": {
+        "profile": {"data": {"type": "profile", "attributes": {"email": "fidelity-gone@example.com"}}}}}},
+}
 
 
 def concrete_path(op_key: str, ids: dict[str, str]) -> str:
     template = op_key.split(" ", 1)[1]
     kind = template.split("/")[2]  # /api/<kind>/...
-    key = {"profile-bulk-import-jobs": "job"}.get(kind, kind.rstrip("s"))
+    if "{" not in template:
+        return template
+    key = {"profile-bulk-import-jobs": "job"}.get(kind, kind.rstrip("s"))  # suppression jobs: their own kind
     return template.replace("{id}", ids[key]).replace("{job_id}", ids[key])
 
 
@@ -302,12 +337,18 @@ def discover_ids(handle: Any) -> dict[str, str]:
         "metric": first_id(handle, "/api/metrics"),
         "flow": first_id(handle, "/api/flows"),
         "template": first_id(handle, "/api/templates"),
+        "custom-metric": first_id(handle, "/api/custom-metrics"),
     }
     # Two jobs of two good and two bad rows: every job collection then has a second page at page[size]=1.
     for _ in range(2):
         job = call(handle, "POST", "/api/profile-bulk-import-jobs", json_body=request_body("POST /api/profile-bulk-import-jobs", ids))
         assert job.status_code == 202, job.text
     ids["job"] = job.json()["data"]["id"]
+    for op_key in ("POST /api/profile-suppression-bulk-create-jobs", "POST /api/profile-suppression-bulk-delete-jobs"):
+        for _ in range(21):  # one more than a page, so the job collections have a cursor to offer
+            sup = call(handle, "POST", op_key.split(" ", 1)[1], json_body=request_body(op_key, ids))
+            assert sup.status_code == 202, sup.text
+        ids[op_key.split("/")[2].rstrip("s")] = sup.json()["data"]["id"]
     for _ in range(300):  # until the job has run (the sandbox completes jobs within about a second)
         status = call(handle, "GET", f"/api/profile-bulk-import-jobs/{ids['job']}").json()["data"]["attributes"]["status"]
         if status == "complete":
@@ -320,7 +361,7 @@ def value_for(op_key: str, name: str, param: dict[str, Any], handle: Any, path: 
     """Valid values of one declared query parameter (several for `filter`: every allowed pair)."""
     schema = param.get("schema", {})
     if name == "filter":
-        return filter_expressions(op_key, param.get("allowed") or {})
+        return filter_expressions(op_key, param.get("filters") or {})
     if name == "page[size]":
         return ["1"]
     if name == "page[cursor]":
@@ -350,7 +391,8 @@ def sweep() -> dict[str, list[str]]:
     fidelity recorder like every other. Returns problems by category (empty lists: all good).
     """
     problems: dict[str, list[str]] = {"refused": [], "accepted": [], "uncovered": [], "served": []}
-    with sandbox(seed=42, scale="small") as handle:
+    # job_error: the jobs with bad rows must be accepted so that their import-error pages are recorded too
+    with sandbox(seed=42, scale="small", semantics="import_invalid_row=job_error") as handle:
         ids = discover_ids(handle)
         from klaviyo_dagster.sandbox import routes
 
@@ -380,13 +422,23 @@ def sweep() -> dict[str, list[str]]:
                 jobs.append((op_key, method, path, {**base_query(op_key), name: "1"}, body, False, name))
             if "filter" in declared:  # a field the operation does not allow, and a disallowed operator
                 jobs.append((op_key, method, path, {"filter": "equals(nonsense,'x')"}, body, False, "filter"))
-                allowed = declared["filter"].get("allowed") or {}
-                for field_name, operators in allowed.items():
-                    missing = [o for o in ("equals", "greater-than", "less-or-equal") if o not in operators]
+                filters = declared["filter"].get("filters") or {}
+                for field_name, entry in filters.items():  # an operator the field does not take
+                    allowed = {o for ops in entry["operators"].values() for o in ops}
+                    missing = [o for o in ("equals", "greater-than", "less-or-equal") if o not in allowed]
                     if missing and field_name != "messages.channel":
-                        expr = filter_expressions(op_key, {field_name: [missing[0]]})[0]
-                        jobs.append((op_key, method, path, {"filter": expr}, body, False, "filter"))
+                        one = {field_name: {**entry, "operators": {"single": [missing[0]]}}}
+                        jobs.append((op_key, method, path, {"filter": filter_expressions(op_key, one)[0]}, body,
+                                     False, "filter"))
                         break
+                for field_name, entry in filters.items():  # an operator in a value form the field does not take
+                    forms = entry["operators"]
+                    for form, other in (("single", "list"), ("list", "single")):
+                        wrong = [o for o in forms.get(form, []) if o not in forms.get(other, [])]
+                        if wrong and field_name != "messages.channel":
+                            one = {field_name: {**entry, "operators": {other: wrong[:1]}}}
+                            jobs.append((op_key, method, path, {"filter": filter_expressions(op_key, one)[0]},
+                                         body, False, "filter"))
         for method, template in SERVED_ELSEWHERE:
             path = template.replace("{list}", ids["list"]).replace("{profile}", ids["profile"])
             jobs.append((f"{method} {template}", method, path, {}, None, False, ""))
