@@ -228,6 +228,28 @@ def test_event_metric_selection_reads_one_pass_per_metric(handle: Any, db: Path)
     assert "'No Such Metric' is neither an id nor a name found at /api/metrics" in failure_text(bad)
 
 
+def test_event_metrics_naming_a_custom_metric_read_its_member_metrics(handle: Any, db: Path) -> None:
+    import requests
+
+    day = today() - timedelta(days=3)
+    headers = {"Authorization": f"Klaviyo-API-Key {handle.api_key}", "revision": "2026-07-15"}
+    custom = requests.get(f"{handle.base_url}/api/custom-metrics", params={"include": "metrics"},
+                          headers=headers, timeout=10).json()["data"]
+    engagement = next(c for c in custom if c["attributes"]["name"] == "Email engagement")
+    members = {m["id"] for m in engagement["relationships"]["metrics"]["data"]}
+    assert len(members) == 2
+    events = handle.truth.records("event", "datetime", day, day + timedelta(days=1))
+    want = Counter(e["relationships"]["metric"]["data"]["id"] for e in events
+                   if e["relationships"]["metric"]["data"]["id"] in members)
+    # by name, and by id (Klaviyo refuses a custom metric's id in the metric_id filter itself)
+    for selector in ("Email engagement", engagement["id"]):
+        result = materialize(handle, db, "events", partition=day, event_metrics=[selector])
+        assert result.success, failure_text(result)
+        wh = Warehouse(str(db))
+        got = Counter(r[0] for r in wh.query(f"SELECT metric_id FROM {wh.qualified('events')}"))
+        assert got == want and sum(got.values()) > 0
+
+
 def _midnight_record(handle: Any, rtype: str, field: str) -> tuple[str, datetime]:
     lo, hi = first_day(handle) + timedelta(days=2), today() - timedelta(days=2)
     for rec in handle.truth.records(rtype, field, lo, hi):
