@@ -112,6 +112,11 @@ class ActivationModel(dg.Resolvable, dg.Model):
     known_profiles_table: str | None = None
     include_demo_models: bool = False
     vip_min_orders: int = 3
+    events_table: str | None = Field(None, description="Adds klaviyo/event_import reading this table.")
+    consent_table: str | None = Field(
+        None, description="Adds klaviyo/subscriptions (sends nothing without allow_consent_changes in run config).")
+    deletions_table: str | None = Field(
+        None, description="Adds klaviyo/privacy_deletions (deletes nothing without allow_deletions in run config).")
     automation_condition: dg.Injected[dg.AutomationCondition] | None = Field(
         None, description="e.g. `{{ dg.AutomationCondition.eager() }}` on both activation assets.")
 
@@ -211,6 +216,7 @@ class KlaviyoComponent(dg.Component, dg.Model, dg.Resolvable):
                 a.profiles_table, a.audience_table, list_id=a.list_id, list_name=a.list_name,
                 known_profiles_table=a.known_profiles_table, source_schema=self.warehouse.schema_,
                 include_demo_models=a.include_demo_models, vip_min_orders=a.vip_min_orders,
+                events_table=a.events_table, consent_table=a.consent_table, deletions_table=a.deletions_table,
                 resources=resources, **keys,
             ))  # fmt: skip
         return dg.Definitions.merge(*parts, dg.Definitions(resources=resources))
