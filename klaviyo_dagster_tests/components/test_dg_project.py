@@ -126,7 +126,7 @@ def test_scaffold_check_list_and_materialize_from_yaml_only(project, sandbox) ->
     assert lists["group_name"] == "klaviyo_ingest" and set(lists["kinds"]) == {"klaviyo", "duckdb"}
     assert lists["owners"] == [{"team": "crm"}]
     assert {"key": "klaviyo/role", "value": "ingest"} in lists["tags"]
-    assert [s["name"] for s in listing["schedules"]] == ["crm_klaviyo_ingest_daily"]
+    assert sorted(s["name"] for s in listing["schedules"]) == ["crm_klaviyo_ingest_daily", "crm_klaviyo_snapshots_daily"]
     for out in (checked, listed):
         assert sandbox.api_key not in out.stdout + out.stderr
 
