@@ -26,13 +26,14 @@ from typing import Any
 
 import orjson
 import pandas as pd
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
+from dagster import AssetCheckResult, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
 from pydantic import Field
 
 from klaviyo_dagster.activate import state
 from klaviyo_dagster.activate.inputs import (
     ActivationTarget,
     activation_asset,
+    check_table_name,
     quote_ident,
     quote_table,
     table_columns,
@@ -222,7 +223,7 @@ class _ListRun:
             "me AS (SELECT lower(email) AS k, min(profile_id) AS id FROM m WHERE email IS NOT NULL GROUP BY 1), "
             "mp AS (SELECT phone_number AS k, min(profile_id) AS id FROM m WHERE phone_number IS NOT NULL GROUP BY 1), "
             "mx AS (SELECT external_id AS k, min(profile_id) AS id FROM m WHERE external_id IS NOT NULL GROUP BY 1), "
-            f"stale AS (SELECT DISTINCT profile_id AS id FROM {state.LIST_STALE} WHERE run_id = $run), "
+            f"stale AS (SELECT DISTINCT profile_id AS id FROM {state.LIST_STALE}), "  # ids never come back
             "resolved AS (SELECT aud.*, coalesce("
             + ", ".join(f"CASE WHEN {c} IN (SELECT id FROM stale) THEN NULL ELSE {c} END"
                         for c in ("aud.profile_id", "ke.id", "kp.id", "kx.id")) + ") AS resolved_id "
@@ -317,8 +318,10 @@ class _ListRun:
         """Send the plan, then read the list back; ids that did not take are re-routed once; verify."""
         params = self._query_params(plan, target)
         self._failed: set[str] = set()
+        self._rejected: set[str] = set()
         plan.imports = 0
-        self._resume(plan)
+        if self._resume(plan):  # jobs of an earlier run finished: their rows may be members now
+            snapshot_members(self.client, self.warehouse, str(plan.list_id), self.result.run_id)
         self._send(plan, target, params)
         if self._verify(plan, target, params):  # planned adds not members now: Klaviyo refused or ignored them
             ctes = self._plan_ctes(target.filter)
@@ -358,11 +361,15 @@ class _ListRun:
         plan.extra, plan.verified = removes, True
         return adds
 
-    def _resume(self, plan: ListPlan) -> None:
-        """Record the outcome of import jobs an earlier run left open for this list (rows not resent)."""
+    def _resume(self, plan: ListPlan) -> int:
+        """Record the outcome of import jobs an earlier run left open for this list (rows not resent);
+        returns how many there were."""
+        n = 0
         for job_id, items, outcome in resume_open_jobs(self.client, self.warehouse, f"list:{plan.list_id}",
                                                        self.settings.max_wait_s):
             self._record_job(plan, job_id, items, outcome)
+            n += 1
+        return n
 
     def _send(self, plan: ListPlan, target: _Target, params: dict[str, Any]) -> None:
         ctes = self._plan_ctes(target.filter)
@@ -404,13 +411,14 @@ class _ListRun:
                 stale_id = row.pop("profile_id", None)
                 attrs = {k: v for k, v in row.items() if isinstance(v, str) and v}
                 identity = next((f"{k}:{v}" for k, v in attrs.items()), f"id:{stale_id}")
-                if identity in inflight or identity in self._failed:
+                if identity in inflight or identity in self._failed or identity in self._rejected:
                     continue  # in a job still running at Klaviyo (not sent twice), or refused in this run
                 profile = {"type": "profile", "attributes": attrs}
                 reason = (f"profile id {stale_id} is not in Klaviyo (merged or deleted) and the row has no "
                           "email, phone number or external id to import it by") if not attrs and stale_id else (
                     profile_problem(profile, 0))  # identifiers only: far below the size limit
                 if reason:
+                    self._rejected.add(identity)
                     rejects.append((rid, lid, lname, "rejected", stale_id, f"{identity} ({reason})", None,
                                     state.now_utc()))
                     continue
@@ -420,7 +428,7 @@ class _ListRun:
         last = packer.flush()
         if last:
             batches.append(last)
-        plan.rejected = len(rejects)
+        plan.rejected = len(self._rejected)
         plan.imports += sum(len(b.items) for b in batches)
         state.record_list_changes(self.warehouse, rejects)
         for batch in batches:
@@ -498,8 +506,10 @@ def build_list_sync_asset(
     ``warehouse``, or those of ``target``)."""
     columns = columns or ProfileColumns(profile_id="profile_id")
     target = target or ActivationTarget()
+    check_table_name(audience_table, "audience_table")
 
-    @activation_asset(key, audience_table, list_sync_description(audience_table), target)
+    @activation_asset(key, audience_table, list_sync_description(audience_table), target,
+                      checks=[(LIST_CHECK, LIST_CHECK_DESCRIPTION)])
     def list_membership_sync(context: AssetExecutionContext, config: ListSyncConfig) -> MaterializeResult:
         settings = ListSyncSettings(
             table=audience_table, columns=columns, list_id=list_id, list_name=list_name,
@@ -512,6 +522,25 @@ def build_list_sync_asset(
                 result = run_list_sync(client, warehouse, settings, context.run.run_id, context.log)
             except ActivationRefused as exc:
                 raise Failure(description=str(exc), allow_retries=False) from exc
-        return MaterializeResult(metadata=result.metadata())
+        return MaterializeResult(metadata=result.metadata(), check_results=[list_check_result(result)])
 
     return list_membership_sync
+
+
+LIST_CHECK = "list_matches_audience"
+LIST_CHECK_DESCRIPTION = ("After the sync the list is read back from Klaviyo: every audience row that can be a member "
+                          "is one, and no member is outside the audience (difference 0).")
+
+
+def list_check_result(result: ListSyncResult) -> AssetCheckResult:
+    """The ``list_matches_audience`` check of one run (a dry run changes nothing and is not judged)."""
+    difference = result.total("difference")
+    meta = {"difference": difference, "missing": result.total("missing"), "extra": result.total("extra"),
+            "dry_run": result.dry_run}
+    if result.dry_run:
+        return AssetCheckResult(check_name=LIST_CHECK, passed=True, metadata=meta,
+                                description="dry run: nothing was sent, the list was not verified")
+    return AssetCheckResult(check_name=LIST_CHECK, passed=difference == 0, metadata=meta,
+                            description=None if difference == 0 else
+                            f"{result.total('missing')} audience rows are not members and {result.total('extra')} "
+                            f"members are not in the audience after the sync; see {state.LIST_LOG}")

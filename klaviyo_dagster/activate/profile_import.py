@@ -36,6 +36,7 @@ from klaviyo_dagster.activate import state
 from klaviyo_dagster.activate.inputs import (
     ActivationTarget,
     activation_asset,
+    check_table_name,
     quote_ident,
     quote_table,
     sql_string,
@@ -386,6 +387,7 @@ def build_profile_import_asset(
     or those of ``target``)."""
     columns = columns or ProfileColumns()
     target = target or ActivationTarget()
+    check_table_name(profiles_table, "profiles_table")
 
     @activation_asset(key, profiles_table, profile_import_description(profiles_table), target)
     def profile_import(context: AssetExecutionContext, config: ProfileImportConfig) -> MaterializeResult:
