@@ -17,6 +17,13 @@ import dagster as dg
 from klaviyo_dagster.activate import ACTIVATION_JOB, ACTIVATION_SENSOR, build_activation_assets
 from klaviyo_dagster.activate.demo_models import DEFAULT_VIP_LIST, PROFILES_ENRICHED, VIP_AUDIENCE
 from klaviyo_dagster.activate.render import ProfileColumns
+from klaviyo_dagster.automation.jobs import (
+    INCREMENTAL_JOB,
+    SNAPSHOT_SCHEDULE,
+    SNAPSHOTS_JOB,
+    build_ingest_jobs,
+    build_snapshot_schedule,
+)
 from klaviyo_dagster.automation.schedules import (
     DEFAULT_CRON,
     DEFAULT_LOOKBACK_DAYS,
@@ -53,7 +60,6 @@ def build_ingest_definitions(
     campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
     include_archived: bool = True,
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
-    snapshot_max_lag_days: float = 1.0,
     schedule: bool = True,
     cron_schedule: str = DEFAULT_CRON,
     chunk_rows: int = 10_000,
@@ -79,7 +85,6 @@ def build_ingest_definitions(
         profile_predictive_analytics=profile_predictive_analytics,
         campaign_channels=campaign_channels,
         include_archived=include_archived,
-        snapshot_max_lag_days=snapshot_max_lag_days,
         chunk_rows=chunk_rows,
         translator=translator,
         klaviyo_resource_key=klaviyo_resource_key,
@@ -88,21 +93,32 @@ def build_ingest_definitions(
         default_schema=default_schema,
         catalog=catalog,
     )
+    incremental_job, snapshots_job = build_ingest_jobs(
+        list(assets.values()), incremental_name=_names(translator, INCREMENTAL_JOB),
+        snapshots_name=_names(translator, SNAPSHOTS_JOB),
+    )  # fmt: skip
+    jobs = [j for j in (incremental_job, snapshots_job) if j is not None]
     schedules = []
-    if schedule and assets:
-        first = next(iter(assets.values()))
+    if schedule and incremental_job is not None:
+        incremental = [a for a in assets.values() if a.partitions_def is not None]
         events = assets.get("events")
         schedules.append(
             build_ingest_schedule(
-                [a.key for a in assets.values()],
-                first.partitions_def,  # type: ignore[arg-type]
-                lookback_key=events.key if events is not None else None,
+                [a.key for a in incremental],
+                incremental[0].partitions_def,  # type: ignore[arg-type]
+                lookback_key=events.key if events is not None and events.partitions_def is not None else None,
                 lookback_days=lookback_days,
                 cron_schedule=cron_schedule,
                 name=_names(translator, SCHEDULE_NAME),
+                job=incremental_job,
             )
         )
-    return dg.Definitions(assets=list(assets.values()), schedules=schedules, resources=dict(resources or {}))
+    if schedule and snapshots_job is not None:
+        schedules.append(
+            build_snapshot_schedule(snapshots_job, cron_schedule, name=_names(translator, SNAPSHOT_SCHEDULE))
+        )
+    return dg.Definitions(assets=list(assets.values()), jobs=jobs, schedules=schedules,
+                          resources=dict(resources or {}))
 
 
 def build_activation_definitions(
@@ -128,6 +144,7 @@ def build_activation_definitions(
     klaviyo_resource_key: str = "klaviyo",
     warehouse_resource_key: str = "warehouse",
     upstream: Sequence[dg.AssetKey] | None = None,
+    **more_activations: Any,
 ) -> dg.Definitions:
     """Activation assets, inputs, job ``klaviyo_activation_job``, table-change sensor and hourly schedule
     (both STOPPED: writing to a Klaviyo account is switched on deliberately).
@@ -143,6 +160,7 @@ def build_activation_definitions(
         source_schema=source_schema, include_demo_models=include_demo_models, vip_min_orders=vip_min_orders,
         vip_list_name=vip_list_name, translator=translator, klaviyo_resource_key=klaviyo_resource_key,
         warehouse_resource_key=warehouse_resource_key, catalog=catalog, upstream=upstream,
+        **more_activations,  # events_table, consent_table, deletions_table (+ their columns): see build_activation_assets
     )  # fmt: skip
     activation_keys = [a.key for a in assets[-2:]]  # type: ignore[union-attr]
     job = dg.define_asset_job(

@@ -67,22 +67,27 @@ class ActivationRefused(Exception):
     """A safety guard stopped the sync before any write (the message says which and how to override)."""
 
 
-@dataclass
-class ListSyncSettings:
-    """Where the audience is and how to sync it (factory arguments merged with run config)."""
+class ListSyncConfig(Config):
+    """Run config of ``klaviyo/list_membership_sync``."""
+
+    dry_run: bool = Field(default=False, description="Plan and report; change nothing in Klaviyo.")
+    max_remove_share: float = Field(default=0.2, description="Largest share of a list one run may remove.")
+    allow_large_removal: bool = Field(default=False, description="Skip the removal-share guard for this run.")
+    allow_empty_audience: bool = Field(default=False, description="Allow an empty audience (empties the list).")
+    max_wait_s: float = Field(default=900.0, description="Longest wait for one import job to finish.")
+
+
+class ListSyncSettings(ListSyncConfig):
+    """Where the audience is (the factory's arguments) and how to sync it: the run options are
+    `ListSyncConfig`'s, defined once there; a run's settings are the factory's arguments plus its run config."""
 
     table: str
-    columns: ProfileColumns = field(default_factory=lambda: ProfileColumns(profile_id="profile_id"))
+    columns: ProfileColumns = Field(default_factory=lambda: ProfileColumns(profile_id="profile_id"))
     list_id_column: str = "list_id"
     list_name_column: str = "list_name"
     list_id: str | None = None
     list_name: str | None = None
     known_profiles_table: str | None = "klaviyo.profiles_current"
-    max_remove_share: float = 0.2
-    allow_large_removal: bool = False
-    allow_empty_audience: bool = False
-    dry_run: bool = False
-    max_wait_s: float = 900.0
 
 
 @dataclass
@@ -475,16 +480,6 @@ def run_list_sync(client: Any, warehouse: Any, settings: ListSyncSettings,
     """Converge every target list of ``settings.table`` to exactly its audience; returns the plan and counts."""
     return _ListRun(client, warehouse, settings, run_id or uuid.uuid4().hex,
                     log or logging.getLogger(__name__)).execute()
-
-
-class ListSyncConfig(Config):
-    """Run config of ``klaviyo/list_membership_sync``."""
-
-    dry_run: bool = Field(default=False, description="Plan and report; change nothing in Klaviyo.")
-    max_remove_share: float = Field(default=0.2, description="Largest share of a list one run may remove.")
-    allow_large_removal: bool = Field(default=False, description="Skip the removal-share guard for this run.")
-    allow_empty_audience: bool = Field(default=False, description="Allow an empty audience (empties the list).")
-    max_wait_s: float = Field(default=900.0, description="Longest wait for one import job to finish.")
 
 
 def list_sync_description(audience_table: str) -> str:

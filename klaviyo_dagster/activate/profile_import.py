@@ -68,22 +68,35 @@ HASH_VERSION = "1"
 IDENTITY_PREFIX = {"external_id": "external_id:", "email": "email:", "phone_number": "phone:", "id": "id:"}
 
 
-@dataclass
-class ProfileImportSettings:
-    """What to import and how (factory arguments merged with run config)."""
+class ProfileImportConfig(Config):
+    """Run config of ``klaviyo/profile_import``."""
+
+    dry_run: bool = Field(default=False, description="Plan and report; send nothing, write no state.")
+    full_resync: bool = Field(default=False, description="Ignore the state table and send every valid row.")
+    max_job_profiles: int = Field(default=MAX_JOB_PROFILES, description="Profiles per job (Klaviyo cap 10,000).")
+    max_job_bytes: int = Field(default=MAX_JOB_BYTES, description="Body bytes per job (Klaviyo cap 5 MB).")
+    max_jobs_in_flight: int = Field(default=4, description="Jobs submitted before the oldest is awaited.")
+    max_wait_s: float = Field(default=900.0, description="Longest wait for one job to finish.")
+    latest_by: str | None = Field(
+        default=None,
+        description="Column whose latest value picks the row sent when rows repeat an identity (default: "
+        "updated_at, updated or _loaded_at when present, else the lowest content hash).",
+    )
+    prevalidate: bool = Field(
+        default=True,
+        description="Check emails, E.164 phones and identifiers before sending (rejects cost no API call). "
+        "Off: only the size limit is checked and Klaviyo's verdict (failed rows) is recorded.",
+    )
+
+
+class ProfileImportSettings(ProfileImportConfig):
+    """What to import (the factory's arguments) and how: the run options are `ProfileImportConfig`'s,
+    defined once there; a run's settings are the factory's arguments plus its run config."""
 
     table: str
-    columns: ProfileColumns = field(default_factory=ProfileColumns)
+    columns: ProfileColumns = Field(default_factory=ProfileColumns)
     sync_name: str = "profile_import"
-    max_job_profiles: int = MAX_JOB_PROFILES
-    max_job_bytes: int = MAX_JOB_BYTES
-    max_jobs_in_flight: int = 4
-    max_wait_s: float = 900.0
     chunk_rows: int = 5_000
-    dry_run: bool = False
-    full_resync: bool = False
-    prevalidate: bool = True
-    latest_by: str | None = None
 
 
 LATEST_BY_CANDIDATES = ("updated_at", "updated", "_loaded_at")
@@ -347,27 +360,6 @@ def run_profile_import(client: Any, warehouse: Any, settings: ProfileImportSetti
     """Send new and changed rows of ``settings.table`` to Klaviyo; returns counts and job facts."""
     return _Run(client, warehouse, settings, run_id or uuid.uuid4().hex,
                 log or logging.getLogger(__name__)).execute()
-
-
-class ProfileImportConfig(Config):
-    """Run config of ``klaviyo/profile_import``."""
-
-    dry_run: bool = Field(default=False, description="Plan and report; send nothing, write no state.")
-    full_resync: bool = Field(default=False, description="Ignore the state table and send every valid row.")
-    max_job_profiles: int = Field(default=MAX_JOB_PROFILES, description="Profiles per job (Klaviyo cap 10,000).")
-    max_job_bytes: int = Field(default=MAX_JOB_BYTES, description="Body bytes per job (Klaviyo cap 5 MB).")
-    max_jobs_in_flight: int = Field(default=4, description="Jobs submitted before the oldest is awaited.")
-    max_wait_s: float = Field(default=900.0, description="Longest wait for one job to finish.")
-    latest_by: str | None = Field(
-        default=None,
-        description="Column whose latest value picks the row sent when rows repeat an identity (default: "
-        "updated_at, updated or _loaded_at when present, else the lowest content hash).",
-    )
-    prevalidate: bool = Field(
-        default=True,
-        description="Check emails, E.164 phones and identifiers before sending (rejects cost no API call). "
-        "Off: only the size limit is checked and Klaviyo's verdict (failed rows) is recorded.",
-    )
 
 
 def profile_import_description(profiles_table: str) -> str:

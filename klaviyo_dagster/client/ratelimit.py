@@ -10,7 +10,11 @@ on some writes). Per bucket the limiter keeps:
   at burst speed, a long one is spread evenly over the steady window instead of spending it in the
   first seconds and stalling;
 - ``blocked_until``, set by a 429's Retry-After; a 429 also halves the pace (AIMD: others share the
-  account, as a lone paced client is not throttled), recovered additively as requests go out;
+  account, as a lone paced client is not throttled), at most once per throttle episode (429s of requests
+  already in flight while the bucket is held do not cut again) and never below a quarter of the rate.
+  Recovery: as soon as a success's ``RateLimit-Remaining`` shows nobody else used the window, the full
+  pace at once (the server says the room is ours); otherwise linearly in time, from the floor back to
+  the full rate within one steady window, whether or not requests go out;
 - per window a server budget, set only when ``RateLimit-Remaining`` shows more use than this client
   made (other apps or runs share the account): at most that many more until ``RateLimit-Reset``.
 
@@ -37,7 +41,9 @@ from klaviyo_dagster.client.tiers import Bucket
 WINDOW_MARGIN = 0.02
 WINDOW_SLACK_S = 0.003
 # Lowest share of the steady rate a bucket slows to after repeated 429s.
-MIN_SHARE = 0.125
+MIN_SHARE = 0.25
+# Steady windows the additive increase takes from MIN_SHARE back to the full rate (with no server headers).
+RECOVERY_WINDOWS = 1.0
 
 
 def parse_limit_header(value: str | None) -> tuple[int | None, list[tuple[int, float]]]:
@@ -159,8 +165,8 @@ class BucketLimiter:
             for log in self._logs:
                 log.append(t)
             self._tat = (t if tat is None or tat < t else tat) + self.interval
-            if self.share < 1.0:  # additive increase in time: from 1/8 back to the full rate in ~2 windows
-                gained = 0.5 * (now - self._share_at) / self._steady_span
+            if self.share < 1.0:  # additive increase in time: floor -> full rate in RECOVERY_WINDOWS
+                gained = (1.0 - MIN_SHARE) * (now - self._share_at) / (self._steady_span * RECOVERY_WINDOWS)
                 self._share_at = now
                 self._apply_share(min(1.0, self.share + gained))
             return t
@@ -199,18 +205,27 @@ class BucketLimiter:
                 reset = _number(headers.get("RateLimit-Reset"))
                 until = now + (window if reset is None else min(max(reset, 0.0), window))
                 self._budgets[idx] = [float(max(0, int(remaining))), until]
+            elif self.share < 1.0 and now >= self.blocked_until:
+                # Nobody else used this window (the server counts no more than we sent): whoever caused
+                # the 429s has stopped, so the full pace comes back now rather than in a window's time.
+                self._share_at = now
+                self._apply_share(1.0)
         return changed
 
     def throttled(self, retry_after_s: float) -> None:
         """A 429 came back: hold the bucket for ``retry_after_s`` real seconds and halve the pace.
 
         A lone client paced by this limiter is not throttled, so a 429 means others share the account's
-        limit: multiplicative decrease (down to 1/8 of the rate), recovered additively by ``reserve``.
+        limit: multiplicative decrease (down to MIN_SHARE of the rate), recovered by ``reserve`` in time
+        or at once by ``observe`` when the server shows nobody else uses the window.
         """
         with self._lock:
             now = self._clock()
+            # 429s that come back while the bucket is still held answer requests sent before the hold
+            # (in flight at once): the same episode, which has been cut for already.
+            fresh = now >= self.blocked_until
             self.blocked_until = max(self.blocked_until, now + max(0.0, retry_after_s))
-            if now - self._last_cut >= self._spans[0]:  # one cut per burst window, not one per 429
+            if fresh and now - self._last_cut >= self._spans[0]:  # at most one cut per burst window, too
                 self._last_cut = self._share_at = now
                 self._apply_share(max(MIN_SHARE, self.share * 0.5))
 

@@ -4,18 +4,32 @@ A pass is one paginated collection read (path, query, tier, values stamped on it
 into several passes: campaigns one per channel x archived value, flows one per archived value, events one
 per selected metric (the API filters metric_id with ``equals`` only), memberships one per list or
 segment. Every pass of an incremental object carries the window filter; pages are yielded as they come.
+
+Concurrency (a client with a ``pool``, see client/pool.py): every pass is a cursor chain, and the chains
+run at once. A windowed pass whose first page shows the window holds many pages (``SPLIT_MIN_PAGES``)
+drops that page and splits the window into sub-windows (about ``PAGES_PER_SUBWINDOW`` pages each, at most
+``MAX_SUBWINDOWS``), each read as its own chain with the same filters narrowed to it; records outside a
+sub-window's interior bounds (a ``greater-than`` lower bound widened by a second) are dropped, so every
+record is read exactly once. Pages arrive in any order; the flattener and the staging table do not care.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from klaviyo_dagster.client.pool import Chain, Spawn
 from klaviyo_dagster.client.tiers import Tier
 from klaviyo_dagster.ingest.objects import FanOut, KlaviyoObject
-from klaviyo_dagster.ingest.windows import Window, cursor_filter
+from klaviyo_dagster.ingest.windows import Window, cursor_filter, estimate_pages, inside, split, split_at
+
+# A windowed pass is split once its first page shows at least this many pages in the window.
+SPLIT_MIN_PAGES = 4
+PAGES_PER_SUBWINDOW = 6
+MAX_SUBWINDOWS = 64
 
 
 class PagingClient(Protocol):
@@ -54,12 +68,25 @@ class FetchOptions:
 
 @dataclass(frozen=True)
 class Pass:
-    """One paginated read: path, query, tier, and the values its rows carry (``pass.<name>`` columns)."""
+    """One paginated read: path, query, tier, and the values its rows carry (``pass.<name>`` columns).
+
+    Windowed passes also keep their fan-out ``clauses`` and ``window`` so they can be narrowed to a sub-window.
+    """
 
     path: str
     params: Mapping[str, str]
     tier: Tier
     values: Mapping[str, str]
+    clauses: tuple[str, ...] = ()
+    window: Window | None = None
+
+    def narrowed(self, obj: KlaviyoObject, sub: Window) -> Pass:
+        """This pass reading only ``sub`` (same fan-out clauses, the cursor filter of ``sub``)."""
+        assert obj.cursor is not None
+        query = dict(self.params)
+        clause = cursor_filter(obj.cursor, sub, obj.lower_op, obj.upper_op, obj.lower_slack_seconds)
+        query["filter"] = ",".join([*self.clauses, clause])
+        return Pass(self.path, query, self.tier, self.values, self.clauses, sub)
 
     @property
     def label(self) -> str:
@@ -100,25 +127,47 @@ def _axis_values(client: PagingClient, axis: FanOut, options: FetchOptions) -> t
 
 
 def _lookup(client: PagingClient, axis: FanOut, wanted: tuple[str, ...]) -> tuple[str, ...]:
-    """Resolve ``wanted`` (ids or names of resources at ``axis.lookup``) to ids, in the given order."""
-    by_id: dict[str, str] = {}
-    by_name: dict[str, list[str]] = {}
-    for doc in client.paginate(axis.lookup or "", None):
-        for rec in doc.get("data") or ():
-            name = (rec.get("attributes") or {}).get("name")
-            by_id[rec["id"]] = name
-            by_name.setdefault(name, []).append(rec["id"])
+    """Resolve ``wanted`` (ids or names of resources at ``axis.lookup``, or of groups of them at
+    ``axis.groups_lookup``) to ids, in the given order; a group stands for its members."""
+    by_id, by_name = _index(client, axis.lookup or "", None)
+    groups: dict[str, list[str]] | None = None
+    group_names: dict[str, list[str]] = {}
     out: list[str] = []
     for value in wanted:
         ids = [value] if value in by_id else by_name.get(value)
+        if not ids and axis.groups_lookup:
+            if groups is None:  # only asked for when a value is not a plain resource
+                path, relationship = axis.groups_lookup
+                groups, group_names = _index(client, path, {"include": relationship})
+            found = [value] if value in groups else group_names.get(value) or []
+            ids = [member for gid in found for member in groups[gid]]
+            if found and not ids:
+                raise ValueError(f"{axis.name} {value!r} names a group at {axis.groups_lookup[0]} without members; "
+                                 "choose its member resources instead")
         if not ids:
-            known = ", ".join(sorted(n for n in by_name if n)[:20])
+            known = ", ".join(sorted(n for n in [*by_name, *group_names] if n)[:20])
+            where = f"{axis.lookup}" + (f" or {axis.groups_lookup[0]}" if axis.groups_lookup else "")
             raise ValueError(
-                f"{axis.name} {value!r} is neither an id nor a name found at {axis.lookup}; "
+                f"{axis.name} {value!r} is neither an id nor a name found at {where}; "
                 f"known names include: {known or 'none'}. Fix the selection passed to build_ingest_definitions()."
             )
         out.extend(i for i in ids if i not in out)
     return tuple(out)
+
+
+def _index(client: PagingClient, path: str, params: dict[str, str] | None) -> tuple[dict, dict[str, list[str]]]:
+    """``({id: members or name}, {name: [ids]})`` of the resources at ``path``; a resource's members are the
+    ids its ``relationships.<include>.data`` links (when ``params`` asks for an include)."""
+    rel = (params or {}).get("include")
+    by_id: dict[str, Any] = {}
+    by_name: dict[str, list[str]] = {}
+    for doc in client.paginate(path, params):
+        for rec in doc.get("data") or ():
+            name = (rec.get("attributes") or {}).get("name")
+            linked = ((rec.get("relationships") or {}).get(rel) or {}).get("data") if rel else None
+            by_id[rec["id"]] = [x["id"] for x in linked or ()] if rel else name
+            by_name.setdefault(name, []).append(rec["id"])
+    return by_id, by_name
 
 
 def _group_ids(client: PagingClient, obj: KlaviyoObject) -> Iterator[str]:
@@ -150,20 +199,86 @@ def plan_passes(
     axes = [(axis, _axis_values(client, axis, options)) for axis in obj.fan_out]
     axes = [(axis, values) for axis, values in axes if values]
     for combo in itertools.product(*(values for _, values in axes)):
-        clauses = [axis.filter.format(value=value) for (axis, _), value in zip(axes, combo, strict=True)]
-        if window_filter:
-            clauses.append(window_filter)
+        fan = tuple(axis.filter.format(value=value) for (axis, _), value in zip(axes, combo, strict=True))
+        clauses = [*fan, window_filter] if window_filter else list(fan)
         query = dict(params)
         if clauses:
             query["filter"] = ",".join(clauses)
         stamped = {axis.column: value for (axis, _), value in zip(axes, combo, strict=True) if axis.column}
-        yield Pass(obj.path, query, tier, stamped)
+        yield Pass(obj.path, query, tier, stamped, fan, window if window_filter else None)
+
+
+Page = tuple[list[dict], Mapping[str, str]]
 
 
 def iter_pages(
     client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions
-) -> Iterator[tuple[list[dict], Mapping[str, str]]]:
-    """``(records, pass values)`` for every page of every pass, as they arrive."""
-    for one in plan_passes(client, obj, window, options):
-        for doc in client.paginate(one.path, one.params, tier=one.tier):
-            yield doc.get("data") or [], one.values
+) -> Iterator[Page]:
+    """``(records, pass values)`` for every page of every pass, as they arrive (concurrently when it can)."""
+    pool = getattr(client, "pool", None)
+    if pool is None or pool.max_workers <= 1:
+        for one in plan_passes(client, obj, window, options):
+            for doc in client.paginate(one.path, one.params, tier=one.tier):
+                yield doc.get("data") or [], one.values
+        return
+    chains = [pass_chain(client, obj, one) for one in plan_passes(client, obj, window, options)]
+    yield from pool.run(chains)
+
+
+def pass_chain(client: Any, obj: KlaviyoObject, one: Pass) -> Chain:
+    """The chain reading ``one``; a windowed pass with many pages splits into sub-window chains instead."""
+
+    def run(spawn: Spawn) -> Iterator[Page]:
+        pages = client.paginate(one.path, one.params, tier=one.tier)
+        try:
+            first = next(pages, None)
+            if first is None:
+                return
+            records = first.get("data") or []
+            links = first.get("links")
+            more = bool(links.get("next")) if isinstance(links, dict) else False
+            if more and one.window is not None and obj.cursor is not None:
+                estimate, first_at = estimate_pages(records, obj.cursor, one.window)
+                if estimate >= SPLIT_MIN_PAGES:
+                    parts = subwindow_parts(estimate)
+                    # Equal parts from where the records start; the stretch before that is one more (small) part.
+                    dense = split(Window(first_at, one.window.end), parts)
+                    subs = split_at(one.window, [s.start for s in dense])
+                    if len(subs) > 1:
+                        for sub in subs:
+                            spawn(sub_window_chain(client, obj, one, sub))
+                        return  # the first page is read again inside the first sub-window
+            yield records, one.values
+            for doc in pages:
+                yield doc.get("data") or [], one.values
+        finally:
+            pages.close()
+
+    return Chain(client.bucket_key("GET", one.path, one.params, one.tier), run, one.label)
+
+
+def subwindow_parts(estimate: float) -> int:
+    """How many sub-windows a window of about ``estimate`` pages is read in.
+
+    ``estimate`` is infinite when the whole first page sits within one second (nothing to scale by):
+    that window is as dense as it gets and takes the most parts.
+    """
+    if math.isinf(estimate):
+        return MAX_SUBWINDOWS
+    return min(MAX_SUBWINDOWS, max(2, int(estimate // PAGES_PER_SUBWINDOW)))
+
+
+def sub_window_chain(client: Any, obj: KlaviyoObject, one: Pass, sub: Window) -> Chain:
+    """The chain reading ``one`` narrowed to ``sub``; drops records outside ``sub``'s interior bounds."""
+    assert one.window is not None and obj.cursor is not None
+    narrow = one.narrowed(obj, sub)
+    # The outer bounds stay the flattener's business (it counts what falls outside the partition window).
+    lower = sub.start if sub.start > one.window.start else None
+    upper = sub.end if sub.end < one.window.end else None
+    key = obj.cursor
+
+    def run(spawn: Spawn) -> Iterator[Page]:
+        for doc in client.paginate(narrow.path, narrow.params, tier=narrow.tier):
+            yield inside(doc.get("data") or [], key, lower, upper), narrow.values
+
+    return Chain(client.bucket_key("GET", narrow.path, narrow.params, narrow.tier), run, narrow.label)

@@ -120,7 +120,7 @@ def parse_params(op: dict[str, Any], query: dict[str, list[str]], *, op_key: str
                 raise bad(str(e), parameter=name) from None
         elif name == "filter":
             try:
-                out.filters = check_allowed(parse_filter(value), declared[name].get("allowed") or {})
+                out.filters = check_allowed(parse_filter(value), declared[name].get("filters") or {})
             except FilterError as e:
                 raise bad(f"invalid filter: {e}", parameter=name) from None
         elif name == "sort":
