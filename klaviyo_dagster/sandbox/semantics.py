@@ -114,6 +114,22 @@ register(Switch(
             "set it above your `max_wait_s` to test waiting."))
 
 
+register(Switch(
+    "ratelimit_header_form", "combined", values=("combined", "policy", "bare"),
+    known="Answers under the limit carry RateLimit-Limit/-Remaining/-Reset; a public client's logs show "
+          "`RateLimit-Limit: 10, 10;w=1, 150;w=60`; Klaviyo's docs also show the `n;w=s` policy form and a "
+          "bare number.",
+    unknown="Which form an endpoint sends when: `combined` the logged form (the tightest window's limit, "
+            "then every window's policy), `policy` only the tightest window's `n;w=s`, `bare` only its limit."))
+register(Switch(
+    "ratelimit_l_steady", "750", values=("750", "700"),
+    known="The 2026-07-15 spec gives the L tier (profiles, lists, segments, templates, members) 75/s and "
+          "750/m; Klaviyo's rate-limit guide lists L as 75/s, 700/m.",
+    unknown="Which one Klaviyo enforces: `750` the spec (the ground truth the sandbox is built from), `700` "
+            "the guide. A client that paces by its own table at 750/m meets 429s under `700` unless it adopts "
+            "the server's RateLimit-Limit."))
+
+
 def parse_semantics(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """`"k=v,k=v"` or a mapping -> {name: parsed value}; ValueError naming the problem for anything unknown."""
     if spec is None:
