@@ -218,7 +218,8 @@ class Semantics:
 
 
 def switch_table_markdown() -> str:
-    """The README table of switches."""
+    """The README table of switches (every module's: the server imports all that register one)."""
+    import klaviyo_dagster.sandbox.server  # noqa: F401
     lines = ["| switch | values | default | known | unknown (what the values cover) |", "|---|---|---|---|---|"]
     for s in SWITCHES.values():
         lines.append(f"| `{s.name}` | `{s.describe_values()}` | `{s.default}` | {s.known} | {s.unknown} |")
