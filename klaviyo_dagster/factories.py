@@ -15,6 +15,13 @@ import dagster as dg
 
 from klaviyo_dagster.activate import ACTIVATION_JOB, ACTIVATION_SENSOR, build_activation_assets
 from klaviyo_dagster.activate.demo_models import PROFILES_ENRICHED, VIP_AUDIENCE
+from klaviyo_dagster.automation.jobs import (
+    INCREMENTAL_JOB,
+    SNAPSHOT_SCHEDULE,
+    SNAPSHOTS_JOB,
+    build_ingest_jobs,
+    build_snapshot_schedule,
+)
 from klaviyo_dagster.automation.schedules import (
     DEFAULT_CRON,
     DEFAULT_LOOKBACK_DAYS,
@@ -51,14 +58,14 @@ def build_ingest_definitions(
     warehouse_resource_key: str = "warehouse",
     **asset_options: Any,
 ) -> dg.Definitions:
-    """Assets ``klaviyo/<object>`` (+ checks) and the daily ingest schedule ``klaviyo_ingest_daily``.
+    """Assets ``klaviyo/<object>`` (+ checks), the ingest jobs and schedules (``klaviyo_ingest_daily`` ...).
 
     ``asset_options`` are `klaviyo_dagster.ingest.build_ingest_assets`'s (``start_date``, ``objects``,
     ``event_metrics``, ``profile_subscriptions``, ``profile_predictive_analytics``, ``campaign_channels``,
-    ``include_archived``, ``snapshot_max_lag_days``, ``chunk_rows``, ``klaviyo_resource_key``, ``schema``).
-    Here: ``lookback_days`` (days before yesterday the schedule re-reads events for late arrivals),
-    ``schedule`` / ``cron_schedule``, ``translator`` and ``resources`` (added to the definitions; none unless
-    passed: the caller supplies ``klaviyo`` and ``warehouse``).
+    ``include_archived``, ``chunk_rows``, ``klaviyo_resource_key``, ``schema``). Here: ``lookback_days``
+    (days before yesterday the schedule re-reads events for late arrivals), ``schedule`` / ``cron_schedule``,
+    ``translator`` and ``resources`` (added to the definitions; none unless passed: the caller supplies
+    ``klaviyo`` and ``warehouse``).
     """
     translator = translator or DagsterKlaviyoTranslator()
     catalog, default_schema = _warehouse_facts(resources, warehouse_resource_key)
@@ -66,21 +73,32 @@ def build_ingest_definitions(
         translator=translator, warehouse_resource_key=warehouse_resource_key, default_schema=default_schema,
         catalog=catalog, **asset_options,
     )  # fmt: skip
+    incremental_job, snapshots_job = build_ingest_jobs(
+        list(assets.values()), incremental_name=_names(translator, INCREMENTAL_JOB),
+        snapshots_name=_names(translator, SNAPSHOTS_JOB),
+    )  # fmt: skip
+    jobs = [j for j in (incremental_job, snapshots_job) if j is not None]
     schedules = []
-    if schedule and assets:
-        first = next(iter(assets.values()))
+    if schedule and incremental_job is not None:
+        incremental = [a for a in assets.values() if a.partitions_def is not None]
         events = assets.get("events")
         schedules.append(
             build_ingest_schedule(
-                [a.key for a in assets.values()],
-                first.partitions_def,  # type: ignore[arg-type]
-                lookback_key=events.key if events is not None else None,
+                [a.key for a in incremental],
+                incremental[0].partitions_def,  # type: ignore[arg-type]
+                lookback_key=events.key if events is not None and events.partitions_def is not None else None,
                 lookback_days=lookback_days,
                 cron_schedule=cron_schedule,
                 name=_names(translator, SCHEDULE_NAME),
+                job=incremental_job,
             )
         )
-    return dg.Definitions(assets=list(assets.values()), schedules=schedules, resources=dict(resources or {}))
+    if schedule and snapshots_job is not None:
+        schedules.append(
+            build_snapshot_schedule(snapshots_job, cron_schedule, name=_names(translator, SNAPSHOT_SCHEDULE))
+        )
+    return dg.Definitions(assets=list(assets.values()), jobs=jobs, schedules=schedules,
+                          resources=dict(resources or {}))
 
 
 def build_activation_definitions(

@@ -16,6 +16,7 @@ record is read exactly once. Pages arrive in any order; the flattener and the st
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -239,7 +240,7 @@ def pass_chain(client: Any, obj: KlaviyoObject, one: Pass) -> Chain:
             if more and one.window is not None and obj.cursor is not None:
                 estimate, first_at = estimate_pages(records, obj.cursor, one.window)
                 if estimate >= SPLIT_MIN_PAGES:
-                    parts = min(MAX_SUBWINDOWS, max(2, int(estimate // PAGES_PER_SUBWINDOW)))
+                    parts = subwindow_parts(estimate)
                     # Equal parts from where the records start; the stretch before that is one more (small) part.
                     dense = split(Window(first_at, one.window.end), parts)
                     subs = split_at(one.window, [s.start for s in dense])
@@ -254,6 +255,17 @@ def pass_chain(client: Any, obj: KlaviyoObject, one: Pass) -> Chain:
             pages.close()
 
     return Chain(client.bucket_key("GET", one.path, one.params, one.tier), run, one.label)
+
+
+def subwindow_parts(estimate: float) -> int:
+    """How many sub-windows a window of about ``estimate`` pages is read in.
+
+    ``estimate`` is infinite when the whole first page sits within one second (nothing to scale by):
+    that window is as dense as it gets and takes the most parts.
+    """
+    if math.isinf(estimate):
+        return MAX_SUBWINDOWS
+    return min(MAX_SUBWINDOWS, max(2, int(estimate // PAGES_PER_SUBWINDOW)))
 
 
 def sub_window_chain(client: Any, obj: KlaviyoObject, one: Pass, sub: Window) -> Chain:

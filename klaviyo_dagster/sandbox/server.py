@@ -19,8 +19,10 @@ exactly like fresh ones.
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import Counter
@@ -52,6 +54,8 @@ from klaviyo_dagster.sandbox.writes_events import EventWrites
 from klaviyo_dagster.sandbox.writes_privacy import ACCEPTED as PRIVACY_ACCEPTED
 from klaviyo_dagster.sandbox.writes_privacy import PrivacyWrites
 from klaviyo_dagster.spec import load_subset
+
+_log = logging.getLogger("klaviyo_dagster.sandbox")
 
 MEDIA_TYPE = "application/vnd.api+json"
 MAX_BODY = 64 * 1024 * 1024
@@ -93,6 +97,8 @@ class SandboxServer:
         self.store.semantics = self.semantics
         self.api_key = api_key or default_api_key(seed)
         self.limiter = RateLimiter(rate_limits, self.subset)
+        self._apply_limit_semantics({})
+        self.semantics.subscribe(self._apply_limit_semantics)
         self.faults = FaultInjector(seed, faults)
         self.latency = LatencyModel(latency, seed)
         self.page_cache = PageCache(int(page_cache_mb * 2**20))
@@ -112,6 +118,11 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[Request], Any]] = self._handler_table()
         assert set(self._handlers) == set(routes.OPERATIONS), "every spec operation needs a handler"
+
+    def _apply_limit_semantics(self, _changes: dict[str, Any]) -> None:
+        """The rate-limit switches (header form, L tier steady limit) into the limiter."""
+        self.limiter.configure(header_form=self.semantics.get("ratelimit_header_form"),
+                               l_steady=int(self.semantics.get("ratelimit_l_steady")))
 
     # ---- clock and lifecycle --------------------------------------------------------------------------
     def clock_ms(self) -> int:
@@ -369,6 +380,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256  # many concurrent clients (benchmarks) must not meet a full listen backlog
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops its connection (timeout, reset, killed process) is normal: one log line, not
+        socketserver's traceback on stderr. Anything else is a sandbox bug and keeps the traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            host, port = (tuple(client_address) + (None, None))[:2]
+            _log.warning("sandbox: client %s:%s dropped the connection (%s)", host, port, type(exc).__name__)
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from klaviyo_dagster.ingest import build_ingest_definitions
+from klaviyo_dagster.factories import build_ingest_definitions
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import Warehouse, WarehouseResource
 

@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 import orjson
 
-from klaviyo_dagster.ingest import build_ingest_definitions
+from klaviyo_dagster.factories import build_ingest_definitions
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import Warehouse, WarehouseResource
 
@@ -54,8 +54,10 @@ class ReportingWarehouse(Warehouse):
 
 
 class ReportingWarehouseResource(WarehouseResource):
-    def get_warehouse(self) -> Warehouse:
-        return ReportingWarehouse(self.resolved_database(), self.schema_)
+    def get_warehouse(self, *args: Any, **kwargs: Any) -> Warehouse:
+        warehouse = super().get_warehouse(*args, **kwargs)
+        warehouse.__class__ = ReportingWarehouse  # the same object, reporting
+        return warehouse
 
 
 def main(argv: list[str]) -> int:
