@@ -101,6 +101,12 @@ register(Switch(
     unknown="A row whose `id` names no profile: `error` the row fails (import error `not_found`), `create` "
             "the id is ignored and the row is identified by its other identifiers (created if none match)."))
 register(Switch(
+    "import_error_payload", "null", values=("null", "original"),
+    known="Each import error of GET /api/profile-bulk-import-jobs/{id}/import-errors has `original_payload` "
+          "in the spec.",
+    unknown="Whether it is filled: peers report errors with a null `original_payload` (or identifiers "
+            "normalised by Klaviyo), which match no row; `null` sends null, `original` the row as sent."))
+register(Switch(
     "import_job_seconds", "0.3", convert=_seconds, value_doc="<seconds>", test_values=("0.3", "4"),
     known="Bulk import jobs go queued -> processing -> complete; the spec gives no duration.",
     unknown="How long a job takes: seconds to many minutes on a busy account. The job completes this many "
@@ -212,7 +218,8 @@ class Semantics:
 
 
 def switch_table_markdown() -> str:
-    """The README table of switches."""
+    """The README table of switches (every module's: the server imports all that register one)."""
+    import klaviyo_dagster.sandbox.server  # noqa: F401
     lines = ["| switch | values | default | known | unknown (what the values cover) |", "|---|---|---|---|---|"]
     for s in SWITCHES.values():
         lines.append(f"| `{s.name}` | `{s.describe_values()}` | `{s.default}` | {s.known} | {s.unknown} |")

@@ -312,3 +312,14 @@ def test_events_metric_id_filter_refuses_a_custom_metric_as_the_spec_says(http, 
         assert err["source"] == {"parameter": "filter"}
         assert "custom metrics are not supported in the metric_id filter" in err["detail"]
         assert f"/api/custom-metrics/{cid}/relationships/metrics" in err["detail"]
+
+
+def test_readme_lists_the_served_revisions_and_every_change():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### As strict as Klaviyo", 1)[1].split("\n## ", 1)[0]
+    assert ", ".join(revisions.PUBLISHED) in section.replace("\n  ", " ")
+    assert "2026-01-15, 2026-04-15 and 2026-07-15" in section
+    for change in revisions.CHANGES:
+        assert f"| {change.revision} |" in section and (change.value or change.parameter) in section, change
