@@ -25,7 +25,6 @@ A changed row whose event was already confirmed is not sent (Klaviyo events are 
 
 
 import logging
-import re
 import time
 import uuid
 from collections import deque
@@ -46,10 +45,10 @@ from klaviyo_dagster.activate.inputs import (
     sql_string,
     table_columns,
 )
+from klaviyo_dagster.activate.isolate import EVENT_ROW_POINTER, send_isolating
 from klaviyo_dagster.activate.jobs import MAX_JOB_BYTES, JobBatch, JobPacker, PackedProfile
 from klaviyo_dagster.activate.render import frame_rows, to_json_value
 from klaviyo_dagster.activate.validate import email_problem, phone_problem
-from klaviyo_dagster.client import KlaviyoBadRequestError
 
 JOBS_PATH = "/api/event-bulk-create-jobs"
 MAX_JOB_EVENTS = 1_000
@@ -68,7 +67,6 @@ DDL = (
     f"""CREATE TABLE IF NOT EXISTS {LOG} (run_id VARCHAR, sync_name VARCHAR, event_key VARCHAR, outcome VARCHAR,
         reason VARCHAR, job_ref VARCHAR, logged_at TIMESTAMPTZ)""",
 )
-_ENTRY_POINTER = re.compile(r"events-bulk-create/data/(\d+)")
 YEAR = pd.Timedelta(days=365)
 EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
 
@@ -417,27 +415,16 @@ class _Run:
             self._confirm(self.inflight.popleft())
 
     def _post(self, items: list[PendingEvent], job: _Job) -> list[PendingEvent]:
-        """POST the events; on a 400 set aside the event it names (else split in halves) and send the rest.
+        """POST the events; rows a 400 names (else found by bisection) are set aside, the rest sent at once.
 
         A set-aside event is not yet rejected: Klaviyo may refuse a request whose unique_id it already holds
         (the spec: "the request will fail"), so the read-back decides whether it is there (confirmed) or not.
         """
-        try:
-            self.client.post(JOBS_PATH, job_body([e.entry for e in items]))
-            return items
-        except KlaviyoBadRequestError as exc:
-            reason = f"Klaviyo refused the event: {exc.detail or exc}"
-            found = _ENTRY_POINTER.search(str(exc))
-            if len(items) == 1:
-                job.refused[items[0].key] = reason
-                return []
-            if found and int(found.group(1)) < len(items):
-                k = int(found.group(1))
-                job.refused[items[k].key] = reason
-                rest = items[:k] + items[k + 1:]
-                return self._post(rest, job) if rest else []
-            half = len(items) // 2
-            return self._post(items[:half], job) + self._post(items[half:], job)
+        isolation = send_isolating(lambda part: self.client.post(JOBS_PATH, job_body([e.entry for e in part])),
+                                   items, EVENT_ROW_POINTER)
+        for event, reason in isolation.rejected:
+            job.refused[event.key] = reason
+        return [e for part, _ in isolation.accepted for e in part]
 
     # -- confirming --------------------------------------------------------------------------------------
     def _metric_id(self, name: str) -> str | None:

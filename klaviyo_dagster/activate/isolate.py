@@ -24,9 +24,11 @@ T = TypeVar("T")
 
 IMPORT_ROW_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
 RELATIONSHIP_ROW_POINTER = re.compile(r"^/data/(\d+)(?:/|$)")
+EVENT_ROW_POINTER = re.compile(r"^/data/attributes/events-bulk-create/data/(\d+)(?:/|$)")
 # Pointers at the whole collection: they say "something in here", so the batch is bisected.
 COLLECTION_POINTERS = ("", "/", "/data", "/data/attributes", "/data/attributes/profiles",
-                       "/data/attributes/profiles/data")
+                       "/data/attributes/profiles/data", "/data/attributes/events-bulk-create",
+                       "/data/attributes/events-bulk-create/data")
 
 
 @dataclass

@@ -121,7 +121,7 @@ def test_a_job_klaviyo_refuses_is_split_and_the_bad_event_rejected(sandbox, tmp_
     finally:
         event_import.email_problem = original
     assert (result.sent, result.confirmed, result.rejected) == (4, 4, 1)
-    assert "Klaviyo refused the event" in _log(warehouse, "s1")["Split Test|email:bad email@example.com|s3"][1]
+    assert "Klaviyo refused the row" in _log(warehouse, "s1")["Split Test|email:bad email@example.com|s3"][1]
     assert sorted(e["attributes"]["event_properties"]["$event_id"] for e in _events(sandbox, "Split Test")) == [
         "s0", "s1", "s2", "s4"]
 
