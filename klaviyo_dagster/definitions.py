@@ -3,7 +3,7 @@
 Configuration comes from the environment so the same module serves the sandbox, CI and a real account:
 `KLAVIYO_API_KEY`, `KLAVIYO_BASE_URL` (default https://a.klaviyo.com), `KLAVIYO_DUCKDB_PATH` (default
 data/warehouse.duckdb), `KLAVIYO_START_DATE` (first daily partition, default 2024-01-01) and
-`KLAVIYO_EVENT_LOOKBACK_DAYS` (default 3). For anything else build your own with `build_definitions(...)`.
+`KLAVIYO_EVENT_LOOKBACK_DAYS` (default 7). For anything else build your own with `build_definitions(...)`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import dagster as dg
 
 from klaviyo_dagster.activate import build_activation_definitions
+from klaviyo_dagster.automation.schedules import DEFAULT_LOOKBACK_DAYS
 from klaviyo_dagster.ingest import DEFAULT_START_DATE, build_ingest_definitions
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
@@ -38,7 +39,7 @@ def build_definitions(
         start_date=start_date or os.environ.get("KLAVIYO_START_DATE") or DEFAULT_START_DATE,
         lookback_days=lookback_days
         if lookback_days is not None
-        else int(os.environ.get("KLAVIYO_EVENT_LOOKBACK_DAYS", "3")),
+        else int(os.environ.get("KLAVIYO_EVENT_LOOKBACK_DAYS", str(DEFAULT_LOOKBACK_DAYS))),
     )
     activation = build_activation_definitions()
     return dg.Definitions.merge(ingest, activation, dg.Definitions(resources=default_resources()))

@@ -17,7 +17,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 UTC = timezone.utc
 SCHEDULE_NAME = "klaviyo_ingest_daily"
 DEFAULT_CRON = "15 2 * * *"  # 02:15 UTC: a little after midnight so yesterday is complete
-DEFAULT_LOOKBACK_DAYS = 3
+DEFAULT_LOOKBACK_DAYS = 7  # Estuary measured events arriving more than 4 days late and re-reads 7
 
 
 def build_ingest_schedule(

@@ -98,6 +98,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/metrics/{id}", Tier.M),
     Route("GET", "/api/flows", Tier.S),
     Route("GET", "/api/flows/{id}", Tier.S),
+    Route("GET", "/api/campaign-messages/{id}", Tier.M),
+    Route("GET", "/api/flow-actions/{id}", Tier.S),
+    Route("GET", "/api/flow-actions/{id}/flow-messages", Tier.S),
+    Route("GET", "/api/flow-messages/{id}", Tier.S),
+    Route("GET", "/api/tags", Tier.S),
+    Route("GET", "/api/tags/{id}", Tier.S),
     Route("GET", "/api/templates", Tier.L),
     Route("GET", "/api/templates/{id}", Tier.L),
     Route("GET", "/api/lists", Tier.L),
@@ -185,6 +191,9 @@ def resolve_bucket(
     return Bucket(key, chosen, route.daily, route.idempotent)
 
 
+_SCOPE_OF = {"campaign-messages": "campaigns", "flow-actions": "flows", "flow-messages": "flows"}
+
+
 def scope_hint(method: str, path: str) -> list[str]:
     """The API-key scopes an endpoint most likely needs, for 403 messages (e.g. ``["flows:read"]``)."""
     parts = _split(path.split("?", 1)[0])
@@ -198,7 +207,8 @@ def scope_hint(method: str, path: str) -> list[str]:
         else:
             names = ["profiles", "lists"]
     else:
-        names = [resource]
+        # Messages and actions are read with their campaign's or flow's scope.
+        names = [_SCOPE_OF.get(resource, resource)]
         if len(parts) > 3 and parts[-1] == "profiles":
             names.append("profiles")
     return [f"{name}:{access}" for name in names]

@@ -23,6 +23,7 @@ from klaviyo_dagster.ingest.assets import (
 )
 from klaviyo_dagster.ingest.fetch import FetchOptions
 from klaviyo_dagster.ingest.objects import OBJECTS, KlaviyoObject, get_object
+from klaviyo_dagster.ingest.sweep import build_sweeps
 
 DEFAULT_START_DATE = "2024-01-01"
 CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
@@ -67,6 +68,9 @@ def build_ingest_definitions(
     schedule: bool = True,
     cron_schedule: str = DEFAULT_CRON,
     chunk_rows: int = 10_000,
+    deletion_sweeps: bool = True,
+    sweep_cron: str | None = None,
+    max_deleted_share: float = 0.5,
     resources: Mapping[str, Any] | None = None,
 ) -> dg.Definitions:
     """Assets ``klaviyo/<object>`` (+ checks) and the daily ingest schedule.
@@ -79,6 +83,9 @@ def build_ingest_definitions(
     - ``campaign_channels``, ``include_archived``: campaign/flow passes.
     - ``lookback_days``: days before yesterday the schedule re-reads events for late arrivals.
     - ``snapshot_max_lag_days``: how long after its day a snapshot partition may still be captured.
+    - ``deletion_sweeps``: assets ``klaviyo/<object>_deleted`` (profiles, campaigns, flows, templates) and job
+      ``klaviyo_deletion_sweep`` with a schedule (``sweep_cron``, weekly by default); a sweep that would
+      mark more than ``max_deleted_share`` of an object's ids deleted is refused.
     """
     chosen = [get_object(n) for n in objects] if objects is not None else list(OBJECTS)
     channels = tuple(campaign_channels)
@@ -103,8 +110,9 @@ def build_ingest_definitions(
         "campaign_channels": channels,
         "archived": ("false", "true") if include_archived else ("false",),
     }
+    options = FetchOptions(fan_out=fan_out, additional_fields=additional)
     settings = IngestSettings(
-        options=FetchOptions(fan_out=fan_out, additional_fields=additional),
+        options=options,
         snapshot_max_lag=timedelta(days=snapshot_max_lag_days),
         chunk_rows=chunk_rows,
     )
@@ -123,4 +131,11 @@ def build_ingest_definitions(
                 cron_schedule=cron_schedule,
             )
         )
-    return dg.Definitions(assets=assets, schedules=schedules, resources=dict(resources or {}))
+    jobs: list[dg.JobDefinition] = []
+    if deletion_sweeps:
+        sweep_assets, jobs, sweep_schedules = build_sweeps(
+            chosen, options, cron=sweep_cron, max_deleted_share=max_deleted_share, schedule=schedule
+        )
+        assets = [*assets, *sweep_assets]
+        schedules.extend(sweep_schedules)
+    return dg.Definitions(assets=assets, schedules=schedules, jobs=jobs, resources=dict(resources or {}))

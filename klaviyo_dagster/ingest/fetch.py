@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from klaviyo_dagster.client.tiers import Tier
+from klaviyo_dagster.ingest.children import iter_child_pages
 from klaviyo_dagster.ingest.objects import FanOut, KlaviyoObject
 from klaviyo_dagster.ingest.windows import Window, cursor_filter
 
@@ -164,6 +165,9 @@ def iter_pages(
     client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions
 ) -> Iterator[tuple[list[dict], Mapping[str, str]]]:
     """``(records, pass values)`` for every page of every pass, as they arrive."""
+    if obj.parent is not None:  # read through the parent entry's passes (children.py)
+        yield from iter_child_pages(client, obj, window, options, plan_passes)
+        return
     for one in plan_passes(client, obj, window, options):
         for doc in client.paginate(one.path, one.params, tier=one.tier):
             yield doc.get("data") or [], one.values

@@ -41,9 +41,12 @@ def test_schedule_targets_yesterday_and_event_lookback() -> None:
     assert keys == {
         "klaviyo/profiles", "klaviyo/campaigns", "klaviyo/flows", "klaviyo/templates", "klaviyo/lists",
         "klaviyo/segments", "klaviyo/metrics", "klaviyo/list_memberships", "klaviyo/segment_memberships",
+        "klaviyo/tags", "klaviyo/campaign_messages", "klaviyo/flow_actions", "klaviyo/flow_messages",
+        "klaviyo/campaign_tags", "klaviyo/flow_tags", "klaviyo/list_tags", "klaviyo/segment_tags",
     }  # fmt: skip
     assert [k.to_user_string() for k in events.asset_selection] == ["klaviyo/events"]
-    assert (events.tags[RANGE_START], events.tags[RANGE_END]) == ("2026-03-06", "2026-03-09")
+    # 7 days of lookback by default: Estuary measured events arriving more than 4 days late.
+    assert (events.tags[RANGE_START], events.tags[RANGE_END]) == ("2026-03-02", "2026-03-09")
     assert events.partition_key is None
 
 

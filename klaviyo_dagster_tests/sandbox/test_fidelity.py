@@ -221,7 +221,7 @@ def test_every_operation_declares_its_query_parameters() -> None:
 # --- over HTTP: parameters -------------------------------------------------------------------------------
 
 SERVED_ELSEWHERE = [  # real Klaviyo operations the package does not use: the sandbox must not serve them
-    ("GET", "/api/tags"),
+    ("GET", "/api/tag-groups"),
     ("GET", "/api/coupons"),
     ("GET", "/api/catalog-items"),
     ("POST", "/api/profiles"),
@@ -302,7 +302,13 @@ def discover_ids(handle: Any) -> dict[str, str]:
         "metric": first_id(handle, "/api/metrics"),
         "flow": first_id(handle, "/api/flows"),
         "template": first_id(handle, "/api/templates"),
+        "tag": first_id(handle, "/api/tags"),
     }
+    messages = call(handle, "GET", "/api/campaigns", {**base_query("GET /api/campaigns"), "include": "campaign-messages"})
+    ids["campaign-message"] = messages.json()["included"][0]["id"]
+    actions = call(handle, "GET", "/api/flows", {"include": "flow-actions"}).json()["included"]
+    ids["flow-action"] = next(a["id"] for a in actions if a["attributes"]["definition"]["type"] == "send-email")
+    ids["flow-message"] = first_id(handle, f"/api/flow-actions/{ids['flow-action']}/flow-messages")
     # Two jobs of two good and two bad rows: every job collection then has a second page at page[size]=1.
     for _ in range(2):
         job = call(handle, "POST", "/api/profile-bulk-import-jobs", json_body=request_body("POST /api/profile-bulk-import-jobs", ids))
