@@ -13,7 +13,7 @@ import warnings
 
 import dagster as dg
 
-from klaviyo_dagster.ingest import build_ingest_definitions
+from klaviyo_dagster.factories import build_ingest_definitions
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import dagster as dg
 
-from klaviyo_dagster.ingest import asset_key, build_ingest_definitions
+from klaviyo_dagster.factories import build_ingest_definitions
+from klaviyo_dagster.ingest import asset_key
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
 
@@ -40,8 +41,9 @@ def materialize_partition(name: str, partition_key: str, base_url: str, api_key:
                                 run_config=QUIET_RUN_CONFIG)
     seconds = time.perf_counter() - started
     mats = result.asset_materializations_for_node(asset_key(name).to_python_identifier())
-    metadata = {k: getattr(v, "value", v) for k, v in mats[0].metadata.items() if k != "preview"} if mats else {}
-    return {"object": name, "partition": partition_key, "rows": int(metadata.get("rows", 0)),
+    metadata = {k: getattr(v, "value", v) for k, v in mats[0].metadata.items()
+                if k not in ("preview", "dagster/column_schema")} if mats else {}
+    return {"object": name, "partition": partition_key, "rows": int(metadata.get("dagster/partition_row_count", 0)),
             "seconds": seconds, "metadata": metadata}
 
 

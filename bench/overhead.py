@@ -86,7 +86,7 @@ def run(quick: bool = False, repeats: int = 2) -> list[Figure]:
         for i in range(repeats):
             bare_runs.append(bare_loop(sb.base_url, sb.api_key, one.path, dict(one.params)))
             r = materialize_partition("events", day, sb.base_url, sb.api_key, f"{tmp}/w{i}.duckdb")
-            asset_runs.append({k: r[k] for k in ("rows", "seconds")} | {"pages": r["metadata"].get("pages")})
+            asset_runs.append({k: r[k] for k in ("rows", "seconds")} | {"pages": r["metadata"].get("api", {}).get("pages")})
         profile = profile_materialization(day, sb, f"{tmp}/profiled.duckdb")
     bare = min(bare_runs, key=lambda r: r["seconds"])
     asset = min(asset_runs, key=lambda r: r["seconds"])

@@ -1,9 +1,11 @@
-"""The code location `workspace.yaml` loads: ingest and activation definitions with their resources.
+"""The code location `workspace.yaml` loads (named `klaviyo`): ingest and activation for one account.
 
 Configuration comes from the environment so the same module serves the sandbox, CI and a real account:
 `KLAVIYO_API_KEY`, `KLAVIYO_BASE_URL` (default https://a.klaviyo.com), `KLAVIYO_DUCKDB_PATH` (default
-data/warehouse.duckdb), `KLAVIYO_START_DATE` (first daily partition, default 2024-01-01) and
-`KLAVIYO_EVENT_LOOKBACK_DAYS` (default 7). For anything else build your own with `build_definitions(...)`.
+data/warehouse.duckdb), `KLAVIYO_START_DATE` (first daily partition, default 2024-01-01),
+`KLAVIYO_EVENT_LOOKBACK_DAYS` (default 7) and `KLAVIYO_DEMO_MODELS` (1: add the demo SQL models that build
+activation's input tables; `make demo` and `make dev` set it, a real account's location leaves it off).
+For anything else use the YAML component (`KlaviyoComponent`) or `build_ingest_definitions(...)`.
 """
 
 from __future__ import annotations
@@ -12,37 +14,53 @@ import os
 
 import dagster as dg
 
-from klaviyo_dagster.activate import build_activation_definitions
 from klaviyo_dagster.automation.schedules import DEFAULT_LOOKBACK_DAYS
-from klaviyo_dagster.ingest import DEFAULT_START_DATE, build_ingest_definitions
+from klaviyo_dagster.factories import build_activation_definitions, build_ingest_definitions
+from klaviyo_dagster.ingest import DEFAULT_START_DATE
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
 
+DEMO_MODELS_ENV = "KLAVIYO_DEMO_MODELS"
+
+
+def _env(name: str) -> dg.EnvVar | None:
+    """`EnvVar(name)` when set: the UI then shows the variable's name, and the run reads its value."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
-    """`klaviyo` (API key read from KLAVIYO_API_KEY at run time, never stored) and `warehouse`."""
+    """`klaviyo` (API key and base URL as EnvVars, never stored) and `warehouse`."""
     return {
-        "klaviyo": KlaviyoResource(
-            api_key=dg.EnvVar("KLAVIYO_API_KEY") if os.environ.get("KLAVIYO_API_KEY") else None
-        ),
+        "klaviyo": KlaviyoResource(api_key=_env("KLAVIYO_API_KEY"), base_url=_env("KLAVIYO_BASE_URL")),
         "warehouse": WarehouseResource(),
     }
+
+
+def demo_models_enabled() -> bool:
+    """Whether `KLAVIYO_DEMO_MODELS` asks for the demo models."""
+    return os.environ.get(DEMO_MODELS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def build_definitions(
     *,
     start_date: str | None = None,
     lookback_days: int | None = None,
+    include_demo_models: bool | None = None,
 ) -> dg.Definitions:
     """Ingest (every object, daily partitions, schedule) + activation (assets, job, sensor, schedule)."""
+    resources = default_resources()
     ingest = build_ingest_definitions(
         start_date=start_date or os.environ.get("KLAVIYO_START_DATE") or DEFAULT_START_DATE,
         lookback_days=lookback_days
         if lookback_days is not None
         else int(os.environ.get("KLAVIYO_EVENT_LOOKBACK_DAYS", str(DEFAULT_LOOKBACK_DAYS))),
+        resources=resources,
     )
-    activation = build_activation_definitions()
-    return dg.Definitions.merge(ingest, activation, dg.Definitions(resources=default_resources()))
+    activation = build_activation_definitions(
+        include_demo_models=demo_models_enabled() if include_demo_models is None else include_demo_models,
+        resources=resources,
+    )
+    return dg.Definitions.merge(ingest, activation)
 
 
 defs = build_definitions()

@@ -62,7 +62,7 @@ def main() -> int:
         os.environ["KLAVIYO_API_KEY"] = sandbox.api_key  # the sandbox's own key, not a secret
         first, last = sandbox.truth.date_range()
         print(f"sandbox: {sandbox.base_url}  data {first:%Y-%m-%d} .. {last:%Y-%m-%d %H:%M} UTC")
-        defs = build_definitions(start_date=first.strftime("%Y-%m-%d"))
+        defs = build_definitions(start_date=first.strftime("%Y-%m-%d"), include_demo_models=True)
         partitions = defs.resolve_assets_def(asset_key(OBJECTS[0])).partitions_def
         assert partitions is not None
         keys = partitions.get_partition_keys()

@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
 
     env = dict(os.environ)
+    # The demo SQL models build activation's inputs from the sandbox's data (a real account's location has none).
+    env.setdefault("KLAVIYO_DEMO_MODELS", "1")
     # Partitions from the first day the sandbox holds data (30 days back), unless chosen.
     env.setdefault("KLAVIYO_START_DATE", (datetime.now(timezone.utc) - timedelta(days=30)).strftime("%Y-%m-%d"))
     home = ROOT / ".dagster_home"

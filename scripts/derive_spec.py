@@ -61,6 +61,18 @@ OPERATIONS: list[tuple[str, str]] = [
     ("get", "/api/profile-bulk-import-jobs/{id}/relationships/profiles"),
     ("get", "/api/profile-bulk-import-jobs/{id}/lists"),
     ("get", "/api/profile-bulk-import-jobs/{id}/relationships/lists"),
+    # activation beyond profiles and lists (issue 14): events, consent, data-privacy deletion
+    ("post", "/api/events"),
+    ("post", "/api/event-bulk-create-jobs"),
+    ("post", "/api/profile-subscription-bulk-create-jobs"),
+    ("post", "/api/profile-subscription-bulk-delete-jobs"),
+    ("get", "/api/profile-suppression-bulk-create-jobs"),
+    ("post", "/api/profile-suppression-bulk-create-jobs"),
+    ("get", "/api/profile-suppression-bulk-create-jobs/{job_id}"),
+    ("get", "/api/profile-suppression-bulk-delete-jobs"),
+    ("post", "/api/profile-suppression-bulk-delete-jobs"),
+    ("get", "/api/profile-suppression-bulk-delete-jobs/{job_id}"),
+    ("post", "/api/data-privacy-deletion-jobs"),
 ]
 
 PROSE_KEYS = {"description", "example", "examples", "summary", "externalDocs"}

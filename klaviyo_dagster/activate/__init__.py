@@ -1,23 +1,18 @@
 """Activation: warehouse tables back into Klaviyo (profile imports, list membership), as Dagster assets.
 
-``build_activation_definitions()`` returns the assets ``klaviyo/profile_import`` and
-``klaviyo/list_membership_sync``, the demo model assets (or external specs for user tables), the job
-``klaviyo_activation_job``, a table-change sensor and an hourly schedule (both STOPPED by default:
-writing to a Klaviyo account is switched on deliberately). Resources ``klaviyo`` and ``warehouse``
-come from the code location's definitions.
+``build_activation_assets()`` returns the assets ``klaviyo/profile_import`` and
+``klaviyo/list_membership_sync`` (specs from `DagsterKlaviyoTranslator`, group ``klaviyo_activation``), the
+demo model assets when asked for (``include_demo_models``), and external specs for input tables nothing
+here builds. The job, the table-change sensor and the schedule are added one layer up
+(``klaviyo_dagster.build_activation_definitions`` in `factories.py`, using `automation/`); activation never
+imports automation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 
-from dagster import (
-    AssetKey,
-    DefaultScheduleStatus,
-    DefaultSensorStatus,
-    Definitions,
-    define_asset_job,
-)
+from dagster import AssetKey, AssetsDefinition, AssetSpec
 
 from klaviyo_dagster.activate.demo_models import (
     DEFAULT_VIP_LIST,
@@ -25,21 +20,24 @@ from klaviyo_dagster.activate.demo_models import (
     VIP_AUDIENCE,
     build_demo_model_assets,
 )
-from klaviyo_dagster.activate.inputs import external_table_specs, table_asset_key
+from klaviyo_dagster.activate.inputs import ActivationTarget, table_asset_key
 from klaviyo_dagster.activate.list_sync import (
     ActivationRefused,
     ListSyncResult,
     ListSyncSettings,
     build_list_sync_asset,
+    list_sync_description,
     run_list_sync,
 )
 from klaviyo_dagster.activate.profile_import import (
     ProfileImportResult,
     ProfileImportSettings,
     build_profile_import_asset,
+    profile_import_description,
     run_profile_import,
 )
 from klaviyo_dagster.activate.render import ProfileColumns
+from klaviyo_dagster.translator import DagsterKlaviyoTranslator, KlaviyoAssetProps
 
 ACTIVATION_JOB = "klaviyo_activation_job"
 ACTIVATION_SENSOR = "klaviyo_activation_inputs_sensor"
@@ -48,18 +46,19 @@ __all__ = [
     "ACTIVATION_JOB",
     "ACTIVATION_SENSOR",
     "ActivationRefused",
+    "ActivationTarget",
     "ListSyncResult",
     "ListSyncSettings",
     "ProfileColumns",
     "ProfileImportResult",
     "ProfileImportSettings",
-    "build_activation_definitions",
+    "build_activation_assets",
     "run_list_sync",
     "run_profile_import",
 ]
 
 
-def build_activation_definitions(
+def build_activation_assets(
     profiles_table: str = PROFILES_ENRICHED,
     audience_table: str = VIP_AUDIENCE,
     *,
@@ -67,44 +66,54 @@ def build_activation_definitions(
     audience_columns: ProfileColumns | None = None,
     list_id: str | None = None,
     list_name: str | None = None,
-    known_profiles_table: str | None = "klaviyo.profiles_current",
-    include_demo_models: bool = True,
+    known_profiles_table: str | None = None,
+    source_schema: str = "klaviyo",
+    include_demo_models: bool = False,
     vip_min_orders: int = 3,
     vip_list_name: str = DEFAULT_VIP_LIST,
-    updated_columns: Mapping[str, str | None] | None = None,
-    sensor_default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
-    sensor_minimum_interval_seconds: int = 60,
-    schedule_cron: str = "0 * * * *",
-    schedule_default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,
-) -> Definitions:
-    """Activation assets, inputs, job, sensor and schedule.
+    translator: DagsterKlaviyoTranslator | None = None,
+    klaviyo_resource_key: str = "klaviyo",
+    warehouse_resource_key: str = "warehouse",
+    pool: str | None = None,
+    catalog: str = "warehouse",
+    upstream: Sequence[AssetKey] | None = None,
+) -> list[AssetsDefinition | AssetSpec]:
+    """Activation assets, their inputs (demo models or external specs).
 
     ``profiles_table`` / ``audience_table`` name the input tables (``schema.table``); tables that the
-    demo models do not build are declared as external assets. ``updated_columns`` maps a watched
-    table to its updated-at column for a cheap sensor fingerprint (default: content hash).
+    demo models do not build are declared as external assets. ``known_profiles_table`` defaults to
+    ``<source_schema>.profiles_current`` (the ingested profiles of the same account).
     """
-    from klaviyo_dagster.automation.sensors import build_activation_schedule, build_table_change_sensor
-
-    assets: list = []
+    translator = translator or DagsterKlaviyoTranslator()
+    prefix = translator.name_prefix
+    pool = pool or ("klaviyo_api" if prefix == "klaviyo" else f"{prefix}_api")
+    assets: list[AssetsDefinition | AssetSpec] = []
     built: set[AssetKey] = set()
     if include_demo_models:
-        demo = build_demo_model_assets(vip_min_orders=vip_min_orders, vip_list_name=vip_list_name)
+        demo = build_demo_model_assets(source_schema, vip_min_orders, vip_list_name, translator=translator,
+                                       upstream=upstream, warehouse_resource_key=warehouse_resource_key,
+                                       catalog=catalog)
         assets.extend(demo)
         built = {a.key for a in demo}
-    external = [t for t in (profiles_table, audience_table) if table_asset_key(t) not in built]
-    assets.extend(external_table_specs(external))
-    profile_import = build_profile_import_asset(profiles_table, profile_columns)
-    list_sync = build_list_sync_asset(
+    for table in dict.fromkeys((profiles_table, audience_table)):
+        if table_asset_key(table) not in built:
+            assets.append(translator.get_asset_spec(KlaviyoAssetProps(
+                role="model", name=table.split(".")[-1], key=table_asset_key(table), table=f"{catalog}.{table}",
+                description=f"Upstream warehouse table `{table}` (built outside this package).")))
+
+    def target(name: str, table: str, description: str) -> ActivationTarget:
+        spec = translator.get_asset_spec(KlaviyoAssetProps(
+            role="activation", name=name, description=description, table=table,
+            deps=(table_asset_key(table),)))
+        return ActivationTarget(spec, klaviyo_resource_key, warehouse_resource_key, pool)
+
+    # A second account keeps its own sync state (the state tables are shared, keyed by sync name).
+    sync_name = "profile_import" if prefix == "klaviyo" else f"{prefix}:profile_import"
+    assets.append(build_profile_import_asset(
+        profiles_table, profile_columns, sync_name=sync_name,
+        target=target("profile_import", profiles_table, profile_import_description(profiles_table))))
+    assets.append(build_list_sync_asset(
         audience_table, audience_columns, list_id=list_id, list_name=list_name,
-        known_profiles_table=known_profiles_table,
-    )
-    assets.extend([profile_import, list_sync])
-    job = define_asset_job(ACTIVATION_JOB, selection=[profile_import.key, list_sync.key],
-                           description="Send changed profiles and converge list membership to the audience.")
-    watched = {profiles_table: None, audience_table: None, **(updated_columns or {})}
-    sensor = build_table_change_sensor(
-        ACTIVATION_SENSOR, job, watched, minimum_interval_seconds=sensor_minimum_interval_seconds,
-        default_status=sensor_default_status,
-    )
-    schedule = build_activation_schedule(job, schedule_cron, default_status=schedule_default_status)
-    return Definitions(assets=assets, jobs=[job], sensors=[sensor], schedules=[schedule])
+        known_profiles_table=known_profiles_table or f"{source_schema}.profiles_current",
+        target=target("list_membership_sync", audience_table, list_sync_description(audience_table))))
+    return assets

@@ -9,33 +9,17 @@ external :class:`dagster.AssetSpec` so lineage shows where activation reads from
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetKey, AssetSpec, asset
+from dagster import AssetKey, AssetSpec, multi_asset
 
 from klaviyo_dagster.resources import KLAVIYO_POOL
-from klaviyo_dagster.warehouse.sql import quote_ident
+from klaviyo_dagster.translator import DagsterKlaviyoTranslator, KlaviyoAssetProps
+from klaviyo_dagster.warehouse.sql import quote_ident, quote_table, sql_string, table_parts
 
-__all__ = ["activation_asset", "external_table_specs", "quote_ident", "quote_table", "sql_string",
+__all__ = ["ActivationTarget", "activation_asset", "external_table_specs", "quote_ident", "quote_table", "sql_string",
            "table_asset_key", "table_columns", "table_parts"]
-
-
-def table_parts(table: str) -> list[str]:
-    """``"schema.table"`` -> ``["schema", "table"]`` (validated: no empty or quoted parts)."""
-    parts = table.split(".")
-    if not 1 <= len(parts) <= 2 or not all(p and '"' not in p for p in parts):
-        raise ValueError(f"table name {table!r} must look like 'schema.table' or 'table'")
-    return parts
-
-
-def quote_table(table: str) -> str:
-    """Quoted ``"schema"."table"`` for SQL."""
-    return ".".join(quote_ident(p) for p in table_parts(table))
-
-
-def sql_string(value: str) -> str:
-    """A single-quoted SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def table_asset_key(table: str) -> AssetKey:
@@ -64,15 +48,32 @@ def table_columns(warehouse: Any, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def activation_asset(key: str, source_table: str, description: str) -> Any:
-    """``@asset`` for an activation asset reading ``source_table``: group ``activation``, the ``klaviyo_api``
-    concurrency pool, resources ``klaviyo`` and ``warehouse``, the input table as its upstream."""
-    return asset(
-        key=AssetKey(key.split("/")),
-        deps=[table_asset_key(source_table)],
-        group_name="activation",
-        kinds={"klaviyo"},
-        pool=KLAVIYO_POOL,
-        required_resource_keys={"klaviyo", "warehouse"},
-        description=description,
+@dataclass(frozen=True)
+class ActivationTarget:
+    """Which account and warehouse an activation asset uses, and its spec (None: the default translator's)."""
+
+    spec: AssetSpec | None = None
+    klaviyo_resource_key: str = "klaviyo"
+    warehouse_resource_key: str = "warehouse"
+    pool: str = KLAVIYO_POOL
+
+    def resources(self, context: Any) -> tuple[Any, Any]:
+        """(klaviyo resource, warehouse resource) of a run."""
+        return (getattr(context.resources, self.klaviyo_resource_key),
+                getattr(context.resources, self.warehouse_resource_key))
+
+
+def activation_asset(key: str, source_table: str, description: str, target: ActivationTarget | None = None) -> Any:
+    """The decorator of an activation asset reading ``source_table``: its spec from ``target`` (or the default
+    translator: key ``key``, group ``klaviyo_activation``, the input table upstream), the account's
+    concurrency pool, and the account's and warehouse's resources."""
+    target = target or ActivationTarget()
+    spec = target.spec or DagsterKlaviyoTranslator().get_asset_spec(
+        KlaviyoAssetProps(role="activation", name=key.split("/")[-1], key=AssetKey(key.split("/")),
+                          description=description, table=source_table, deps=(table_asset_key(source_table),)))
+    return multi_asset(
+        name=spec.key.to_python_identifier(),
+        specs=[spec],
+        pool=target.pool,
+        required_resource_keys={target.klaviyo_resource_key, target.warehouse_resource_key},
     )

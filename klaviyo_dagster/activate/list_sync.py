@@ -23,7 +23,13 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 from pydantic import Field
 
 from klaviyo_dagster.activate import state
-from klaviyo_dagster.activate.inputs import activation_asset, quote_ident, quote_table, table_columns
+from klaviyo_dagster.activate.inputs import (
+    ActivationTarget,
+    activation_asset,
+    quote_ident,
+    quote_table,
+    table_columns,
+)
 from klaviyo_dagster.activate.jobs import (
     JobPacker,
     PackedProfile,
@@ -357,6 +363,12 @@ class ListSyncConfig(Config):
     max_wait_s: float = Field(default=900.0, description="Longest wait for one import job to finish.")
 
 
+def list_sync_description(audience_table: str) -> str:
+    """What ``klaviyo/list_membership_sync`` does, for its asset description."""
+    return (f"Makes Klaviyo list membership equal the audience in `{audience_table}` "
+            f"(adds, removes, imports of unknown people); changes in {state.LIST_LOG}.")
+
+
 def build_list_sync_asset(
     audience_table: str,
     columns: ProfileColumns | None = None,
@@ -364,23 +376,22 @@ def build_list_sync_asset(
     list_name: str | None = None,
     known_profiles_table: str | None = "klaviyo.profiles_current",
     key: str = "klaviyo/list_membership_sync",
+    target: ActivationTarget | None = None,
 ) -> Any:
-    """The ``klaviyo/list_membership_sync`` asset reading ``audience_table``."""
+    """The ``klaviyo/list_membership_sync`` asset reading ``audience_table`` (resources ``klaviyo``,
+    ``warehouse``, or those of ``target``)."""
     columns = columns or ProfileColumns(profile_id="profile_id")
+    target = target or ActivationTarget()
 
-    @activation_asset(
-        key,
-        audience_table,
-        f"Makes Klaviyo list membership equal the audience in `{audience_table}` "
-        f"(adds, removes, imports of unknown people); changes in {state.LIST_LOG}.",
-    )
+    @activation_asset(key, audience_table, list_sync_description(audience_table), target)
     def list_membership_sync(context: AssetExecutionContext, config: ListSyncConfig) -> MaterializeResult:
         settings = ListSyncSettings(
             table=audience_table, columns=columns, list_id=list_id, list_name=list_name,
             known_profiles_table=known_profiles_table, **config.model_dump(),
         )
-        warehouse = context.resources.warehouse.get_warehouse()
-        with context.resources.klaviyo.get_client() as client:
+        klaviyo, warehouse_resource = target.resources(context)
+        warehouse = warehouse_resource.get_warehouse()
+        with klaviyo.get_client() as client:
             try:
                 result = run_list_sync(client, warehouse, settings, context.run.run_id, context.log)
             except ActivationRefused as exc:

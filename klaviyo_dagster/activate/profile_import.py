@@ -29,6 +29,7 @@ from pydantic import Field
 
 from klaviyo_dagster.activate import state
 from klaviyo_dagster.activate.inputs import (
+    ActivationTarget,
     activation_asset,
     quote_ident,
     quote_table,
@@ -291,28 +292,33 @@ class ProfileImportConfig(Config):
     )
 
 
+def profile_import_description(profiles_table: str) -> str:
+    """What ``klaviyo/profile_import`` does, for its asset description."""
+    return (f"Bulk-imports new and changed rows of `{profiles_table}` into Klaviyo profiles; "
+            f"outcomes in {state.LOG}, sync state in {state.STATE}.")
+
+
 def build_profile_import_asset(
     profiles_table: str,
     columns: ProfileColumns | None = None,
     key: str = "klaviyo/profile_import",
     sync_name: str = "profile_import",
+    target: ActivationTarget | None = None,
 ) -> Any:
-    """The ``klaviyo/profile_import`` asset reading ``profiles_table`` (resources ``klaviyo``, ``warehouse``)."""
+    """The ``klaviyo/profile_import`` asset reading ``profiles_table`` (resources ``klaviyo``, ``warehouse``,
+    or those of ``target``)."""
     columns = columns or ProfileColumns()
+    target = target or ActivationTarget()
 
-    @activation_asset(
-        key,
-        profiles_table,
-        f"Bulk-imports new and changed rows of `{profiles_table}` into Klaviyo profiles; "
-        f"outcomes in {state.LOG}, sync state in {state.STATE}.",
-    )
+    @activation_asset(key, profiles_table, profile_import_description(profiles_table), target)
     def profile_import(context: AssetExecutionContext, config: ProfileImportConfig) -> MaterializeResult:
         settings = ProfileImportSettings(
             table=profiles_table, columns=columns, sync_name=sync_name,
             **config.model_dump(),
         )
-        warehouse = context.resources.warehouse.get_warehouse()
-        with context.resources.klaviyo.get_client() as client:
+        klaviyo, warehouse_resource = target.resources(context)
+        warehouse = warehouse_resource.get_warehouse()
+        with klaviyo.get_client() as client:
             result = run_profile_import(client, warehouse, settings, context.run.run_id, context.log)
         metadata = result.metadata()
         if result.pending:

@@ -7,14 +7,12 @@ so an unchanged table never launches a run. :func:`build_activation_schedule` is
 alternative. Both default to STOPPED: turning on writes to a Klaviyo account is a deliberate act.
 """
 
-import hashlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-import orjson
 from dagster import (
     DefaultScheduleStatus,
     DefaultSensorStatus,
-    JobDefinition,
     RunRequest,
     ScheduleDefinition,
     SensorDefinition,
@@ -23,46 +21,25 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from klaviyo_dagster.activate.inputs import quote_ident, quote_table
 from klaviyo_dagster.warehouse import WarehouseResource
+from klaviyo_dagster.warehouse.fingerprint import tables_fingerprint
 
-
-def table_fingerprint_sql(table: str, updated_column: str | None = None) -> str:
-    """SQL returning one row (row count, change marker) for ``table``."""
-    if updated_column:
-        marker = f"CAST(max({quote_ident(updated_column)}) AS VARCHAR)"
-    else:
-        # bit_xor of per-row hashes: independent of row order, moves when any value changes.
-        marker = "CAST(bit_xor(hash(t)) AS VARCHAR)"
-    return f"SELECT count(*), {marker} FROM {quote_table(table)} t"
-
-
-def tables_fingerprint(warehouse: object, tables: Mapping[str, str | None]) -> str | None:
-    """A short digest of every watched table's fingerprint; None when a table does not exist yet."""
-    parts = []
-    for table, updated_column in tables.items():
-        try:
-            row = warehouse.query(table_fingerprint_sql(table, updated_column))[0]  # type: ignore[attr-defined]
-        except Exception as exc:
-            if "does not exist" in str(exc):
-                return None
-            raise
-        parts.append([table, int(row[0]), row[1]])
-    return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:32]
+# A job: `JobDefinition` or what `define_asset_job` returns (its class is not public API).
+AnyJob = Any
 
 
 def build_table_change_sensor(
     name: str,
-    job: JobDefinition | UnresolvedAssetJobDefinition,
+    job: AnyJob,
     tables: Mapping[str, str | None] | Sequence[str],
     minimum_interval_seconds: int = 60,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+    warehouse_resource_key: str = "warehouse",
 ) -> SensorDefinition:
     """A sensor launching ``job`` once per change of ``tables`` ({table: updated column or None}).
 
-    It reads the tables through the ``warehouse`` resource (a :class:`WarehouseResource`).
+    It reads the tables through the ``warehouse_resource_key`` resource (a :class:`WarehouseResource`).
 
     The first evaluation (no cursor) counts as a change, so a freshly enabled sensor syncs once.
     """
@@ -73,10 +50,15 @@ def build_table_change_sensor(
         job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
+        required_resource_keys={warehouse_resource_key},
         description=f"Launches {job.name} when {', '.join(watched)} change (row count + "
         "max updated column, or a content hash).",
     )
-    def _sensor(context: SensorEvaluationContext, warehouse: WarehouseResource) -> SensorResult | SkipReason:
+    def _sensor(context: SensorEvaluationContext, **resources: Any) -> SensorResult | SkipReason:
+        # Direct invocation passes required resources as keywords; the daemon puts them on the context.
+        warehouse: WarehouseResource = resources.get(warehouse_resource_key) or getattr(
+            context.resources, warehouse_resource_key
+        )
         fingerprint = tables_fingerprint(warehouse.get_warehouse(), watched)
         if fingerprint is None:
             return SkipReason(f"waiting for {', '.join(watched)} to exist in the warehouse")
@@ -88,7 +70,7 @@ def build_table_change_sensor(
 
 
 def build_activation_schedule(
-    job: JobDefinition | UnresolvedAssetJobDefinition,
+    job: AnyJob,
     cron_schedule: str = "0 * * * *",
     name: str = "klaviyo_activation_schedule",
     default_status: DefaultScheduleStatus = DefaultScheduleStatus.STOPPED,

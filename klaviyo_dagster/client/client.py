@@ -26,6 +26,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from klaviyo_dagster.client.errors import (
+    BUILT_FOR_REVISION,
     KlaviyoAuthError,
     KlaviyoConnectionError,
     KlaviyoError,
@@ -40,7 +41,7 @@ from klaviyo_dagster.client.stats import ClientStats
 from klaviyo_dagster.client.tiers import STEADY_WINDOW_S, Bucket, Tier, resolve_bucket
 
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
-DEFAULT_REVISION = "2026-07-15"
+DEFAULT_REVISION = BUILT_FOR_REVISION  # the revision this package was built for
 JSONAPI = "application/vnd.api+json"
 MISSING_KEY_MESSAGE = (
     "KLAVIYO_API_KEY is not set: export a private API key (pk_...) or start the sandbox with "

@@ -13,6 +13,9 @@ import orjson
 
 from klaviyo_dagster.client.tiers import scope_hint
 
+# The revision whose shapes this package reads (campaigns, filters, page sizes): sent by default.
+BUILT_FOR_REVISION = "2026-07-15"
+
 
 class KlaviyoError(Exception):
     """A Klaviyo call failed. ``status``, ``code`` and ``detail`` come from the response when there was one."""
@@ -105,6 +108,14 @@ def error_for_status(
         return KlaviyoAuthError(
             f"Klaviyo refused {what} ({summary}): the API key lacks the scope {scopes}; create a private "
             "key with that access in Klaviyo (Settings > API keys) and set KLAVIYO_API_KEY to it",
+            **kw,
+        )
+    if status == 400 and source.get("parameter") == "revision":
+        return KlaviyoBadRequestError(
+            f"Klaviyo refused {what} for its revision header ({summary}): this client sent revision "
+            f"{revision}; this package was built for and tested against revision {BUILT_FOR_REVISION}: "
+            f"leave KlaviyoResource.revision at its default ({BUILT_FOR_REVISION}) or set it to a revision "
+            "the server names as served",
             **kw,
         )
     if status == 400:

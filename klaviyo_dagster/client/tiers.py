@@ -125,6 +125,19 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/profile-bulk-import-jobs/{id}/relationships/profiles", Tier.M),
     Route("GET", "/api/profile-bulk-import-jobs/{id}/lists", Tier.M),
     Route("GET", "/api/profile-bulk-import-jobs/{id}/relationships/lists", Tier.M),
+    # events, consent and deletion (activate/event_import.py, subscriptions.py, privacy.py); all idempotent:
+    # events dedupe on unique_id, consent and suppression changes set a state, a deletion repeats harmlessly.
+    Route("POST", "/api/events", Tier.XL),
+    Route("POST", "/api/event-bulk-create-jobs", Tier.M),
+    Route("POST", "/api/profile-subscription-bulk-create-jobs", Tier.L),
+    Route("POST", "/api/profile-subscription-bulk-delete-jobs", Tier.L),
+    Route("GET", "/api/profile-suppression-bulk-create-jobs", Tier.L),
+    Route("POST", "/api/profile-suppression-bulk-create-jobs", Tier.L),
+    Route("GET", "/api/profile-suppression-bulk-create-jobs/{id}", Tier.L),
+    Route("GET", "/api/profile-suppression-bulk-delete-jobs", Tier.L),
+    Route("POST", "/api/profile-suppression-bulk-delete-jobs", Tier.L),
+    Route("GET", "/api/profile-suppression-bulk-delete-jobs/{id}", Tier.L),
+    Route("POST", "/api/data-privacy-deletion-jobs", Tier.S),
 )
 
 # Endpoints not in the table: Klaviyo's most common tier for secondary endpoints. RateLimit-* headers
@@ -191,7 +204,19 @@ def resolve_bucket(
     return Bucket(key, chosen, route.daily, route.idempotent)
 
 
-_SCOPE_OF = {"campaign-messages": "campaigns", "flow-actions": "flows", "flow-messages": "flows"}
+# Resources whose scopes are not named after them (superset of what each method needs).
+_SCOPE_NAMES: dict[str, tuple[str, ...]] = {
+    "event-bulk-create-jobs": ("events",),
+    "profile-subscription-bulk-create-jobs": ("lists", "profiles", "subscriptions"),
+    "profile-subscription-bulk-delete-jobs": ("lists", "profiles", "subscriptions"),
+    "profile-suppression-bulk-create-jobs": ("profiles", "subscriptions"),
+    "profile-suppression-bulk-delete-jobs": ("subscriptions",),
+    "data-privacy-deletion-jobs": ("data-privacy",),
+    # Messages and actions are read with their campaign's or flow's scope.
+    "campaign-messages": ("campaigns",),
+    "flow-actions": ("flows",),
+    "flow-messages": ("flows",),
+}
 
 
 def scope_hint(method: str, path: str) -> list[str]:
@@ -206,9 +231,10 @@ def scope_hint(method: str, path: str) -> list[str]:
             names = ["lists"] if parts[-1] == "lists" else ["profiles"]
         else:
             names = ["profiles", "lists"]
+    elif resource in _SCOPE_NAMES:
+        names = list(_SCOPE_NAMES[resource])
     else:
-        # Messages and actions are read with their campaign's or flow's scope.
-        names = [_SCOPE_OF.get(resource, resource)]
+        names = [resource]
         if len(parts) > 3 and parts[-1] == "profiles":
             names.append("profiles")
     return [f"{name}:{access}" for name in names]

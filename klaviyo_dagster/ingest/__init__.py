@@ -1,40 +1,44 @@
 """Ingest: every Klaviyo object as a partitioned Dagster asset landing in the warehouse.
 
-``build_ingest_definitions()`` returns the assets (with checks) and the daily schedule; resources
-``klaviyo`` (KlaviyoResource) and ``warehouse`` (WarehouseResource) are supplied by the caller (or via
-``resources=``).
+``build_ingest_assets()`` returns the assets (with checks), one per object, keyed by object name. The daily
+schedule and the `Definitions` around them are built one layer up (``klaviyo_dagster.build_ingest_definitions``
+in `factories.py`, which uses `automation/`): ingest never imports automation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 
-from klaviyo_dagster.automation.schedules import DEFAULT_CRON, DEFAULT_LOOKBACK_DAYS, build_ingest_schedule
 from klaviyo_dagster.ingest.assets import (
     GROUP,
     POOL,
     IngestSettings,
     asset_key,
-    build_ingest_assets,
+    build_ingest_asset,
 )
 from klaviyo_dagster.ingest.fetch import FetchOptions
 from klaviyo_dagster.ingest.objects import OBJECTS, KlaviyoObject, get_object
-from klaviyo_dagster.ingest.sweep import build_sweeps
+from klaviyo_dagster.ingest.sweep import build_sweep_asset
+from klaviyo_dagster.translator import DagsterKlaviyoTranslator
 
 DEFAULT_START_DATE = "2024-01-01"
 CAMPAIGN_CHANNELS = ("email", "sms", "mobile_push")
 
 __all__ = [
+    "CAMPAIGN_CHANNELS",
+    "DEFAULT_START_DATE",
     "GROUP",
     "OBJECTS",
     "POOL",
+    "IngestSettings",
     "KlaviyoObject",
     "asset_key",
-    "build_ingest_definitions",
+    "build_ingest_assets",
+    "build_sweep_assets",
     "daily_partitions",
     "get_object",
 ]
@@ -54,7 +58,7 @@ def daily_partitions(start_date: str | date | datetime = DEFAULT_START_DATE) -> 
     return dg.DailyPartitionsDefinition(start_date=start_date, timezone="UTC", end_offset=1)
 
 
-def build_ingest_definitions(
+def build_ingest_assets(
     *,
     start_date: str | date | datetime = DEFAULT_START_DATE,
     objects: Sequence[str] | None = None,
@@ -63,17 +67,16 @@ def build_ingest_definitions(
     profile_predictive_analytics: bool = False,
     campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
     include_archived: bool = True,
-    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
     snapshot_max_lag_days: float = 1.0,
-    schedule: bool = True,
-    cron_schedule: str = DEFAULT_CRON,
     chunk_rows: int = 10_000,
-    deletion_sweeps: bool = True,
-    sweep_cron: str | None = None,
-    max_deleted_share: float = 0.5,
-    resources: Mapping[str, Any] | None = None,
-) -> dg.Definitions:
-    """Assets ``klaviyo/<object>`` (+ checks) and the daily ingest schedule.
+    translator: DagsterKlaviyoTranslator | None = None,
+    klaviyo_resource_key: str = "klaviyo",
+    warehouse_resource_key: str = "warehouse",
+    schema: str | None = None,
+    default_schema: str = "klaviyo",
+    catalog: str = "warehouse",
+) -> dict[str, dg.AssetsDefinition]:
+    """``{object name: asset}`` for the chosen objects.
 
     - ``start_date``: first daily partition (UTC).
     - ``objects``: names to ingest (default: all of `OBJECTS`).
@@ -81,13 +84,55 @@ def build_ingest_definitions(
     - ``profile_subscriptions`` / ``profile_predictive_analytics``: request those profile fields
       (predictive analytics moves /api/profiles to a slower rate-limit bucket).
     - ``campaign_channels``, ``include_archived``: campaign/flow passes.
-    - ``lookback_days``: days before yesterday the schedule re-reads events for late arrivals.
     - ``snapshot_max_lag_days``: how long after its day a snapshot partition may still be captured.
-    - ``deletion_sweeps``: assets ``klaviyo/<object>_deleted`` (profiles, campaigns, flows, templates) and job
-      ``klaviyo_deletion_sweep`` with a schedule (``sweep_cron``, weekly by default); a sweep that would
-      mark more than ``max_deleted_share`` of an object's ids deleted is refused.
+    - ``translator``: keys, groups, owners, tags, automation (`DagsterKlaviyoTranslator`).
+    - ``klaviyo_resource_key`` / ``warehouse_resource_key`` / ``schema``: which account, which warehouse and
+      which schema (None: the warehouse resource's; ``default_schema`` and ``catalog`` name it in metadata).
     """
     chosen = [get_object(n) for n in objects] if objects is not None else list(OBJECTS)
+    settings = _settings(
+        event_metrics=event_metrics, profile_subscriptions=profile_subscriptions,
+        profile_predictive_analytics=profile_predictive_analytics, campaign_channels=campaign_channels,
+        include_archived=include_archived, snapshot_max_lag_days=snapshot_max_lag_days, chunk_rows=chunk_rows,
+        translator=translator, klaviyo_resource_key=klaviyo_resource_key,
+        warehouse_resource_key=warehouse_resource_key, schema=schema, default_schema=default_schema, catalog=catalog,
+    )  # fmt: skip
+    partitions_def = daily_partitions(start_date)
+    return {obj.name: build_ingest_asset(obj, partitions_def, settings) for obj in chosen}
+
+
+def build_sweep_assets(
+    *,
+    objects: Sequence[str] | None = None,
+    max_deleted_share: float = 0.5,
+    **options: Any,
+) -> dict[str, dg.AssetsDefinition]:
+    """``{object name: asset}``: the deletion sweep ``klaviyo/<object>_deleted`` of every chosen object that
+    Klaviyo can delete from (entries with ``sweep``: profiles, campaigns, flows, templates). ``options``
+    as `build_ingest_assets` (channels, archived, translator, resource keys, schema); a sweep that would mark
+    more than ``max_deleted_share`` of the held ids deleted is refused."""
+    chosen = [get_object(n) for n in objects] if objects is not None else list(OBJECTS)
+    options.pop("start_date", None)
+    settings = _settings(**options)
+    return {o.name: build_sweep_asset(o, settings, max_deleted_share) for o in chosen if o.sweep is not None}
+
+
+def _settings(
+    *,
+    event_metrics: Sequence[str] | None = None,
+    profile_subscriptions: bool = True,
+    profile_predictive_analytics: bool = False,
+    campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
+    include_archived: bool = True,
+    snapshot_max_lag_days: float = 1.0,
+    chunk_rows: int = 10_000,
+    translator: DagsterKlaviyoTranslator | None = None,
+    klaviyo_resource_key: str = "klaviyo",
+    warehouse_resource_key: str = "warehouse",
+    schema: str | None = None,
+    default_schema: str = "klaviyo",
+    catalog: str = "warehouse",
+) -> IngestSettings:
     channels = tuple(campaign_channels)
     unknown = sorted(set(channels) - set(CAMPAIGN_CHANNELS))
     if unknown or not channels:
@@ -110,32 +155,16 @@ def build_ingest_definitions(
         "campaign_channels": channels,
         "archived": ("false", "true") if include_archived else ("false",),
     }
-    options = FetchOptions(fan_out=fan_out, additional_fields=additional)
-    settings = IngestSettings(
-        options=options,
+    translator = translator or DagsterKlaviyoTranslator()
+    return IngestSettings(
+        options=FetchOptions(fan_out=fan_out, additional_fields=additional),
         snapshot_max_lag=timedelta(days=snapshot_max_lag_days),
         chunk_rows=chunk_rows,
+        translator=translator,
+        klaviyo_resource_key=klaviyo_resource_key,
+        warehouse_resource_key=warehouse_resource_key,
+        schema=schema,
+        default_schema=default_schema,
+        catalog=catalog,
+        pool=POOL if translator.name_prefix == "klaviyo" else f"{translator.name_prefix}_api",
     )
-    partitions_def = daily_partitions(start_date)
-    assets = build_ingest_assets(chosen, partitions_def, settings)
-    schedules = []
-    if schedule and chosen:
-        keys = [asset_key(o) for o in chosen]
-        events = asset_key("events") if "events" in {o.name for o in chosen} else None
-        schedules.append(
-            build_ingest_schedule(
-                keys,
-                partitions_def,
-                lookback_key=events,
-                lookback_days=lookback_days,
-                cron_schedule=cron_schedule,
-            )
-        )
-    jobs: list[dg.JobDefinition] = []
-    if deletion_sweeps:
-        sweep_assets, jobs, sweep_schedules = build_sweeps(
-            chosen, options, cron=sweep_cron, max_deleted_share=max_deleted_share, schedule=schedule
-        )
-        assets = [*assets, *sweep_assets]
-        schedules.extend(sweep_schedules)
-    return dg.Definitions(assets=assets, schedules=schedules, jobs=jobs, resources=dict(resources or {}))

@@ -1,17 +1,21 @@
 """One factory: every entry of the objects table becomes a partitioned Dagster asset with its checks.
 
-Asset ``klaviyo/<object>``: daily partitions, pool ``klaviyo_api`` (shared by everything that calls
-Klaviyo), group ``klaviyo_ingest``, kinds klaviyo + duckdb. A run reads the partition's window (or the
-whole range of a single-run backfill) page by page, flattens into chunks, stages them and replaces
-exactly those partitions in one short warehouse transaction. Metadata: rows, pages, requests, retries,
-429s, window, duration, a preview. Checks: primary key unique per partition, no null keys, cursor inside
+Each entry is described to the translator (`DagsterKlaviyoTranslator`, default key ``klaviyo/<object>``,
+group ``klaviyo_ingest``, kinds klaviyo + duckdb, ``dagster/table_name`` and ``dagster/column_schema`` from
+the objects table) and the asset is built from the spec it returns: daily partitions, pool ``klaviyo_api``
+(shared by everything that calls one Klaviyo account). A run reads the partition's window (or the whole
+range of a single-run backfill) page by page, flattens into chunks, stages them and replaces exactly those
+partitions in one short warehouse transaction. Metadata: ``dagster/partition_row_count`` (rows this run
+wrote), ``dagster/row_count`` (the table's rows), ``dagster/table_name``, ``dagster/column_schema`` (read
+back from the table, so columns added by schema evolution show), a table preview, the API counters in one
+``api`` entry, and the window read. Checks: primary key unique per partition, no null keys, cursor inside
 its partition (incremental objects).
 """
 
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -25,21 +29,22 @@ from klaviyo_dagster.client import (
 )
 from klaviyo_dagster.ingest.fetch import FetchOptions, iter_pages
 from klaviyo_dagster.ingest.flatten import Flattener
-from klaviyo_dagster.ingest.objects import PARTITION_COLUMN, KlaviyoObject
+from klaviyo_dagster.ingest.objects import PARTITION_COLUMN, KlaviyoObject, get_object
 from klaviyo_dagster.ingest.prefetch import prefetch
-from klaviyo_dagster.ingest.preview import markdown_preview
+from klaviyo_dagster.ingest.preview import table_preview
 from klaviyo_dagster.ingest.windows import Window, iso, parse_partition_key, snapshot_refusal
 from klaviyo_dagster.resources import KLAVIYO_POOL
-from klaviyo_dagster.warehouse import Warehouse
-from klaviyo_dagster.warehouse.sql import quote_ident
+from klaviyo_dagster.translator import DagsterKlaviyoTranslator, KlaviyoAssetProps, column_schema
+from klaviyo_dagster.warehouse import LOADED_AT, Warehouse
+from klaviyo_dagster.warehouse.checks import CURSOR_IN_PARTITION, KEY_NOT_NULL, PK_UNIQUE, partition_facts
 
 UTC = timezone.utc
 POOL = KLAVIYO_POOL
 GROUP = "klaviyo_ingest"
 KEY_PREFIX = "klaviyo"
-CHECK_PK_UNIQUE = "primary_key_unique"
-CHECK_KEY_NOT_NULL = "primary_key_not_null"
-CHECK_CURSOR_IN_PARTITION = "cursor_in_partition"
+CHECK_PK_UNIQUE = PK_UNIQUE
+CHECK_KEY_NOT_NULL = KEY_NOT_NULL
+CHECK_CURSOR_IN_PARTITION = CURSOR_IN_PARTITION
 _FAIL_FAST = (KlaviyoAuthError, KlaviyoBadRequestError, KlaviyoNotFoundError)
 
 
@@ -53,18 +58,56 @@ class IngestSettings:
     # Pages fetched ahead in a background thread while the previous ones are flattened and staged (0: off).
     prefetch_pages: int = 1
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    translator: DagsterKlaviyoTranslator = field(default_factory=DagsterKlaviyoTranslator)
+    # Resource keys of the account and the warehouse (a second account uses its own, e.g. klaviyo_eu).
+    klaviyo_resource_key: str = "klaviyo"
+    warehouse_resource_key: str = "warehouse"
+    # Schema the tables land in (None: the warehouse resource's own schema, which definitions show as
+    # ``default_schema``); catalog = the DuckDB file's stem, for `dagster/table_name`.
+    schema: str | None = None
+    default_schema: str = "klaviyo"
+    catalog: str = "warehouse"
+    pool: str = POOL
+
+    def table_name(self, table: str) -> str:
+        """Fully qualified ``catalog.schema.table`` as `dagster/table_name` shows it."""
+        return f"{self.catalog}.{self.schema or self.default_schema}.{table}"
 
 
-def asset_key(obj: KlaviyoObject | str) -> dg.AssetKey:
-    """``klaviyo/<object>``."""
-    return dg.AssetKey([KEY_PREFIX, obj if isinstance(obj, str) else obj.name])
+def asset_key(obj: KlaviyoObject | str, translator: DagsterKlaviyoTranslator | None = None) -> dg.AssetKey:
+    """The key of an ingest asset (``klaviyo/<object>`` with the default translator)."""
+    entry = obj if isinstance(obj, KlaviyoObject) else get_object(obj)
+    return (translator or DagsterKlaviyoTranslator()).get_asset_key(ingest_props(entry, None))
+
+
+def definition_schema(obj: KlaviyoObject) -> dg.TableSchema:
+    """The table's columns as declared in the objects table (+ partition and load time), key constrained."""
+    return live_schema(obj, {**obj.sql_columns(), LOADED_AT: "TIMESTAMPTZ"})
+
+
+def ingest_props(obj: KlaviyoObject, settings: "IngestSettings | None") -> KlaviyoAssetProps:
+    """What the translator is told about the asset of ``obj``."""
+    return KlaviyoAssetProps(
+        role="ingest",
+        name=obj.name,
+        description=obj.description,
+        table=settings.table_name(obj.name) if settings else None,
+        object=obj,
+        column_schema=definition_schema(obj),
+        metadata={
+            "klaviyo/api_path": obj.path,
+            "klaviyo/sync_mode": obj.sync,
+            "klaviyo/rate_limit_tier": obj.tier.name,
+        },
+    )
 
 
 def build_ingest_asset(
     obj: KlaviyoObject, partitions_def: dg.PartitionsDefinition, settings: IngestSettings
 ) -> dg.AssetsDefinition:
     """The asset (with its checks) for one objects-table entry."""
-    key = asset_key(obj)
+    spec = settings.translator.get_asset_spec(ingest_props(obj, settings))
+    key = spec.key
     checks = [
         dg.AssetCheckSpec(CHECK_PK_UNIQUE, asset=key, description=f"{obj.primary_key} unique per partition"),
         dg.AssetCheckSpec(CHECK_KEY_NOT_NULL, asset=key, description=f"no NULL in {obj.primary_key}"),
@@ -81,35 +124,24 @@ def build_ingest_asset(
     with warnings.catch_warnings():
         # BackfillPolicy is marked beta in this Dagster line; single-run backfills are what we want.
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return _decorate(obj, key, checks, partitions_def, settings)
+        return _decorate(obj, spec, checks, partitions_def, settings)
 
 
 def _decorate(
     obj: KlaviyoObject,
-    key: dg.AssetKey,
+    spec: dg.AssetSpec,
     checks: list[dg.AssetCheckSpec],
     partitions_def: dg.PartitionsDefinition,
     settings: IngestSettings,
 ) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=key,
-        description=obj.description,
+    @dg.multi_asset(
+        name=spec.key.to_python_identifier(),
+        specs=[spec],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run() if obj.incremental else dg.BackfillPolicy.multi_run(1),
-        pool=POOL,
-        group_name=GROUP,
-        kinds={"klaviyo", "duckdb"},
-        required_resource_keys={"klaviyo", "warehouse"},
+        pool=settings.pool,
+        required_resource_keys={settings.klaviyo_resource_key, settings.warehouse_resource_key},
         check_specs=checks,
-        metadata={
-            "table": f"klaviyo.{obj.name}",
-            "sync_mode": obj.sync,
-            "primary_key": ", ".join(obj.primary_key),
-            "cursor": obj.cursor or "",
-            "api_path": obj.path,
-            "page_size": obj.page_size or 0,
-            "rate_limit_tier": obj.tier.name,
-        },
     )
     def _ingest(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return materialize_object(context, obj, settings)
@@ -142,11 +174,13 @@ def materialize_object(
         fetch_window = None
         flattener = Flattener(obj, partition=values[0], chunk_rows=settings.chunk_rows)
 
-    warehouse: Warehouse = context.resources.warehouse.get_warehouse()
+    resources = context.resources
+    warehouse: Warehouse = getattr(resources, settings.warehouse_resource_key).get_warehouse(settings.schema)
+    klaviyo = getattr(resources, settings.klaviyo_resource_key)
     preview: dict[str, list[Any]] = {}
     try:
         with (
-            context.resources.klaviyo.get_client(context.log) as client,
+            klaviyo.get_client(context.log) as client,
             closing(prefetch(iter_pages(client, obj, fetch_window, settings.options), settings.prefetch_pages)) as pages,
         ):
             chunks = _keep_preview(flattener.chunks(pages), preview)
@@ -168,29 +202,36 @@ def materialize_object(
             description=f"{obj.name}: {exc} The warehouse table was left as it was; re-run the partition."
         ) from exc
 
-    check_results = run_checks(warehouse, obj, values)
+    facts = partition_facts(
+        warehouse, obj.name, PARTITION_COLUMN, values, obj.primary_key,
+        obj.cursor_column if obj.incremental else None,
+    )  # fmt: skip
+    check_results = [
+        dg.AssetCheckResult(
+            check_name=name,
+            passed=bad == 0,
+            metadata={"violations": dg.MetadataValue.int(bad)},
+            severity=dg.AssetCheckSeverity.ERROR,
+        )
+        for name, bad in facts.violations.items()
+    ]
     duration = (datetime.now(UTC) - started).total_seconds()
     metadata: dict[str, Any] = {
-        "dagster/row_count": dg.MetadataValue.int(result.rows),
-        "table": dg.MetadataValue.text(result.table),
-        "rows": dg.MetadataValue.int(result.rows),
-        "pages": dg.MetadataValue.int(stats["pages"]),
-        "requests": dg.MetadataValue.int(stats["requests"]),
-        "retries": dg.MetadataValue.int(stats["retries"]),
-        "throttled_429": dg.MetadataValue.int(stats["throttled"]),
-        "errors_retried": dg.MetadataValue.int(stats["errors"]),
-        "rate_limit_wait_s": dg.MetadataValue.float(float(stats.get("wait_seconds", 0.0))),
-        "partitions": dg.MetadataValue.text(f"{keys[0]}..{keys[-1]}" if len(keys) > 1 else keys[0]),
-        "duration_s": dg.MetadataValue.float(round(duration, 3)),
-        "deduplicated": dg.MetadataValue.int(result.deduplicated),
-        "preview": dg.MetadataValue.md(markdown_preview(preview)),
+        "dagster/partition_row_count": dg.MetadataValue.int(result.rows),
+        "dagster/row_count": dg.MetadataValue.int(facts.row_count),
+        "dagster/table_name": dg.MetadataValue.text(f"{warehouse.catalog}.{result.table}"),
+        "dagster/column_schema": dg.MetadataValue.table_schema(live_schema(obj, facts.columns)),
+        "preview": table_preview(preview),
+        "api": dg.MetadataValue.json(api_counters(stats)),
     }
     if fetch_window is not None:
-        metadata["cursor_field"] = dg.MetadataValue.text(obj.cursor or "")
         metadata["cursor_window"] = dg.MetadataValue.json(fetch_window.as_dict())
-        metadata["dropped_outside_window"] = dg.MetadataValue.int(flattener.dropped)
+        if flattener.dropped:
+            metadata["dropped_outside_window"] = dg.MetadataValue.int(flattener.dropped)
     else:
         metadata["captured_at"] = dg.MetadataValue.text(iso(now))
+    if result.deduplicated:
+        metadata["deduplicated"] = dg.MetadataValue.int(result.deduplicated)
     if result.columns_added:
         metadata["columns_added"] = dg.MetadataValue.json(result.columns_added)
     context.log.info(
@@ -200,6 +241,27 @@ def materialize_object(
     return dg.MaterializeResult(metadata=metadata, check_results=check_results)
 
 
+def api_counters(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The client's counters of one run, grouped under one metadata entry."""
+    return {
+        "requests": int(stats["requests"]),
+        "pages": int(stats["pages"]),
+        "retries": int(stats["retries"]),
+        "throttled_429": int(stats["throttled"]),
+        "errors_retried": int(stats["errors"]),
+        "rate_limit_wait_s": round(float(stats.get("wait_seconds", 0.0)), 3),
+    }
+
+
+def live_schema(obj: KlaviyoObject, columns: Mapping[str, str]) -> dg.TableSchema:
+    """The table's columns as the warehouse has them now (declared ones described, evolved ones marked)."""
+    declared = {c.name: f"from `{c.source}`" for c in obj.columns}
+    declared[PARTITION_COLUMN] = "UTC day of the partition"
+    declared[LOADED_AT] = "when the row was written"
+    descriptions = {n: declared.get(n, "added by schema evolution (an attribute Klaviyo started sending)") for n in columns}
+    return column_schema(columns, (*obj.primary_key, PARTITION_COLUMN), descriptions)
+
+
 def _keep_preview(chunks: Iterator[dict[str, list[Any]]], preview: dict[str, list[Any]], n: int = 5):
     for chunk in chunks:
         if not preview:
@@ -207,52 +269,7 @@ def _keep_preview(chunks: Iterator[dict[str, list[Any]]], preview: dict[str, lis
         yield chunk
 
 
-def run_checks(
-    warehouse: Warehouse, obj: KlaviyoObject, values: Sequence[datetime]
-) -> list[dg.AssetCheckResult]:
-    """The asset checks over the partitions just written (one short read)."""
-    table = warehouse.qualified(obj.name)
-    part = quote_ident(PARTITION_COLUMN)
-    where = f"{part} IN (SELECT unnest(?::TIMESTAMPTZ[]))"
-    pk = ", ".join(quote_ident(c) for c in obj.primary_key)
-    queries: dict[str, str] = {
-        CHECK_PK_UNIQUE: f"SELECT count(*) FROM (SELECT {pk}, {part} FROM {table} WHERE {where} "
-        f"GROUP BY {pk}, {part} HAVING count(*) > 1)",
-        CHECK_KEY_NOT_NULL: f"SELECT count(*) FROM {table} WHERE {where} AND ("
-        + " OR ".join(f"{quote_ident(c)} IS NULL" for c in obj.primary_key)
-        + ")",
-    }
-    if obj.incremental and obj.cursor_column:
-        cur = quote_ident(obj.cursor_column)
-        queries[CHECK_CURSOR_IN_PARTITION] = (
-            f"SELECT count(*) FROM {table} WHERE {where} AND "
-            f"({cur} IS NULL OR {cur} < {part} OR {cur} >= {part} + INTERVAL 1 DAY)"
-        )
-    results = []
-    with warehouse.connect() as conn:
-        for name, sql in queries.items():
-            bad = conn.execute(sql, [list(values)]).fetchone()[0]
-            results.append(
-                dg.AssetCheckResult(
-                    check_name=name,
-                    passed=bad == 0,
-                    metadata={"violations": dg.MetadataValue.int(int(bad))},
-                    severity=dg.AssetCheckSeverity.ERROR,
-                )
-            )
-    return results
-
-
-def build_ingest_assets(
-    objects: Sequence[KlaviyoObject],
-    partitions_def: dg.PartitionsDefinition,
-    settings: IngestSettings,
-) -> list[dg.AssetsDefinition]:
-    """One asset per entry."""
-    return [build_ingest_asset(obj, partitions_def, settings) for obj in objects]
-
-
 def ingest_asset_keys(objects: Sequence[KlaviyoObject] | Mapping[str, KlaviyoObject]) -> list[dg.AssetKey]:
-    """The asset keys of ``objects``."""
+    """The asset keys of ``objects`` (default translator)."""
     items = objects.values() if isinstance(objects, Mapping) else objects
     return [asset_key(o) for o in items]

@@ -111,11 +111,10 @@ class Sweep:
     """A periodic read of every id of an object, to find the ids Klaviyo deleted.
 
     ``params``: the query of the sweep's read (a small sparse fieldset: the sweep needs only ids).
-    ``cron``: when the sweep runs (weekly by default).
+    The sweeps run together in one weekly job (automation/schedules.py, ``sweep_cron`` to change it).
     """
 
     params: Mapping[str, str] = field(default_factory=dict)
-    cron: str = "0 4 * * 0"
 
 
 @dataclass(frozen=True)

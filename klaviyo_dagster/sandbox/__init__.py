@@ -5,7 +5,7 @@
             "Authorization": f"Klaviyo-API-Key {sb.api_key}", "revision": "2026-07-15"})
 
 `run_sandbox` starts the server in a thread on 127.0.0.1 and yields a `SandboxHandle` (base_url, api_key,
-faults, set_rate_limits, release_late_events, truth, stats, stop). The sandbox imports nothing from the
+faults, set_rate_limits, set_latency, release_late_events, truth, stats, stop). The sandbox imports nothing from the
 client, ingest, activate or warehouse packages.
 """
 
@@ -44,9 +44,27 @@ class SandboxHandle:
         """Switch rate limiting: 'off', 'real' or 'scale:F'."""
         self._server.limiter.set_mode(mode)
 
+    def set_latency(self, spec: str | None) -> None:
+        """Switch the latency model: 'off', 'realistic' or e.g. '150ms+0.1ms/record' (see sandbox/latency.py)."""
+        self._server.latency.set(spec)
+
+    @property
+    def latency(self) -> str:
+        """The latency spec in force."""
+        return self._server.latency.spec.text
+
+    def page_cache_stats(self) -> dict[str, int]:
+        """Page cache counters (hits, misses, pages, bytes, evictions)."""
+        return self._server.page_cache.snapshot()
+
     def release_late_events(self, count: int | None = None) -> int:
         """Make late-arriving events visible (all pending ones, or the next `count`); returns how many."""
-        return self._server.store.release_late_events(count)
+        return self._server.release_late_events(count)
+
+    def delete_profile(self, profile_id: str) -> bool:
+        """Delete a profile at once, with its memberships, consent and events, as Klaviyo's data-privacy
+        deletion does (also `POST /__sandbox/delete-profile {"id": ...}`); False when there is none."""
+        return self._server.delete_profile(profile_id)
 
     def set_import_job_delay(self, seconds: float) -> None:
         """Make bulk import jobs created from now on take `seconds` longer to complete (0 restores)."""
@@ -86,16 +104,19 @@ class SandboxHandle:
 def run_sandbox(seed: int = 42, scale: str = "small", rate_limits: str = "off", port: int = 0,
                 api_key: str | None = None, faults: str | None = None, *, now: float | None = None,
                 span_days: float = 30.0, late_release_after: float | None = None,
-                recorder: Any = None) -> Iterator[SandboxHandle]:
+                recorder: Any = None, latency: str | None = "off",
+                page_cache_mb: float = 0.0) -> Iterator[SandboxHandle]:
     """Start a sandbox in-process on 127.0.0.1 (port 0 = a free port) and stop it on exit.
 
     `now` (epoch seconds) pins the sandbox clock's start (the data ends a minute before it);
     `late_release_after` releases the late events automatically that many seconds after start;
-    `recorder` (a fidelity.ResponseRecorder) sees every /api/ answer (default: from KLAVIYO_SANDBOX_RECORD).
+    `recorder` (a fidelity.ResponseRecorder) sees every /api/ answer (default: from KLAVIYO_SANDBOX_RECORD);
+    `latency` holds each answer as long as Klaviyo would take ('off', 'realistic', '150ms+0.1ms/record');
+    `page_cache_mb` keeps rendered collection pages by URL (0 = off) so re-reads cost no generation.
     """
     server = SandboxServer(seed=seed, scale=scale, rate_limits=rate_limits, port=port, api_key=api_key,
                            faults=faults, now=now, span_days=span_days, late_release_after=late_release_after,
-                           recorder=recorder)
+                           recorder=recorder, latency=latency, page_cache_mb=page_cache_mb)
     server.start()
     handle = SandboxHandle(server)
     try:

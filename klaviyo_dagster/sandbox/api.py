@@ -273,6 +273,12 @@ class ReadApi:
             profile_idx.add(-1 if i is None else i)
 
         def accept(ref: tuple[str, Any]) -> dict[str, Any] | None:
+            if ref[0] == "o":  # a written event (writes_events.py)
+                rec = store.events_new.get(ref[1])
+                if rec is None or any(m != rec["_metric_id"] for m in metric) \
+                        or any(pid != rec["_profile_id"] for pid in profile):
+                    return None
+                return rec
             i = ref[1]
             if metric_idx and (len(metric_idx) > 1 or base.event_metric(i) not in metric_idx):
                 return None
@@ -312,7 +318,7 @@ class ReadApi:
 
     # ---- metrics --------------------------------------------------------------------------------------
     def get_metrics(self, req: Request) -> dict[str, Any]:
-        return self.memory_collection(req, self.store.base.metrics, 200, lambda r: self.simple_resource(r, req.params))
+        return self.memory_collection(req, self.store.all_metrics(), 200, lambda r: self.simple_resource(r, req.params))
 
     def get_metric(self, req: Request) -> dict[str, Any]:
         rec = self.store.metric_by_id.get(req.ids["id"])

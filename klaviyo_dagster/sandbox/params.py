@@ -14,6 +14,7 @@ from typing import Any
 
 from klaviyo_dagster.sandbox.filters import Condition, FilterError, check_allowed, parse_filter
 from klaviyo_dagster.sandbox.paging import CursorError, decode_cursor
+from klaviyo_dagster.sandbox.revisions import lacking, lacking_detail
 
 TITLES = {400: "Invalid input.", 401: "Authentication credentials were not provided.",
           403: "You do not have permission to perform this action.", 404: "Not found.",
@@ -81,8 +82,12 @@ def _enum(schema: dict[str, Any]) -> list[str] | None:
     return schema.get("enum")
 
 
-def parse_params(op: dict[str, Any], query: dict[str, list[str]]) -> Params:
-    """Validate `query` (repeated keys: last wins) against operation `op` of the spec subset."""
+def parse_params(op: dict[str, Any], query: dict[str, list[str]], *, op_key: str = "",
+                 revision: str | None = None) -> Params:
+    """Validate `query` (repeated keys: last wins) against operation `op` of the spec subset.
+
+    With `revision` (and `op_key`), a parameter, value or filter that revision lacks is refused too.
+    """
     declared = {name: p for name, p in op["parameters"].items() if p["in"] == "query"}
     raw = {k: v[-1] for k, v in query.items()}
     for name in raw:
@@ -107,7 +112,10 @@ def parse_params(op: dict[str, Any], query: dict[str, list[str]]) -> Params:
             out.size = size
         elif name == "page[cursor]":
             try:
-                out.cursor = decode_cursor(value)
+                # The official SDK cuts the cursor out of links.next after `page%5Bcursor%5D` and keeps the
+                # `=`, sending `page[cursor]==<token>`; Klaviyo serves it, so a leading `=` is tolerated
+                # (issued cursors are unpadded base64url and never contain `=`).
+                out.cursor = decode_cursor(value.lstrip("="))
             except CursorError as e:
                 raise bad(str(e), parameter=name) from None
         elif name == "filter":
@@ -136,4 +144,8 @@ def parse_params(op: dict[str, Any], query: dict[str, list[str]]) -> Params:
                 out.additional[name[18:-1]] = set(items)
             elif name == "include":
                 out.include = items
+    if revision is not None:
+        change = lacking(op_key, revision, raw, [(c.field, c.op) for c in out.filters])
+        if change is not None:
+            raise bad(lacking_detail(change, revision), parameter=change.parameter)
     return out

@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--late-events-after", type=float, default=None,
                         help="release the late-arriving events this many seconds after start (default: only "
                              "on POST /__sandbox/late-events)")
+    parser.add_argument("--latency", default="off",
+                        help="answer delays: off, realistic (reads ~200 ms + 0.1 ms/record, heavy tail) or "
+                             "BASE[+PER/record][~SIGMA], e.g. 150ms+0.1ms/record (default off)")
+    parser.add_argument("--page-cache-mb", type=float, default=256.0,
+                        help="MB of rendered pages kept by URL so re-reads cost no generation (default 256, 0 = off)")
     return parser
 
 
@@ -37,8 +42,10 @@ def serve(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with run_sandbox(seed=args.seed, scale=args.scale, rate_limits=args.rate_limits, port=args.port,
                      api_key=args.api_key, faults=args.faults, span_days=args.span_days,
-                     late_release_after=args.late_events_after) as sb:
-        print(f"Klaviyo sandbox (seed {args.seed}, scale {args.scale}, rate limits {args.rate_limits}) "
+                     late_release_after=args.late_events_after, latency=args.latency,
+                     page_cache_mb=args.page_cache_mb) as sb:
+        print(f"Klaviyo sandbox (seed {args.seed}, scale {args.scale}, rate limits {args.rate_limits}, "
+              f"latency {args.latency}) "
               f"ready in {time.monotonic() - started:.2f}s", flush=True)
         print(f"base_url: {sb.base_url}", flush=True)
         print(f"api_key:  {sb.api_key}", flush=True)

@@ -1,16 +1,24 @@
 """The sandbox HTTP server: routing, auth, revision, rate limits, faults, admin routes.
 
 Request path, in order: admin routes under `/__sandbox/` (no Klaviyo auth); the `Authorization:
-Klaviyo-API-Key` check (401); the `revision` header (400 when missing or not YYYY-MM-DD[.suffix]; any
-well-formed revision is served as the spec's); route resolution against the spec subset's operations
+Klaviyo-API-Key` check (401); the `revision` header (400 unless revisions.py serves it: missing,
+malformed, unpublished, retired, newer than the spec); route resolution against the spec subset's operations
 (404 unknown path, 405 wrong method); the rate limiter (429, `RateLimit-*` headers on every answer);
-fault injection (status, reset, truncate, slow); query validation; the handler. Stdlib
-`ThreadingHTTPServer` with HTTP/1.1 keep-alive, orjson bodies.
+fault injection (status, reset, truncate, slow); query validation; the handler (or the page cache);
+then the latency model's delay (latency.py), slept in the connection's thread before the answer is
+written. Stdlib `ThreadingHTTPServer` (a thread per connection, so sleeping answers cost no CPU) with
+HTTP/1.1 keep-alive, orjson bodies.
+
+The page cache (`page_cache_mb`, off unless asked for; the CLI turns it on) keeps rendered answers of
+collection reads by their exact URL, so re-reading a page costs a dictionary lookup instead of generating
+a thousand events. It is bounded in bytes (least recently used answers go first), and emptied by any
+request that may change data (every non-GET `/api/` call, every admin change, late-event releases); it is
+bypassed while a bulk import job is still pending. Rate limits, faults and the recorder see cached answers
+exactly like fresh ones.
 """
 
 from __future__ import annotations
 
-import re
 import socket
 import struct
 import threading
@@ -23,29 +31,39 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from klaviyo_dagster.sandbox import routes
+from klaviyo_dagster.sandbox import revisions, routes
 from klaviyo_dagster.sandbox.api import ReadApi, Request
 from klaviyo_dagster.sandbox.faults import FaultInjector
 from klaviyo_dagster.sandbox.generate import BaseData, parse_scale
 from klaviyo_dagster.sandbox.ids import h
+from klaviyo_dagster.sandbox.latency import LatencyModel
+from klaviyo_dagster.sandbox.pagecache import PageCache
 from klaviyo_dagster.sandbox.params import ApiError, parse_params
 from klaviyo_dagster.sandbox.ratelimit import RateLimiter
 from klaviyo_dagster.sandbox.store import Store
 from klaviyo_dagster.sandbox.writes import WriteApi
+from klaviyo_dagster.sandbox.writes_consent import ACCEPTED as CONSENT_ACCEPTED
+from klaviyo_dagster.sandbox.writes_consent import ConsentWrites
+from klaviyo_dagster.sandbox.writes_events import ACCEPTED as EVENTS_ACCEPTED
+from klaviyo_dagster.sandbox.writes_events import EventWrites
+from klaviyo_dagster.sandbox.writes_privacy import ACCEPTED as PRIVACY_ACCEPTED
+from klaviyo_dagster.sandbox.writes_privacy import PrivacyWrites
 from klaviyo_dagster.spec import load_subset
 
 MEDIA_TYPE = "application/vnd.api+json"
-REVISION_RE = re.compile(r"\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?")
 MAX_BODY = 64 * 1024 * 1024
+ACCEPTED_EMPTY = EVENTS_ACCEPTED | CONSENT_ACCEPTED | PRIVACY_ACCEPTED
 
 
 class Response:
-    __slots__ = ("status", "body", "headers")
+    __slots__ = ("status", "body", "headers", "records")
 
-    def __init__(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
+                 records: int = 0) -> None:
         self.status = status
         self.body = body
         self.headers = headers or {}
+        self.records = records  # resources in the answer (data + included): the latency model's size
 
 
 def json_response(status: int, doc: Any, headers: dict[str, str] | None = None) -> Response:
@@ -57,7 +75,8 @@ class SandboxServer:
 
     def __init__(self, seed: int = 42, scale: str = "small", rate_limits: str = "off", port: int = 0,
                  api_key: str | None = None, faults: str | None = None, now: float | None = None,
-                 span_days: float = 30.0, late_release_after: float | None = None, recorder: Any = None) -> None:
+                 span_days: float = 30.0, late_release_after: float | None = None, recorder: Any = None,
+                 latency: str | None = "off", page_cache_mb: float = 0.0) -> None:
         self.subset = load_subset()
         self.revision = self.subset["revision"]
         self.seed = seed
@@ -70,6 +89,8 @@ class SandboxServer:
         self.api_key = api_key or default_api_key(seed)
         self.limiter = RateLimiter(rate_limits, self.subset)
         self.faults = FaultInjector(seed, faults)
+        self.latency = LatencyModel(latency, seed)
+        self.page_cache = PageCache(int(page_cache_mb * 2**20))
         self.recorder: Any = recorder if recorder is not None else _recorder_from_env()
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
@@ -80,6 +101,7 @@ class SandboxServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.reads = ReadApi(self.store, self.base_url)
         self.writes = WriteApi(self.store, self.reads)
+        self.more_writes = [cls(self.store, self.reads) for cls in (EventWrites, ConsentWrites, PrivacyWrites)]
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[Request], Any]] = self._handler_table()
         assert set(self._handlers) == set(routes.OPERATIONS), "every spec operation needs a handler"
@@ -105,6 +127,34 @@ class SandboxServer:
         if self.late_release_after is not None and self.store.late_pending() > 0:
             if self.clock_ms() - self._t0_wall * 1000 >= self.late_release_after * 1000:
                 self.store.release_late_events()
+                self.page_cache.clear()
+
+    def release_late_events(self, count: int | None = None) -> int:
+        """Make late events visible (see Store.release_late_events); cached pages are dropped."""
+        n = self.store.release_late_events(count)
+        self.page_cache.clear()
+        return n
+
+    def delete_profile(self, profile_id: str) -> bool:
+        """Delete a profile now, as a data-privacy deletion would (Store.delete_profile); False when unknown."""
+        deleted = self.store.delete_profile(profile_id)
+        self.page_cache.clear()
+        return deleted
+
+    def _cacheable(self, method: str, op_key: str) -> bool:
+        """Whether this answer may come from (and go to) the page cache right now."""
+        if not self.page_cache.enabled:
+            return False
+        if method != "GET":
+            self.page_cache.clear()  # anything but a read may change data
+            return False
+        if op_key not in CACHED_OPERATIONS:
+            return False
+        if self.late_release_after is not None and self.store.late_pending() > 0:
+            return False
+        if self.store.deferred:  # an asynchronous write (event, consent, deletion) is still to take effect
+            return False
+        return not any(not job.applied for job in list(self.store.jobs.values()))
 
     # ---- dispatch -------------------------------------------------------------------------------------
     def _handler_table(self) -> dict[str, Callable[[Request], Any]]:
@@ -139,6 +189,7 @@ class SandboxServer:
             "GET /api/profile-bulk-import-jobs/{id}/relationships/profiles": lambda q: w.get_job_profiles(q, True),
             "GET /api/profile-bulk-import-jobs/{id}/lists": lambda q: w.get_job_lists(q, False),
             "GET /api/profile-bulk-import-jobs/{id}/relationships/lists": lambda q: w.get_job_lists(q, True),
+            **{op: fn for more in self.more_writes for op, fn in more.handlers().items()},
         }
 
     def count(self, key: str) -> None:
@@ -146,7 +197,7 @@ class SandboxServer:
             self.stats[key] += 1
 
     def handle_api(self, method: str, path: str, query: dict[str, list[str]], headers: Any,
-                   body: bytes) -> tuple[Response, Any, str | None]:
+                   body: bytes, raw_query: str = "") -> tuple[Response, Any, str | None]:
         """Answer one /api/ request. Returns (response, fault or None, op_key)."""
         auth = headers.get("Authorization")
         if not auth:
@@ -156,13 +207,10 @@ class SandboxServer:
             raise ApiError(401, "authentication_failed", "Incorrect authentication credentials: the "
                            "Authorization header must be 'Klaviyo-API-Key <private key>' with a valid key",
                            title="Incorrect authentication credentials.")
-        revision = headers.get("revision")
-        if revision is None:
-            raise ApiError(400, "invalid", f"the revision header is required, e.g. 'revision: {self.revision}'",
-                           parameter="revision")
-        if not REVISION_RE.fullmatch(revision.strip()):
-            raise ApiError(400, "invalid", f"revision {revision!r} is not YYYY-MM-DD or YYYY-MM-DD.suffix; "
-                           f"send e.g. 'revision: {self.revision}'", parameter="revision")
+        try:
+            revision = revisions.resolve(headers.get("revision"), self.clock_ms())
+        except revisions.RevisionError as e:
+            raise ApiError(400, "invalid", str(e), parameter="revision") from None
         op_key, ids = routes.match(method, path)
         self.count(op_key)
         decision = self.limiter.check(op_key, query, time.time())
@@ -180,28 +228,52 @@ class SandboxServer:
             return json_response(status, err.doc(), extra), None, op_key
         if fault is not None and fault.kind == "slow":
             time.sleep(float(fault.delay or 0))
+        cache_key = None
+        generation = self.page_cache.generation
+        if self._cacheable(method, op_key):
+            cache_key = (op_key, path, raw_query, revision)  # answers differ by revision
+            hit = self.page_cache.get(cache_key)
+            if hit is not None:
+                return Response(hit.status, hit.body, extra, hit.records), fault, op_key
         try:
-            return self._serve(op_key, ids, path, query, body, extra), fault, op_key
+            try:
+                response = self._serve(op_key, ids, path, query, body, extra, revision)
+            finally:
+                if method != "GET":
+                    self.page_cache.clear()  # again after the change: no page rendered meanwhile is kept
+            if cache_key is not None and response.status == 200:
+                self.page_cache.put(cache_key, Response(200, response.body, None, response.records), generation)
+            return response, fault, op_key
         except ApiError as e:
             e.headers = {**extra, **e.headers}  # RateLimit-* headers ride on errors too
             raise
 
     def _serve(self, op_key: str, ids: dict[str, str], path: str, query: dict[str, list[str]], body: bytes,
-               extra: dict[str, str]) -> Response:
+               extra: dict[str, str], revision: str | None = None) -> Response:
         self._maybe_auto_release()
         self.store.advance_jobs()
-        params = parse_params(self.subset["operations"][op_key], query)
+        params = parse_params(self.subset["operations"][op_key], query, op_key=op_key, revision=revision)
         req = Request(params=params, path=path.rstrip("/") + "/", ids=ids, body=body)
         result = self._handlers[op_key](req)
-        if result is None:
-            return Response(204, b"", extra)
-        status = 201 if op_key == "POST /api/lists" else 202 if op_key.startswith("POST /api/profile-bulk") else 200
+        if result is None:  # asynchronous writes answer 202 without a body, membership changes 204
+            return Response(202 if op_key in ACCEPTED_EMPTY else 204, b"", extra)
+        status = 201 if op_key == "POST /api/lists" else 202 if op_key.startswith("POST /api/profile-") else 200
         if params.include and "included" not in result:
             result["included"] = []  # asked-for relations the sandbox has no data for (tags, push tokens, ...)
-        return json_response(status, result, extra)
+        response = json_response(status, result, extra)
+        data = result.get("data") if isinstance(result, dict) else None
+        response.records = (len(data) if isinstance(data, list) else 1 if data else 0) + len(result.get("included") or ())
+        return response
 
     # ---- admin ----------------------------------------------------------------------------------------
     def handle_admin(self, method: str, path: str, body: bytes) -> Response:
+        try:
+            return self._admin(method, path, body)
+        finally:
+            if method != "GET" and not path.rstrip("/").endswith(("/stats", "/latency")):
+                self.page_cache.clear()  # admin changes (faults, late events, deletions, ...) may change data
+
+    def _admin(self, method: str, path: str, body: bytes) -> Response:
         name = path[len("/__sandbox/"):].strip("/")
         data: Any = {}
         if body:
@@ -209,6 +281,19 @@ class SandboxServer:
                 data = orjson.loads(body)
             except orjson.JSONDecodeError:
                 return json_response(400, {"error": "admin routes take a JSON body"})
+        if method != "GET" and name not in ("stats", "latency"):
+            self.page_cache.clear()
+        if name == "latency" and method == "GET":
+            return json_response(200, self.latency.describe())
+        if name == "latency" and method in ("POST", "PUT"):
+            spec = data.get("latency", data.get("mode")) if isinstance(data, dict) else data
+            try:
+                self.latency.set(None if spec is None else str(spec))
+            except ValueError as e:
+                return json_response(400, {"error": str(e)})
+            return json_response(200, self.latency.describe())
+        if name == "page-cache" and method == "GET":
+            return json_response(200, self.page_cache.snapshot())
         if name == "stats":
             if method == "DELETE":
                 with self._stats_lock:
@@ -221,7 +306,7 @@ class SandboxServer:
             count = data.get("count") if isinstance(data, dict) else None
             if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
                 return json_response(400, {"error": f"count must be a non-negative integer, got {count!r}"})
-            n = self.store.release_late_events(count)
+            n = self.release_late_events(count)
             return json_response(200, {"released": n, "pending": self.store.late_pending()})
         if name == "rate-limits" and method == "GET":
             return json_response(200, {"mode": getattr(self.limiter, "mode", None)})
@@ -244,10 +329,17 @@ class SandboxServer:
                 return json_response(400, {"error": str(e)})
             snapshot = getattr(self.faults, "snapshot", None)
             return json_response(200, result if result is not None else snapshot() if snapshot else {"ok": True})
+        if name == "delete-profile" and method == "POST":
+            pid = data.get("id") if isinstance(data, dict) else None
+            if not isinstance(pid, str) or not pid:
+                return json_response(400, {"error": 'send {"id": "<profile id>"}'})
+            if not self.delete_profile(pid):
+                return json_response(404, {"error": f"no profile with id {pid!r}"})
+            return json_response(200, {"deleted": pid})
         if name == "health":
             return json_response(200, {"ok": True, "base_url": self.base_url})
         return json_response(404, {"error": f"unknown admin route {path}; see /__sandbox/health, stats, "
-                                            "late-events, rate-limits, faults"})
+                                            "late-events, rate-limits, faults, latency, page-cache, delete-profile"})
 
 
 def _recorder_from_env() -> Any:
@@ -262,6 +354,15 @@ def _recorder_from_env() -> Any:
 def default_api_key(seed: int) -> str:
     """The deterministic private key a sandbox accepts when none is given: pk_ + 34 hex digits."""
     return "pk_" + "".join(f"{h(seed, 'api-key', k):016x}" for k in range(3))[:34]
+
+
+# Collection reads whose answers depend only on the URL and the data (not on the clock): page-cacheable.
+CACHED_OPERATIONS = frozenset({
+    "GET /api/profiles", "GET /api/events", "GET /api/metrics", "GET /api/lists", "GET /api/segments",
+    "GET /api/lists/{id}/profiles", "GET /api/lists/{id}/relationships/profiles",
+    "GET /api/segments/{id}/profiles", "GET /api/segments/{id}/relationships/profiles",
+    "GET /api/campaigns", "GET /api/flows", "GET /api/templates",
+})
 
 
 class _Server(ThreadingHTTPServer):
@@ -282,6 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def _dispatch(self, method: str) -> None:
+        started = time.monotonic()
         sandbox: SandboxServer = self.server.sandbox  # type: ignore[attr-defined]
         split = urlsplit(self.path)
         path = split.path
@@ -305,7 +407,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = None
         op_key = None
         try:
-            response, fault, op_key = sandbox.handle_api(method, path, query, self.headers, body)
+            response, fault, op_key = sandbox.handle_api(method, path, query, self.headers, body, split.query)
         except ApiError as e:
             response = json_response(e.status, e.doc(), e.headers)
         except Exception as e:  # a sandbox bug must still answer like a server, not hang the client
@@ -313,6 +415,13 @@ class _Handler(BaseHTTPRequestHandler):
         if sandbox.recorder is not None:
             key = op_key or routes.op_key_or_unmatched(method, path)
             sandbox.recorder.record(key, method, response.status, response.body, query)
+        delay = sandbox.latency.delay(method, response.status, response.records)
+        if delay > 0:
+            response.headers = {**response.headers, "X-Sandbox-Latency-Ms": f"{delay * 1000:.1f}"}
+            # The whole answer takes `delay`: the time spent building it counts. Sleeping costs no CPU.
+            left = delay - (time.monotonic() - started)
+            if left > 0:
+                time.sleep(left)
         if fault is not None and fault.kind == "reset":
             self._reset()
             return

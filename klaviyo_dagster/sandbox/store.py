@@ -79,6 +79,16 @@ class Store:
         self.job_seq = 0
         self.metric_by_id = {m["id"]: m for m in base.metrics}
         self.metric_ids = [m["id"] for m in base.metrics]
+        # Activation writes beyond profiles and lists (writes_events.py, writes_consent.py, writes_privacy.py):
+        self.metrics_new: list[dict[str, Any]] = []  # metrics created by their first event
+        self.events_new: dict[str, dict[str, Any]] = {}  # event id -> record, in `events_overlay` by datetime
+        self.events_overlay = Overlay()
+        self.event_keys: set[tuple[str, str, str]] = set()  # (profile id, metric id, unique_id) seen
+        self.consent: dict[str, dict[str, Any]] = {}  # profile id -> `subscriptions` after consent writes
+        self.p_deleted: set[str] = set()  # profile ids removed by deletion (and their base indices below)
+        self.p_deleted_idx: set[int] = set()
+        self.deferred: list[tuple[int, int, Callable[[], None]]] = []  # (due ms, seq, effect) of async writes
+        self.deferred_seq = 0
 
     # ---- profiles -------------------------------------------------------------------------------------
     def _profile_rec(self, pid: str, attrs: dict[str, Any], pidx: int) -> dict[str, Any]:
@@ -93,6 +103,8 @@ class Store:
         return self._profile_rec(pid, attrs, i)
 
     def profile(self, pid: str) -> dict[str, Any] | None:
+        if pid in self.p_deleted:
+            return None
         attrs = self.p_attrs.get(pid)
         if attrs is not None:
             return self._profile_rec(pid, attrs, self.p_pidx[pid])
@@ -103,6 +115,8 @@ class Store:
         return self.profile_by_base(ref[1]) if ref[0] == "b" else self.profile(ref[1])  # type: ignore[return-value]
 
     def profile_extra(self, rec: dict[str, Any], name: str) -> dict[str, Any]:
+        if name == "subscriptions" and rec["id"] in self.consent:
+            return self.consent[rec["id"]]
         return profile_extra(self.base.seed, rec["_pidx"], name, rec["attributes"])
 
     def lookup(self, field_name: str, value: Any) -> list[str]:
@@ -121,34 +135,84 @@ class Store:
                   "external_id": self.base.external_id}[field_name]
         for i in finder(value):
             pid = self.base.profile_id(i)
-            if pid not in self.p_attrs and getter(i) == value:
+            if pid not in self.p_attrs and i not in self.p_deleted_idx and getter(i) == value:
                 out.append(pid)
         return out
 
     def profile_source(self, view: str) -> OrderedSource:
         b = self.base
+        deleted = self.p_deleted_idx
         if view == "updated":
-            return OrderedSource(b.updated_tl.at, b.n_profiles, self.p_base_modified.__contains__,
-                                 self.p_updated, b.updated_tl.first_at_or_after)
-        return OrderedSource(b.created_tl.at, b.n_profiles, None, self.p_new, b.created_tl.first_at_or_after)
+            modified = self.p_base_modified
+            skip = (lambda i: i in modified or i in deleted) if deleted else modified.__contains__
+            return OrderedSource(b.updated_tl.at, b.n_profiles, skip, self.p_updated, b.updated_tl.first_at_or_after)
+        return OrderedSource(b.created_tl.at, b.n_profiles, deleted.__contains__ if deleted else None, self.p_new,
+                             b.created_tl.first_at_or_after)
 
     def all_profile_refs(self) -> Iterator[tuple[str, Any]]:
         for i in range(self.base.n_profiles):
-            yield ("b", i)
+            if i not in self.p_deleted_idx:
+                yield ("b", i)
         for entry in self.p_new.items:
             yield ("o", entry[3])
 
     def profile_count(self) -> int:
-        return self.base.n_profiles + len(self.p_new)
+        return self.base.n_profiles - len(self.p_deleted_idx) + len(self.p_new)
+
+    def delete_profile(self, pid: str) -> bool:
+        """Remove a profile with its list/segment memberships, consent and events; False when unknown."""
+        with self.lock:
+            rec = self.profile(pid)
+            if rec is None:
+                return False
+            pidx = rec["_pidx"]
+            attrs = self.p_attrs.pop(pid, None)
+            self.p_pidx.pop(pid, None)
+            for f in IDENTITY_FIELDS:
+                value = (attrs or {}).get(f)
+                if value and self.p_index[f].get(value) == pid:
+                    del self.p_index[f][value]
+            self.p_new.remove(pid)
+            self.p_updated.remove(pid)
+            if pidx < self.base.n_profiles:
+                self.p_deleted_idx.add(pidx)
+            self.p_deleted.add(pid)
+            self.consent.pop(pid, None)
+            for kind_groups in self.groups.values():
+                for st in kind_groups.values():
+                    if pid in st.added:
+                        st.added.remove(pid)
+                    elif pidx < self.base.n_profiles and self.base.member_k(st.group, pidx) is not None:
+                        st.removed.add(pidx)
+            for eid in [e for e, ev in self.events_new.items() if ev["_profile_id"] == pid]:
+                self.events_new.pop(eid)
+                self.events_overlay.remove(eid)
+            return True
+
+    def defer(self, delay_ms: int, effect: Callable[[], None]) -> None:
+        """Run `effect` (an asynchronous write: event import, consent change, deletion) `delay_ms` from now."""
+        with self.lock:
+            self.deferred_seq += 1
+            self.deferred.append((self.clock_ms() + delay_ms, self.deferred_seq, effect))
 
     # ---- events ---------------------------------------------------------------------------------------
     def event_hidden(self, i: int) -> bool:
         b = self.base
+        if self.p_deleted_idx and b.event_profile(i) in self.p_deleted_idx:
+            return True
         return b.is_late(i) and (i - b.late_from) // LATE_STRIDE >= self.late_released
 
     def event_source(self) -> OrderedSource:
+        """Base events merged with written ones (refs ("o", event id), see `new_event`)."""
         b = self.base
-        return OrderedSource(b.event_tl.at, b.n_events, self.event_hidden, Overlay(), b.event_tl.first_at_or_after)
+        return OrderedSource(b.event_tl.at, b.n_events, self.event_hidden, self.events_overlay,
+                             b.event_tl.first_at_or_after)
+
+    def event_by_ref(self, ref: tuple[str, Any]) -> dict[str, Any] | None:
+        return self.event(ref[1]) if ref[0] == "b" else self.events_new.get(ref[1])
+
+    def all_metrics(self) -> list[dict[str, Any]]:
+        return self.base.metrics + self.metrics_new
 
     def event(self, i: int) -> dict[str, Any]:
         e = self.base.event(i)
@@ -158,6 +222,8 @@ class Store:
             "_profile_id": self.base.profile_id(e["profile"]), "_profile_index": e["profile"]}
 
     def event_by_id(self, event_id: str) -> dict[str, Any] | None:
+        if event_id in self.events_new:
+            return self.events_new[event_id]
         i = self.base.event_index(event_id)
         if i is None or self.event_hidden(i):
             return None
@@ -342,8 +408,14 @@ class Store:
             return job
 
     def advance_jobs(self) -> None:
-        """Apply every job whose processing time has passed (called on each request)."""
+        """Apply every job and deferred write whose processing time has passed (called on each request)."""
         now = self.clock_ms()
+        if self.deferred and min(d[0] for d in self.deferred) <= now:
+            with self.lock:
+                due = sorted(d for d in self.deferred if d[0] <= now)
+                self.deferred = [d for d in self.deferred if d[0] > now]
+                for _, _, effect in due:
+                    effect()
         pending = [j for j in self.jobs.values() if not j.applied and now >= j.done_ms]
         if not pending:
             return

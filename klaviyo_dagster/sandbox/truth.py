@@ -36,10 +36,11 @@ class Truth:
         if rtype == "profile":
             return [r.profile_resource(s.profile_by_ref(ref), p) for ref in s.all_profile_refs()]
         if rtype == "event":
-            return [r.event_resource(s.event(i), p) for i in range(b.n_events) if not s.event_hidden(i)]
+            walk = s.event_source().walk(None, None, False, None, None)
+            return [r.event_resource(rec, p) for _, ref in walk if (rec := s.event_by_ref(ref)) is not None]
         if rtype in ("list", "segment"):
             return [r.simple_resource(r.group_rec(st), p) for st in s.groups[rtype].values()]
-        source = {"metric": b.metrics, "campaign": b.campaigns, "flow": b.flows, "template": b.templates,
+        source = {"metric": s.all_metrics(), "campaign": b.campaigns, "flow": b.flows, "template": b.templates,
                   "campaign-message": b.campaign_messages, "flow-action": b.flow_actions,
                   "flow-message": b.flow_messages, "tag": b.tags, "tag-group": b.tag_groups}.get(rtype)
         if source is None:
@@ -59,7 +60,7 @@ class Truth:
         hi_incl = None if hi is None else hi - 1
         if rtype == "event" and field in ("datetime", "timestamp"):
             walk = s.event_source().walk(None, None, False, lo, hi_incl)
-            return [r.event_resource(s.event(ref[1]), p) for _, ref in walk]
+            return [r.event_resource(rec, p) for _, ref in walk if (rec := s.event_by_ref(ref)) is not None]
         if rtype == "profile" and field in ("updated", "created"):
             walk = s.profile_source(field).walk(None, None, False, lo, hi_incl)
             return [r.profile_resource(s.profile_by_ref(ref), p) for _, ref in walk]

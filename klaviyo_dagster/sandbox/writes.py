@@ -60,19 +60,14 @@ def row_error(k: int, code: str, detail: str, row: Any, field: str | None = None
             "detail": detail, "source": {"pointer": pointer}, "original_payload": row}
 
 
-def check_row(k: int, row: Any) -> dict[str, Any] | None:
-    """An import error for row `k`, or None when the row can be imported."""
-    if not isinstance(row, dict) or row.get("type") != "profile" or not isinstance(row.get("attributes"), dict):
-        return row_error(k, "invalid", "each profile must be {\"type\": \"profile\", \"attributes\": {...}}", row)
-    if len(orjson.dumps(row)) > MAX_PROFILE_BYTES:
-        return row_error(k, "profile_too_large", "a profile may be at most 100 KB; trim its properties", row)
-    attrs = row["attributes"]
+def identifier_problem(attrs: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, detail) when `email` or `phone_number` in `attrs` is not valid (E.164 for phones), else None."""
     email, phone = attrs.get("email"), attrs.get("phone_number")
     if email is not None:
         try:
             validate_email(email, check_deliverability=False)
         except (EmailNotValidError, TypeError) as e:
-            return row_error(k, "invalid", f"Invalid email address {email!r}: {e}", row, "email")
+            return "email", f"Invalid email address {email!r}: {e}"
     if phone is not None:
         try:
             ok = phonenumbers.is_valid_number(phonenumbers.parse(phone, None))
@@ -81,8 +76,22 @@ def check_row(k: int, row: Any) -> dict[str, Any] | None:
         except (phonenumbers.NumberParseException, TypeError):
             ok = False
         if not ok:
-            return row_error(k, "invalid", f"Invalid phone number {phone!r}: phone numbers must be valid and "
-                             "in E.164 format, e.g. +14155550123", row, "phone_number")
+            return "phone_number", (f"Invalid phone number {phone!r}: phone numbers must be valid and "
+                                    "in E.164 format, e.g. +14155550123")
+    return None
+
+
+def check_row(k: int, row: Any) -> dict[str, Any] | None:
+    """An import error for row `k`, or None when the row can be imported."""
+    if not isinstance(row, dict) or row.get("type") != "profile" or not isinstance(row.get("attributes"), dict):
+        return row_error(k, "invalid", "each profile must be {\"type\": \"profile\", \"attributes\": {...}}", row)
+    if len(orjson.dumps(row)) > MAX_PROFILE_BYTES:
+        return row_error(k, "profile_too_large", "a profile may be at most 100 KB; trim its properties", row)
+    attrs = row["attributes"]
+    email, phone = attrs.get("email"), attrs.get("phone_number")
+    problem = identifier_problem(attrs)
+    if problem is not None:
+        return row_error(k, "invalid", problem[1], row, problem[0])
     if not (row.get("id") or email or phone or attrs.get("external_id") or attrs.get("_kx")):
         return row_error(k, "invalid", "a profile needs an identifier: id, email, phone_number, external_id "
                          "or _kx", row)

@@ -44,20 +44,25 @@ class WarehouseResource(ConfigurableResource):
         """The database path actually used."""
         return self.database or os.environ.get(DATABASE_ENV) or DEFAULT_DATABASE
 
-    def get_warehouse(self) -> Warehouse:
-        """A `Warehouse` on the configured file and schema, logging through Dagster."""
+    def get_warehouse(self, schema: str | None = None) -> Warehouse:
+        """A `Warehouse` on the configured file and schema (or ``schema``), logging through Dagster."""
         database = self.resolved_database()
-        if database != ":memory:" and Path(database).name.split(".")[0] == self.schema_:
+        schema = schema or self.schema_
+        if database != ":memory:" and Path(database).name.split(".")[0] == schema:
             raise ValueError(
-                f"DuckDB names the database file {database!r} {self.schema_!r}, like the schema {self.schema_!r}: "
-                f"then {self.schema_}.<table> is ambiguous in every query (the activation models, your SQL, the "
+                f"DuckDB names the database file {database!r} {schema!r}, like the schema {schema!r}: "
+                f"then {schema}.<table> is ambiguous in every query (the activation models, your SQL, the "
                 f"DuckDB shell). Rename the file (e.g. {DATABASE_ENV}=data/warehouse.duckdb) or choose another schema."
             )
         return Warehouse(
             database,
-            self.schema_,
+            schema,
             connection_config=self.connection_config,
             staging_memory_limit=self.staging_memory_limit,
             commit_memory_limit=self.commit_memory_limit,
             logger=get_dagster_logger("klaviyo_dagster.warehouse"),
         )
+
+    def catalog(self) -> str:
+        """DuckDB's catalog name for the configured file (its stem), as fully qualified names use it."""
+        return Warehouse(self.resolved_database(), self.schema_).catalog

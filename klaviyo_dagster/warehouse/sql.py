@@ -8,6 +8,24 @@ def quote_ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def sql_string(value: str) -> str:
+    """A single-quoted SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def table_parts(table: str) -> list[str]:
+    """``"schema.table"`` -> ``["schema", "table"]`` (validated: no empty or quoted parts)."""
+    parts = table.split(".")
+    if not 1 <= len(parts) <= 2 or not all(p and '"' not in p for p in parts):
+        raise ValueError(f"table name {table!r} must look like 'schema.table' or 'table'")
+    return parts
+
+
+def quote_table(table: str) -> str:
+    """Quoted ``"schema"."table"`` for SQL."""
+    return ".".join(quote_ident(p) for p in table_parts(table))
+
+
 def qualified(schema: str, table: str) -> str:
     """``"schema"."table"``."""
     return f"{quote_ident(schema)}.{quote_ident(table)}"

@@ -3,8 +3,9 @@
 import pytest
 from dagster import DagsterInstance, Definitions, RunRequest, SensorResult, SkipReason, build_sensor_context
 
-from klaviyo_dagster.activate import ACTIVATION_JOB, ACTIVATION_SENSOR, build_activation_definitions
+from klaviyo_dagster.activate import ACTIVATION_JOB, ACTIVATION_SENSOR
 from klaviyo_dagster.automation.sensors import build_table_change_sensor
+from klaviyo_dagster.factories import build_activation_definitions
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
 

@@ -269,3 +269,17 @@ def test_list_creation_is_not_repeated_after_an_unknown_outcome(handle: Any, fau
     # The sandbox created the list behind the reset (its answer was lost) and the last one: a repeat of
     # the reset request would have made a third.
     assert len(handle.truth.records("list")) == before + 2
+
+
+def test_client_sends_the_revision_it_was_built_for_and_names_it_when_refused(handle: Any) -> None:
+    from klaviyo_dagster.client import DEFAULT_REVISION
+
+    assert DEFAULT_REVISION == "2026-07-15"
+    with _client(handle) as client:
+        assert client.session.headers["revision"] == DEFAULT_REVISION
+        assert client.get("/api/metrics")["data"]
+    with _client(handle, revision="2026-10-15") as client, pytest.raises(KlaviyoBadRequestError) as err:
+        client.get("/api/metrics")
+    text = str(err.value)
+    assert "sent revision 2026-10-15" in text and "built for and tested against revision 2026-07-15" in text
+    assert "newer than the spec" in text  # the server's own reason is kept

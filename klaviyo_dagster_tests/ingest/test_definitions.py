@@ -7,7 +7,8 @@ import warnings
 import dagster as dg
 import pytest
 
-from klaviyo_dagster.ingest import OBJECTS, build_ingest_definitions
+from klaviyo_dagster.factories import build_ingest_definitions
+from klaviyo_dagster.ingest import OBJECTS
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import orjson
 import pytest
 import requests
 
-from klaviyo_dagster.ingest import build_ingest_definitions
+from klaviyo_dagster.factories import build_ingest_definitions
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.sandbox import run_sandbox
 from klaviyo_dagster.warehouse import Warehouse, WarehouseResource
@@ -146,13 +146,19 @@ def test_single_run_backfill_lands_exactly_the_sandbox_records(handle: Any, db: 
     # Every record once, in the partition of its cursor's day.
     assert ids_by_day(wh, name) == expected
     md = metadata(result, name)
-    assert md["rows"] == md["dagster/row_count"] == sum(expected.values())
-    assert md["pages"] >= 1 and md["requests"] >= md["pages"] and md["table"] == f"klaviyo.{name}"
+    # A fresh table: what this run wrote is the whole table.
+    assert md["dagster/partition_row_count"] == md["dagster/row_count"] == sum(expected.values())
+    api = md["api"]
+    assert api["pages"] >= 1 and api["requests"] >= api["pages"] and api["throttled_429"] == 0
+    assert md["dagster/table_name"] == f"warehouse.klaviyo.{name}"
     assert md["cursor_window"] == {"start": f"{key(start)}T00:00:00Z", "end": f"{key(today())}T00:00:00Z"}
-    assert md["partitions"] == f"{key(start)}..{key(end)}"
     mats = result.asset_materializations_for_node(f"klaviyo__{name}")
     assert sorted(m.partition for m in mats) == [key(start + timedelta(days=i)) for i in range(30)]
-    assert "| id |" in md["preview"] or "| id" in md["preview"]
+    preview = md["preview"]
+    assert 1 <= len(preview.records) <= 5 and preview.records[0].data["id"] in {i for i, _ in expected}
+    schema = md["dagster/column_schema"]
+    assert [c.name for c in schema.columns] == list(wh.columns(name))
+    assert schema.constraints.other == ["PRIMARY KEY (id, _partition)"]
     assert checks_passed(result) == {
         "primary_key_unique": True,
         "primary_key_not_null": True,
@@ -181,7 +187,7 @@ def test_campaigns_every_channel_and_archived(handle: Any, db: Path) -> None:
     assert {c for c, _ in truth.values()} == {"email", "sms", "mobile_push"}
     assert {a for _, a in truth.values()} == {True, False}
     # 3 channels x 2 archived values: one pass each.
-    assert metadata(result, "campaigns")["pages"] >= 6
+    assert metadata(result, "campaigns")["api"]["pages"] >= 6
 
 
 def test_events_profile_metric_ids_and_json_properties(handle: Any, db: Path) -> None:
@@ -254,6 +260,12 @@ def test_reruns_and_overlapping_backfills_leave_no_duplicates(handle: Any, db: P
     expected = truth_by_day(handle, "events", day - timedelta(days=1), day + timedelta(days=2))
     assert total == distinct == sum(expected.values())
     assert ids_by_day(wh, "events") == expected
+    # One more day: the run reports its own rows as partition_row_count and the table's as row_count.
+    later = day + timedelta(days=3)
+    md = metadata(materialize(handle, db, "events", partition=later), "events")
+    written = sum(truth_by_day(handle, "events", later, later + timedelta(days=1)).values())
+    assert md["dagster/partition_row_count"] == written > 0
+    assert md["dagster/row_count"] == total + written
 
 
 # -- failures ------------------------------------------------------------------------------------------
@@ -267,8 +279,8 @@ def test_survives_injected_429s_and_5xx(handle: Any, db: Path, faults: Any) -> N
     assert ids_by_day(Warehouse(str(db)), "profiles") == truth_by_day(
         handle, "profiles", day, day + timedelta(days=3)
     )
-    md = metadata(result, "profiles")
-    assert md["throttled_429"] == 1 and md["retries"] >= 2 and md["errors_retried"] >= 2
+    api = metadata(result, "profiles")["api"]
+    assert api["throttled_429"] == 1 and api["retries"] >= 2 and api["errors_retried"] >= 2
 
 
 def test_bad_key_fails_with_a_clear_message(handle: Any, db: Path) -> None:
@@ -311,8 +323,12 @@ def test_schema_evolution_adds_missing_columns(handle: Any, db: Path) -> None:
     wh.execute(f"ALTER TABLE {wh.qualified('profiles')} DROP COLUMN last_event_date")
     result = materialize(handle, db, "profiles", partition=day)
     assert result.success, failure_text(result)
-    assert metadata(result, "profiles")["columns_added"] == ["last_event_date", "predictive_analytics"]
+    md = metadata(result, "profiles")
+    assert md["columns_added"] == ["last_event_date", "predictive_analytics"]
     cols = wh.columns("profiles")
+    # The Columns tab follows the table: the re-added columns are listed where the table now has them.
+    assert [c.name for c in md["dagster/column_schema"].columns] == list(cols)
+    assert list(cols)[-2:] == ["last_event_date", "predictive_analytics"]
     assert cols["last_event_date"] == "TIMESTAMP WITH TIME ZONE" and cols["predictive_analytics"] == "JSON"
     assert (
         wh.query(f"SELECT count(*) FROM {wh.qualified('profiles')} WHERE last_event_date IS NOT NULL")[0][0]

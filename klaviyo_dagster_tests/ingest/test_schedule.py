@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from klaviyo_dagster.ingest import build_ingest_definitions as _build
+from klaviyo_dagster.factories import build_ingest_definitions as _build
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
 

@@ -225,7 +225,7 @@ SERVED_ELSEWHERE = [  # real Klaviyo operations the package does not use: the sa
     ("GET", "/api/coupons"),
     ("GET", "/api/catalog-items"),
     ("POST", "/api/profiles"),
-    ("POST", "/api/events"),
+    ("PATCH", "/api/events"),
     ("PATCH", "/api/lists/{list}"),
     ("DELETE", "/api/lists/{list}"),
     ("DELETE", "/api/profiles/{profile}"),
@@ -274,13 +274,47 @@ def request_body(op_key: str, ids: dict[str, str]) -> Any:
         rows = [{"type": "profile", "attributes": {"email": f"fidelity{k}@example.com"}} for k in range(2)]
         rows += [{"type": "profile", "attributes": {"email": f"not an email {k}"}} for k in range(2)]
         return {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": rows}}}}
-    return None
+    return ACTIVATION_BODIES.get(op_key)
+
+
+def _event(unique_id: str) -> dict[str, Any]:
+    return {"type": "event", "attributes": {"properties": {"plan": "pro"}, "time": "2026-01-02T03:04:05+00:00",
+                                            "value": 1.5, "unique_id": unique_id,
+                                            "metric": {"data": {"type": "metric", "attributes": {"name": "Fidelity"}}}}}
+
+
+def _profiles(key: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"profiles": {"data": [{"type": "profile", "attributes": {"email": f"fidelity-{key}@example.com", **payload}}]}}
+
+
+_PROFILE = {"data": {"type": "profile", "attributes": {"email": "fidelity-event@example.com"}}}
+ACTIVATION_BODIES: dict[str, Any] = {  # issue 14: events, consent, data-privacy deletion
+    "POST /api/events": {"data": {**_event("single"), "attributes": {**_event("single")["attributes"],
+                                                                      "profile": _PROFILE}}},
+    "POST /api/event-bulk-create-jobs": {"data": {"type": "event-bulk-create-job", "attributes": {
+        "events-bulk-create": {"data": [{"type": "event-bulk-create", "attributes": {
+            "profile": _PROFILE, "events": {"data": [_event("bulk-1"), _event("bulk-2")]}}}]}}}},
+    "POST /api/profile-subscription-bulk-create-jobs": {"data": {
+        "type": "profile-subscription-bulk-create-job",
+        "attributes": _profiles("sub", {"subscriptions": {"email": {"marketing": {"consent": "SUBSCRIBED"}}}})}},
+    "POST /api/profile-subscription-bulk-delete-jobs": {"data": {
+        "type": "profile-subscription-bulk-delete-job",
+        "attributes": _profiles("unsub", {"subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}}})}},
+    "POST /api/profile-suppression-bulk-create-jobs": {"data": {
+        "type": "profile-suppression-bulk-create-job", "attributes": _profiles("sup", {})}},
+    "POST /api/profile-suppression-bulk-delete-jobs": {"data": {
+        "type": "profile-suppression-bulk-delete-job", "attributes": _profiles("sup", {})}},
+    "POST /api/data-privacy-deletion-jobs": {"data": {"type": "data-privacy-deletion-job", "attributes": {
+        "profile": {"data": {"type": "profile", "attributes": {"email": "fidelity-gone@example.com"}}}}}},
+}
 
 
 def concrete_path(op_key: str, ids: dict[str, str]) -> str:
     template = op_key.split(" ", 1)[1]
     kind = template.split("/")[2]  # /api/<kind>/...
-    key = {"profile-bulk-import-jobs": "job"}.get(kind, kind.rstrip("s"))
+    if "{" not in template:
+        return template
+    key = {"profile-bulk-import-jobs": "job"}.get(kind, kind.rstrip("s"))  # suppression jobs: their own kind
     return template.replace("{id}", ids[key]).replace("{job_id}", ids[key])
 
 
@@ -314,6 +348,11 @@ def discover_ids(handle: Any) -> dict[str, str]:
         job = call(handle, "POST", "/api/profile-bulk-import-jobs", json_body=request_body("POST /api/profile-bulk-import-jobs", ids))
         assert job.status_code == 202, job.text
     ids["job"] = job.json()["data"]["id"]
+    for op_key in ("POST /api/profile-suppression-bulk-create-jobs", "POST /api/profile-suppression-bulk-delete-jobs"):
+        for _ in range(21):  # one more than a page, so the job collections have a cursor to offer
+            sup = call(handle, "POST", op_key.split(" ", 1)[1], json_body=request_body(op_key, ids))
+            assert sup.status_code == 202, sup.text
+        ids[op_key.split("/")[2].rstrip("s")] = sup.json()["data"]["id"]
     for _ in range(300):  # until the job has run (the sandbox completes jobs within about a second)
         status = call(handle, "GET", f"/api/profile-bulk-import-jobs/{ids['job']}").json()["data"]["attributes"]["status"]
         if status == "complete":

@@ -157,35 +157,92 @@ def test_resource_defaults_and_env(tmp_path, monkeypatch) -> None:
     assert WarehouseResource(database="x.duckdb", schema="s").get_warehouse().schema == "s"
 
 
-def test_waiting_for_the_write_lock_is_logged(tmp_path, caplog) -> None:
+def _hold_lock(path, seconds: float, sibling: bool = False) -> subprocess.Popen:
+    """A process holding the write lock on ``path`` for ``seconds``; ``sibling``: started through an
+    intermediate process, so it is not our child (as another run's step would be)."""
+    code = textwrap.dedent(
+        f"""
+        import duckdb, sys, time
+        c = duckdb.connect({str(path)!r})
+        print("locked", flush=True)
+        time.sleep({seconds})
+        c.close()
+        """
+    )
+    cmd = [sys.executable, "-c", code]
+    if sibling:
+        # A grandchild: its parent is not our parent, like a step of another run.
+        cmd = [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))", *cmd]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
+def test_a_short_lock_wait_is_not_a_warning(tmp_path, caplog) -> None:
+    # Two steps of one run taking turns: the lock comes after a second or two; nothing is wrong.
     path = tmp_path / "locked.duckdb"
     duckdb.connect(str(path)).close()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                f"""
-                import duckdb, sys, time
-                c = duckdb.connect({str(path)!r})
-                print("locked", flush=True)
-                time.sleep(3)
-                c.close()
-                """
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _hold_lock(path, 1.5)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        wh = Warehouse(str(path))
+        with caplog.at_level(logging.DEBUG):
+            wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a"])])
+        assert wh.query("SELECT count(*) FROM klaviyo.t") == [(1,)]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        debug = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+        assert f"DuckDB file {path} is locked by another process (PID {holder.pid}" in debug
+        assert "Got the DuckDB write lock" in debug
+    finally:
+        holder.wait(timeout=30)
+
+
+def test_a_long_lock_wait_warns_naming_the_holder(tmp_path, caplog, monkeypatch) -> None:
+    from klaviyo_dagster.warehouse import connection
+
+    monkeypatch.setattr(connection, "LOCK_WARN_AFTER_SECONDS", 0.5)
+    path = tmp_path / "locked.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = _hold_lock(path, 2.5, sibling=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         wh = Warehouse(str(path))
         with caplog.at_level(logging.INFO):
             wh.replace_partitions("t", COLUMNS, "_partition", [D1], [rows(D1, ["a"])])
         assert wh.query("SELECT count(*) FROM klaviyo.t") == [(1,)]
-        messages = " ".join(r.getMessage() for r in caplog.records)
-        assert "is locked by another process" in messages and str(path) in messages
-        assert "Got the DuckDB write lock" in messages
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert f"DuckDB file {path} has been locked by another process (PID " in warnings[0]
+        assert "python" in warnings[0] and "KLAVIYO_DUCKDB_PATH" in warnings[0]
+        assert any("Got the DuckDB write lock" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
+    finally:
+        holder.wait(timeout=30)
+
+
+def test_lock_holder_names_a_sibling_step_of_this_run(tmp_path) -> None:
+    from klaviyo_dagster.warehouse.connection import lock_holder
+
+    # The run's steps are children of one run worker: a holder whose parent is our parent is a sibling.
+    # Here: two children of this test process, one asking about the other.
+    path = tmp_path / "locked.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = _hold_lock(path, 3)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        probe = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(
+                f"""
+                import duckdb
+                from klaviyo_dagster.warehouse.connection import lock_holder
+                try:
+                    duckdb.connect({str(path)!r})
+                except duckdb.IOException as exc:
+                    print(lock_holder(str(exc)))
+                """
+            )],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert probe.stdout.strip() == f"another step of this run (PID {holder.pid})"
+        assert lock_holder("Conflicting lock is held in /usr/bin/python3 (PID 1)").startswith("another process (PID 1")
+        assert lock_holder("Could not set lock on file") == "another process"
     finally:
         holder.wait(timeout=30)
 
