@@ -115,7 +115,7 @@ def test_tag_links_land_exactly(landed: Path, sandbox: Any, table: str, owner: s
 def test_a_days_run_reads_only_the_flows_that_changed(sandbox: Any, tmp_path: Path) -> None:
     import dagster as dg
 
-    from klaviyo_dagster.ingest import build_ingest_definitions
+    from klaviyo_dagster.factories import build_ingest_definitions
     from klaviyo_dagster.resources import KlaviyoResource
     from klaviyo_dagster.warehouse import WarehouseResource
 
