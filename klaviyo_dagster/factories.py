@@ -154,6 +154,7 @@ def build_activation_definitions(
     klaviyo_resource_key: str = "klaviyo",
     warehouse_resource_key: str = "warehouse",
     upstream: Sequence[dg.AssetKey] | None = None,
+    **more_activations: Any,
 ) -> dg.Definitions:
     """Activation assets, inputs, job ``klaviyo_activation_job``, table-change sensor and hourly schedule
     (both STOPPED: writing to a Klaviyo account is switched on deliberately).
@@ -169,6 +170,7 @@ def build_activation_definitions(
         source_schema=source_schema, include_demo_models=include_demo_models, vip_min_orders=vip_min_orders,
         vip_list_name=vip_list_name, translator=translator, klaviyo_resource_key=klaviyo_resource_key,
         warehouse_resource_key=warehouse_resource_key, catalog=catalog, upstream=upstream,
+        **more_activations,  # events_table, consent_table, deletions_table (+ their columns): see build_activation_assets
     )  # fmt: skip
     activation_keys = [a.key for a in assets[-2:]]  # type: ignore[union-attr]
     job = dg.define_asset_job(

@@ -43,6 +43,12 @@ class KlaviyoResource(ConfigurableResource):
         description="Multiplies the client's rate-limit windows (a time-scaled sandbox: its factor); "
         "0 switches client-side pacing off (429s are still waited out).",
     )
+    max_concurrency: int = Field(
+        default=16,
+        ge=1,
+        description="Most cursor chains one run reads at once (sub-windows and fan-out passes); each "
+        "endpoint's share adapts: grown while latency holds it back, halved on 429. 1 reads sequentially.",
+    )
 
     def resolved_base_url(self) -> str:
         """The base URL in force: config, else KLAVIYO_BASE_URL, else Klaviyo's."""
@@ -60,4 +66,5 @@ class KlaviyoResource(ConfigurableResource):
             max_backoff=self.max_backoff,
             rate_limit_scale=self.rate_limit_scale,
             logger=logger,
+            max_concurrency=self.max_concurrency,
         )

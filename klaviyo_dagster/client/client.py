@@ -35,6 +35,7 @@ from klaviyo_dagster.client.errors import (
     error_for_status,
     first_error,
 )
+from klaviyo_dagster.client.pool import ChainPool
 from klaviyo_dagster.client.ratelimit import RateLimiter, WaitTooLong
 from klaviyo_dagster.client.retry import Retryable, make_retrying
 from klaviyo_dagster.client.stats import ClientStats
@@ -84,6 +85,7 @@ class KlaviyoClient:
         logger: logging.Logger | logging.LoggerAdapter | Any | None = None,
         *,
         pool_size: int = 8,
+        max_concurrency: int = 16,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         key = (api_key or "").strip() if isinstance(api_key, str) or api_key is None else None
@@ -135,7 +137,9 @@ class KlaviyoClient:
         self._retrying = make_retrying(self.max_retries, self.max_backoff, self._on_retry, sleep)
 
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        # Concurrent cursor chains (ingest): one bounded pool per client, chains adapted per endpoint.
+        self.pool = ChainPool(max_workers=max(1, int(max_concurrency)))
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, self.pool.max_workers), max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.auth = _KeyAuth(key)
@@ -177,6 +181,10 @@ class KlaviyoClient:
                         url=url,
                     )
             url = nxt or None
+
+    def bucket_key(self, method: str, path: str, params: Params = None, tier: Tier | str | None = None) -> str:
+        """The rate-limit bucket a call counts against (chains of one bucket share its adaptive limit)."""
+        return resolve_bucket(method, path, _as_mapping(params), tier).key
 
     def get(self, path: str, params: Params = None, *, tier: Tier | str | None = None) -> dict:
         """GET one document."""
@@ -241,7 +249,8 @@ class KlaviyoClient:
     ) -> Any:
         stats = self.stats
         try:
-            stats.wait_seconds += self.limiter.acquire(bucket, self._max_wait)
+            waited = self.limiter.acquire(bucket, self._max_wait)
+            stats.wait_seconds += waited
         except WaitTooLong as exc:
             raise self._too_long(method, path, exc.wait, url) from None
         stats.requests += 1
@@ -279,6 +288,7 @@ class KlaviyoClient:
             raise Retryable(f"{what}: {kind}", final) from None
 
         status = resp.status_code
+        self.pool.observe(bucket.key, waited, status)
         if status < 300:
             if "RateLimit-Limit" in resp.headers:
                 changed = self.limiter.observe(bucket, resp.headers)

@@ -4,6 +4,13 @@ A pass is one paginated collection read (path, query, tier, values stamped on it
 into several passes: campaigns one per channel x archived value, flows one per archived value, events one
 per selected metric (the API filters metric_id with ``equals`` only), memberships one per list or
 segment. Every pass of an incremental object carries the window filter; pages are yielded as they come.
+
+Concurrency (a client with a ``pool``, see client/pool.py): every pass is a cursor chain, and the chains
+run at once. A windowed pass whose first page shows the window holds many pages (``SPLIT_MIN_PAGES``)
+drops that page and splits the window into sub-windows (about ``PAGES_PER_SUBWINDOW`` pages each, at most
+``MAX_SUBWINDOWS``), each read as its own chain with the same filters narrowed to it; records outside a
+sub-window's interior bounds (a ``greater-than`` lower bound widened by a second) are dropped, so every
+record is read exactly once. Pages arrive in any order; the flattener and the staging table do not care.
 """
 
 from __future__ import annotations
@@ -13,10 +20,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from klaviyo_dagster.client.pool import Chain, Spawn
 from klaviyo_dagster.client.tiers import Tier
 from klaviyo_dagster.ingest.children import iter_child_pages
 from klaviyo_dagster.ingest.objects import FanOut, KlaviyoObject
-from klaviyo_dagster.ingest.windows import Window, cursor_filter
+from klaviyo_dagster.ingest.windows import Window, cursor_filter, estimate_pages, inside, split, split_at
+
+# A windowed pass is split once its first page shows at least this many pages in the window.
+SPLIT_MIN_PAGES = 4
+PAGES_PER_SUBWINDOW = 6
+MAX_SUBWINDOWS = 64
 
 
 class PagingClient(Protocol):
@@ -55,12 +68,25 @@ class FetchOptions:
 
 @dataclass(frozen=True)
 class Pass:
-    """One paginated read: path, query, tier, and the values its rows carry (``pass.<name>`` columns)."""
+    """One paginated read: path, query, tier, and the values its rows carry (``pass.<name>`` columns).
+
+    Windowed passes also keep their fan-out ``clauses`` and ``window`` so they can be narrowed to a sub-window.
+    """
 
     path: str
     params: Mapping[str, str]
     tier: Tier
     values: Mapping[str, str]
+    clauses: tuple[str, ...] = ()
+    window: Window | None = None
+
+    def narrowed(self, obj: KlaviyoObject, sub: Window) -> Pass:
+        """This pass reading only ``sub`` (same fan-out clauses, the cursor filter of ``sub``)."""
+        assert obj.cursor is not None
+        query = dict(self.params)
+        clause = cursor_filter(obj.cursor, sub, obj.lower_op, obj.upper_op, obj.lower_slack_seconds)
+        query["filter"] = ",".join([*self.clauses, clause])
+        return Pass(self.path, query, self.tier, self.values, self.clauses, sub)
 
     @property
     def label(self) -> str:
@@ -151,23 +177,78 @@ def plan_passes(
     axes = [(axis, _axis_values(client, axis, options)) for axis in obj.fan_out]
     axes = [(axis, values) for axis, values in axes if values]
     for combo in itertools.product(*(values for _, values in axes)):
-        clauses = [axis.filter.format(value=value) for (axis, _), value in zip(axes, combo, strict=True)]
-        if window_filter:
-            clauses.append(window_filter)
+        fan = tuple(axis.filter.format(value=value) for (axis, _), value in zip(axes, combo, strict=True))
+        clauses = [*fan, window_filter] if window_filter else list(fan)
         query = dict(params)
         if clauses:
             query["filter"] = ",".join(clauses)
         stamped = {axis.column: value for (axis, _), value in zip(axes, combo, strict=True) if axis.column}
-        yield Pass(obj.path, query, tier, stamped)
+        yield Pass(obj.path, query, tier, stamped, fan, window if window_filter else None)
+
+
+Page = tuple[list[dict], Mapping[str, str]]
 
 
 def iter_pages(
     client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions
-) -> Iterator[tuple[list[dict], Mapping[str, str]]]:
-    """``(records, pass values)`` for every page of every pass, as they arrive."""
+) -> Iterator[Page]:
+    """``(records, pass values)`` for every page of every pass, as they arrive (concurrently when it can)."""
     if obj.parent is not None:  # read through the parent entry's passes (children.py)
         yield from iter_child_pages(client, obj, window, options, plan_passes)
         return
-    for one in plan_passes(client, obj, window, options):
-        for doc in client.paginate(one.path, one.params, tier=one.tier):
-            yield doc.get("data") or [], one.values
+    pool = getattr(client, "pool", None)
+    if pool is None or pool.max_workers <= 1:
+        for one in plan_passes(client, obj, window, options):
+            for doc in client.paginate(one.path, one.params, tier=one.tier):
+                yield doc.get("data") or [], one.values
+        return
+    chains = [pass_chain(client, obj, one) for one in plan_passes(client, obj, window, options)]
+    yield from pool.run(chains)
+
+
+def pass_chain(client: Any, obj: KlaviyoObject, one: Pass) -> Chain:
+    """The chain reading ``one``; a windowed pass with many pages splits into sub-window chains instead."""
+
+    def run(spawn: Spawn) -> Iterator[Page]:
+        pages = client.paginate(one.path, one.params, tier=one.tier)
+        try:
+            first = next(pages, None)
+            if first is None:
+                return
+            records = first.get("data") or []
+            links = first.get("links")
+            more = bool(links.get("next")) if isinstance(links, dict) else False
+            if more and one.window is not None and obj.cursor is not None:
+                estimate, first_at = estimate_pages(records, obj.cursor, one.window)
+                if estimate >= SPLIT_MIN_PAGES:
+                    parts = min(MAX_SUBWINDOWS, max(2, int(estimate // PAGES_PER_SUBWINDOW)))
+                    # Equal parts from where the records start; the stretch before that is one more (small) part.
+                    dense = split(Window(first_at, one.window.end), parts)
+                    subs = split_at(one.window, [s.start for s in dense])
+                    if len(subs) > 1:
+                        for sub in subs:
+                            spawn(sub_window_chain(client, obj, one, sub))
+                        return  # the first page is read again inside the first sub-window
+            yield records, one.values
+            for doc in pages:
+                yield doc.get("data") or [], one.values
+        finally:
+            pages.close()
+
+    return Chain(client.bucket_key("GET", one.path, one.params, one.tier), run, one.label)
+
+
+def sub_window_chain(client: Any, obj: KlaviyoObject, one: Pass, sub: Window) -> Chain:
+    """The chain reading ``one`` narrowed to ``sub``; drops records outside ``sub``'s interior bounds."""
+    assert one.window is not None and obj.cursor is not None
+    narrow = one.narrowed(obj, sub)
+    # The outer bounds stay the flattener's business (it counts what falls outside the partition window).
+    lower = sub.start if sub.start > one.window.start else None
+    upper = sub.end if sub.end < one.window.end else None
+    key = obj.cursor
+
+    def run(spawn: Spawn) -> Iterator[Page]:
+        for doc in client.paginate(narrow.path, narrow.params, tier=narrow.tier):
+            yield inside(doc.get("data") or [], key, lower, upper), narrow.values
+
+    return Chain(client.bucket_key("GET", narrow.path, narrow.params, narrow.tier), run, narrow.label)

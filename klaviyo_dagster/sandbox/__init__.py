@@ -5,16 +5,17 @@
             "Authorization": f"Klaviyo-API-Key {sb.api_key}", "revision": "2026-07-15"})
 
 `run_sandbox` starts the server in a thread on 127.0.0.1 and yields a `SandboxHandle` (base_url, api_key,
-faults, set_rate_limits, set_latency, release_late_events, truth, stats, stop). The sandbox imports nothing from the
+faults, set_rate_limits, set_latency, set_semantics, release_late_events, truth, stats, stop). The sandbox imports nothing from the
 client, ingest, activate or warehouse packages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from klaviyo_dagster.sandbox.semantics import parse_semantics
 from klaviyo_dagster.sandbox.server import SandboxServer, default_api_key
 from klaviyo_dagster.sandbox.truth import Truth
 
@@ -66,10 +67,31 @@ class SandboxHandle:
         deletion does (also `POST /__sandbox/delete-profile {"id": ...}`); False when there is none."""
         return self._server.delete_profile(profile_id)
 
+    @property
+    def semantics(self) -> Any:
+        """The switches for behaviours Klaviyo leaves open (`sandbox/semantics.py`)."""
+        return self._server.semantics
+
+    def set_semantics(self, spec: str | Mapping[str, Any] | None = None, **switches: Any) -> dict[str, Any]:
+        """Set switches ("k=v,k=v", a mapping, or keywords); returns the previous values (ValueError if unknown)."""
+        changes = dict(parse_semantics(spec))
+        changes.update(parse_semantics(switches))
+        return self._server.semantics.set(changes)
+
+    @contextmanager
+    def semantics_override(self, spec: str | Mapping[str, Any] | None = None, **switches: Any) -> Iterator[None]:
+        """Set switches for a `with` block, then restore their previous values."""
+        previous = self.set_semantics(spec, **switches)
+        try:
+            yield
+        finally:
+            self._server.semantics.set(previous)
+
     def set_import_job_delay(self, seconds: float) -> None:
-        """Make bulk import jobs created from now on take `seconds` longer to complete (0 restores)."""
-        with self._server.store.lock:
-            self._server.store.job_delay_ms = int(seconds * 1000)
+        """Make bulk import jobs created from now on take `seconds` longer to complete (0 restores).
+
+        Same as `set_semantics(import_job_seconds=0.3 + seconds)`."""
+        self.set_semantics(import_job_seconds=0.3 + float(seconds))
 
     def late_events_pending(self) -> int:
         return self._server.store.late_pending()
@@ -104,19 +126,21 @@ class SandboxHandle:
 def run_sandbox(seed: int = 42, scale: str = "small", rate_limits: str = "off", port: int = 0,
                 api_key: str | None = None, faults: str | None = None, *, now: float | None = None,
                 span_days: float = 30.0, late_release_after: float | None = None,
-                recorder: Any = None, latency: str | None = "off",
-                page_cache_mb: float = 0.0) -> Iterator[SandboxHandle]:
+                recorder: Any = None, latency: str | None = "off", page_cache_mb: float = 0.0,
+                semantics: str | Mapping[str, Any] | None = None) -> Iterator[SandboxHandle]:
     """Start a sandbox in-process on 127.0.0.1 (port 0 = a free port) and stop it on exit.
 
     `now` (epoch seconds) pins the sandbox clock's start (the data ends a minute before it);
     `late_release_after` releases the late events automatically that many seconds after start;
     `recorder` (a fidelity.ResponseRecorder) sees every /api/ answer (default: from KLAVIYO_SANDBOX_RECORD);
     `latency` holds each answer as long as Klaviyo would take ('off', 'realistic', '150ms+0.1ms/record');
-    `page_cache_mb` keeps rendered collection pages by URL (0 = off) so re-reads cost no generation.
+    `page_cache_mb` keeps rendered collection pages by URL (0 = off) so re-reads cost no generation;
+    `semantics` ("k=v,k=v" or a mapping) sets the switches for behaviours Klaviyo leaves open (semantics.py;
+    unknown names or values raise ValueError).
     """
     server = SandboxServer(seed=seed, scale=scale, rate_limits=rate_limits, port=port, api_key=api_key,
                            faults=faults, now=now, span_days=span_days, late_release_after=late_release_after,
-                           recorder=recorder, latency=latency, page_cache_mb=page_cache_mb)
+                           recorder=recorder, latency=latency, page_cache_mb=page_cache_mb, semantics=semantics)
     server.start()
     handle = SandboxHandle(server)
     try:

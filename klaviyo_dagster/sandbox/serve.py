@@ -12,6 +12,7 @@ import threading
 import time
 
 from klaviyo_dagster.sandbox import run_sandbox
+from klaviyo_dagster.sandbox.semantics import SWITCHES, parse_semantics
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -32,24 +33,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "BASE[+PER/record][~SIGMA], e.g. 150ms+0.1ms/record (default off)")
     parser.add_argument("--page-cache-mb", type=float, default=256.0,
                         help="MB of rendered pages kept by URL so re-reads cost no generation (default 256, 0 = off)")
+    parser.add_argument("--semantics", default=None,
+                        help="switches for behaviours Klaviyo leaves open, e.g. 'list_add_unknown_id=ignore,"
+                             "import_invalid_row=job_error' (default: the strictest answer each; "
+                             f"switches: {', '.join(f'{s.name}={s.describe_values()}' for s in SWITCHES.values())})")
     return parser
 
 
 def serve(args: argparse.Namespace) -> int:
     """Run a sandbox until interrupted."""
+    try:
+        semantics = parse_semantics(args.semantics)
+    except ValueError as e:
+        raise SystemExit(f"--semantics: {e}") from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     started = time.monotonic()
     with run_sandbox(seed=args.seed, scale=args.scale, rate_limits=args.rate_limits, port=args.port,
                      api_key=args.api_key, faults=args.faults, span_days=args.span_days,
                      late_release_after=args.late_events_after, latency=args.latency,
-                     page_cache_mb=args.page_cache_mb) as sb:
+                     page_cache_mb=args.page_cache_mb, semantics=semantics) as sb:
         print(f"Klaviyo sandbox (seed {args.seed}, scale {args.scale}, rate limits {args.rate_limits}, "
               f"latency {args.latency}) "
               f"ready in {time.monotonic() - started:.2f}s", flush=True)
         print(f"base_url: {sb.base_url}", flush=True)
         print(f"api_key:  {sb.api_key}", flush=True)
         print(f"export KLAVIYO_BASE_URL={sb.base_url} KLAVIYO_API_KEY={sb.api_key}", flush=True)
+        print(f"semantics: {','.join(f'{k}={v}' for k, v in sb.semantics.snapshot().items())}", flush=True)
         print("Ctrl-C to stop.", flush=True)
         try:
             while not stop.wait(0.5):

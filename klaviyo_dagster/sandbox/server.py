@@ -40,6 +40,7 @@ from klaviyo_dagster.sandbox.latency import LatencyModel
 from klaviyo_dagster.sandbox.pagecache import PageCache
 from klaviyo_dagster.sandbox.params import ApiError, parse_params
 from klaviyo_dagster.sandbox.ratelimit import RateLimiter
+from klaviyo_dagster.sandbox.semantics import Semantics
 from klaviyo_dagster.sandbox.store import Store
 from klaviyo_dagster.sandbox.writes import WriteApi
 from klaviyo_dagster.sandbox.writes_consent import ACCEPTED as CONSENT_ACCEPTED
@@ -76,7 +77,8 @@ class SandboxServer:
     def __init__(self, seed: int = 42, scale: str = "small", rate_limits: str = "off", port: int = 0,
                  api_key: str | None = None, faults: str | None = None, now: float | None = None,
                  span_days: float = 30.0, late_release_after: float | None = None, recorder: Any = None,
-                 latency: str | None = "off", page_cache_mb: float = 0.0) -> None:
+                 latency: str | None = "off", page_cache_mb: float = 0.0, semantics: Any = None) -> None:
+        self.semantics = Semantics(semantics)  # first: a bad spec fails before any work
         self.subset = load_subset()
         self.revision = self.subset["revision"]
         self.seed = seed
@@ -86,6 +88,7 @@ class SandboxServer:
         base = BaseData(seed=seed, n_profiles=profiles, n_events=events, now_ms=int(self._t0_wall * 1000),
                         span_ms=int(span_days * 86_400_000))
         self.store = Store(base, self.clock_ms)
+        self.store.semantics = self.semantics
         self.api_key = api_key or default_api_key(seed)
         self.limiter = RateLimiter(rate_limits, self.subset)
         self.faults = FaultInjector(seed, faults)
@@ -336,10 +339,18 @@ class SandboxServer:
             if not self.delete_profile(pid):
                 return json_response(404, {"error": f"no profile with id {pid!r}"})
             return json_response(200, {"deleted": pid})
+        if name == "semantics" and method == "GET":
+            return json_response(200, self.semantics.snapshot())
+        if name == "semantics" and method in ("POST", "PUT"):
+            try:
+                self.semantics.set(data if isinstance(data, dict) else str(data))
+            except ValueError as e:
+                return json_response(400, {"error": str(e)})
+            return json_response(200, self.semantics.snapshot())
         if name == "health":
             return json_response(200, {"ok": True, "base_url": self.base_url})
         return json_response(404, {"error": f"unknown admin route {path}; see /__sandbox/health, stats, "
-                                            "late-events, rate-limits, faults, latency, page-cache, delete-profile"})
+                                            "late-events, rate-limits, faults, latency, page-cache, semantics, delete-profile"})
 
 
 def _recorder_from_env() -> Any:

@@ -19,6 +19,7 @@ from klaviyo_dagster.sandbox.catalog import Group
 from klaviyo_dagster.sandbox.generate import LATE_STRIDE, BaseData, profile_extra
 from klaviyo_dagster.sandbox.ids import encode_ulid, short_id
 from klaviyo_dagster.sandbox.paging import OrderedSource, Overlay
+from klaviyo_dagster.sandbox.semantics import Semantics
 from klaviyo_dagster.sandbox.timeline import iso
 
 IDENTITY_FIELDS = ("email", "phone_number", "external_id")
@@ -49,6 +50,7 @@ class Job:
     errors: list[dict[str, Any]] = field(default_factory=list)
     profile_ids: list[str] = field(default_factory=list)
     applied: bool = False
+    row_index: list[int] = field(default_factory=list)  # each row's position in the POSTed profiles
 
     def status(self, now_ms: int) -> str:
         if self.applied:
@@ -72,8 +74,10 @@ class Store:
         self.groups: dict[str, dict[str, GroupState]] = {
             kind: {g.id: GroupState(g) for g in groups} for kind, groups in base.groups.items()}
         self.lists_created = 0
-        # Extra processing time of bulk import jobs (handle.set_import_job_delay): makes Klaviyo's slow days.
-        self.job_delay_ms = 0
+        # Switches for behaviours Klaviyo leaves open (the server puts its own here); `row_check(k, row)`
+        # (set by writes.WriteApi) is asked at job completion whether a row fails (-> import error).
+        self.semantics = Semantics()
+        self.row_check: Callable[[int, dict[str, Any]], dict[str, Any] | None] | None = None
         self.late_released = 0
         self.jobs: dict[str, Job] = {}
         self.job_seq = 0
@@ -117,7 +121,17 @@ class Store:
     def profile_extra(self, rec: dict[str, Any], name: str) -> dict[str, Any]:
         if name == "subscriptions" and rec["id"] in self.consent:
             return self.consent[rec["id"]]
-        return profile_extra(self.base.seed, rec["_pidx"], name, rec["attributes"])
+        extra = profile_extra(self.base.seed, rec["_pidx"], name, rec["attributes"])
+        if name == "subscriptions" and rec["_pidx"] >= self.base.n_profiles:
+            # A profile written through the API (import, event, subscribe) has consented to nothing yet.
+            for channel in extra.values():
+                for kind in channel.values():
+                    kind.update({k: False for k in kind if k.startswith("can_receive")})
+                    kind.update(consent="NEVER_SUBSCRIBED", consent_timestamp=None)
+                    kind.update({k: None for k in ("method", "method_detail") if k in kind})
+                    if "suppression" in kind:
+                        kind["suppression"] = []
+        return extra
 
     def lookup(self, field_name: str, value: Any) -> list[str]:
         """Profile ids whose `field_name` (id, email, phone_number, external_id) equals `value`."""
@@ -395,15 +409,17 @@ class Store:
             return target
 
     # ---- bulk import jobs -----------------------------------------------------------------------------
-    def create_job(self, rows: list[dict[str, Any]], errors: list[dict[str, Any]], list_ids: list[str]) -> Job:
+    def create_job(self, rows: list[dict[str, Any]], errors: list[dict[str, Any]], list_ids: list[str],
+                   row_index: list[int] | None = None) -> Job:
         with self.lock:
             now = self.clock_ms()
             self.job_seq += 1
             total = len(rows) + len(errors)
+            duration = int(self.semantics.get("import_job_seconds") * 1000) + total // 20
             job = Job(id=encode_ulid(self.base.seed, "job", now, self.job_seq), created_ms=now,
-                      started_ms=now + 100, done_ms=now + 300 + total // 20 + self.job_delay_ms, rows=rows,
-                      list_ids=list_ids,
-                      total=total, errors=errors)
+                      started_ms=now + min(100, duration), done_ms=now + duration, rows=rows,
+                      list_ids=list_ids, total=total, errors=errors,
+                      row_index=row_index if row_index is not None else list(range(len(rows))))
             self.jobs[job.id] = job
             return job
 
@@ -423,8 +439,15 @@ class Store:
             for job in sorted(pending, key=lambda j: j.created_ms):
                 if job.applied:
                     continue
-                for row in job.rows or []:
-                    pid = self.upsert_profile(row.get("id"), row.get("attributes") or {}, row.get("meta"))
+                for k, row in zip(job.row_index, job.rows or [], strict=True):
+                    err = self.row_check(k, row) if self.row_check is not None else None
+                    if err is not None:
+                        job.errors.append(err)
+                        continue
+                    pid = row.get("id")
+                    if pid and self.profile(pid) is None:
+                        pid = None  # unknown id let through (unknown_import_id=create): identify by the rest
+                    pid = self.upsert_profile(pid, row.get("attributes") or {}, row.get("meta"))
                     job.profile_ids.append(pid)
                 for gid in job.list_ids:
                     st = self.group("list", gid)

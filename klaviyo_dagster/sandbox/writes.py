@@ -1,9 +1,14 @@
 """Write endpoints of the sandbox: list creation, list membership, profile bulk import jobs.
 
 Limits as Klaviyo documents them: a bulk import job takes at most 10,000 profiles and 5 MB of payload
-(100 KB per profile); rows with an invalid email or phone number (or no identifier) become import errors
-with `original_payload`, the rest create or update profiles when the job completes (identity: `id`, else
+(100 KB per profile); the good rows create or update profiles when the job completes (identity: `id`, else
 email, then phone number, then external id). List membership calls take at most 1,000 profile ids.
+Where Klaviyo's behaviour is unknown, the sandbox's switches (semantics.py) decide:
+`import_invalid_row` (an invalid row: the whole POST a 400 pointing at the row(s) or at none, or 202 and an
+import error with `original_payload`), `identity_conflict` (identifiers of different profiles: the row
+fails with `duplicate_profile`, or is merged), `unknown_import_id` (a row `id` naming no profile: the row
+fails, or is identified by its other identifiers), `list_add_unknown_id` (a membership call naming an
+unknown profile id: 400 for the call, or the id is ignored), `import_job_seconds` (job duration).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from klaviyo_dagster.sandbox.ids import det_uuid
 from klaviyo_dagster.sandbox.paging import offset_page
 from klaviyo_dagster.sandbox.params import ApiError, bad
 from klaviyo_dagster.sandbox.render import collection, rel, resource, single
-from klaviyo_dagster.sandbox.store import Job, Store
+from klaviyo_dagster.sandbox.store import IDENTITY_FIELDS, Job, Store
 from klaviyo_dagster.sandbox.timeline import iso
 
 MAX_JOB_PROFILES = 10_000
@@ -54,10 +59,32 @@ def _data(body: Any, rtype: str, many: bool = False) -> Any:
     return data
 
 
+ROW_TITLES = {"profile_too_large": "Profile too large.", "duplicate_profile": "Conflicting profile identifiers.",
+              "not_found": "Profile not found."}
+
+
 def row_error(k: int, code: str, detail: str, row: Any, field: str | None = None) -> dict[str, Any]:
-    pointer = f"/data/attributes/profiles/data/{k}" + (f"/attributes/{field}" if field else "")
-    return {"code": code, "title": "Invalid profile." if code != "profile_too_large" else "Profile too large.",
+    """An import error for row `k`; `field` "id" points at the row's id, others at one of its attributes."""
+    pointer = f"/data/attributes/profiles/data/{k}"
+    if field:
+        pointer += "/id" if field == "id" else f"/attributes/{field}"
+    return {"code": code, "title": ROW_TITLES.get(code, "Invalid profile."),
             "detail": detail, "source": {"pointer": pointer}, "original_payload": row}
+
+
+class RowErrors(ApiError):
+    """A 400 for a whole request carrying one JSON:API error per bad row (import_invalid_row=request_400)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(400, "invalid", errors[0]["detail"])
+        self.errors = errors
+
+    def doc(self) -> dict[str, Any]:
+        out = []
+        for e in self.errors:
+            one = ApiError(400, e["code"], e["detail"], pointer=e["source"]["pointer"], title=e["title"])
+            out.append(one.error())
+        return {"errors": out}
 
 
 def identifier_problem(attrs: dict[str, Any]) -> tuple[str, str] | None:
@@ -105,6 +132,7 @@ class WriteApi:
         self.store = store
         self.reads = reads
         self.base_url = reads.base_url
+        store.row_check = self.identity_error
 
     # ---- lists ----------------------------------------------------------------------------------------
     def create_list(self, req: Request) -> dict[str, Any]:
@@ -130,7 +158,9 @@ class WriteApi:
                       "into chunks of 1,000", pointer="/data")
         pids = [it["id"] for it in items]
         missing = [pid for pid in pids if self.store.profile(pid) is None]
-        if missing:
+        if missing and self.store.semantics.get("list_add_unknown_id") == "ignore":
+            pids = [pid for pid in pids if self.store.profile(pid) is not None]  # silently dropped
+        elif missing:
             raise bad(f"{len(missing)} profile id(s) do not exist in this account, e.g. {missing[0]!r}; "
                       "import the profiles first", pointer="/data")
         self.store.change_members(st, pids, add)
@@ -162,15 +192,52 @@ class WriteApi:
                 if self.store.group("list", item.get("id")) is None:
                     raise not_found("list", str(item.get("id")))
                 list_ids.append(item["id"])
-        good, errors = [], []
-        for k, row in enumerate(rows):
-            err = check_row(k, row)
-            if err is None:
-                good.append(row)
-            else:
-                errors.append(err)
-        job = self.store.create_job(good, errors, list_ids)
+        good, index, errors = [], [], []
+        mode = self.store.semantics.get("import_invalid_row")
+        with self.store.lock:
+            for k, row in enumerate(rows):
+                err = check_row(k, row)
+                if err is None and mode != "job_error":
+                    err = self.identity_error(k, row)  # the job would refuse it: so does the request
+                if err is None:
+                    good.append(row)
+                    index.append(k)
+                else:
+                    errors.append(err)
+        if errors and mode == "request_400":
+            raise RowErrors(errors)
+        if errors and mode == "request_400_first":
+            raise RowErrors(errors[:1])
+        if errors and mode == "request_400_no_pointer":
+            raise bad(f"{len(errors)} of the {len(rows)} profiles are invalid; fix them and send the job again",
+                      pointer="/data/attributes/profiles")
+        job = self.store.create_job(good, errors, list_ids, index)
         return single(self.job_resource(job, req), self.base_url, req.path + job.id + "/", {})
+
+    def identity_error(self, k: int, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The import error for row `k` under identity_conflict / unknown_import_id, or None (also the
+        store's `row_check` at job completion, when the account may have changed since the POST)."""
+        attrs = row.get("attributes") or {}
+        pid = row.get("id") or None
+        sem = self.store.semantics
+        if pid is not None and self.store.profile(pid) is None:
+            if sem.get("unknown_import_id") == "error":
+                return row_error(k, "not_found", f"profile id {pid!r} does not exist in this account; send the "
+                                 "row without 'id' to identify it by email, phone number or external id",
+                                 row, "id")
+            pid = None
+        if sem.get("identity_conflict") != "error":
+            return None
+        owners = {"id": pid} if pid else {}
+        for f in IDENTITY_FIELDS:
+            hits = self.store.lookup(f, attrs.get(f)) if attrs.get(f) else []
+            if hits:
+                owners[f] = hits[0]
+        if len(set(owners.values())) > 1:
+            said = ", ".join(f"{f} -> {p}" for f, p in owners.items())
+            return row_error(k, "duplicate_profile", f"the row's identifiers belong to different profiles ({said}); "
+                             "send only the identifiers of one profile", row)
+        return None
 
     def job_resource(self, job: Job, req: Request) -> dict[str, Any]:
         now = self.store.clock_ms()

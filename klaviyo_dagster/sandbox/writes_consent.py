@@ -12,7 +12,8 @@
   of `relationships.list`/`segment`): add / remove the USER_SUPPRESSED email suppression; 202 with a job
   that `GET .../{job_id}` and the job collections report (queued -> processing -> complete, skipped_count
   counts emails with no profile on unsuppress).
-Unknown people are created by subscribe, unsubscribe and suppress (as the spec says) but not by unsuppress.
+Unknown people are created by subscribe, unsubscribe and suppress (as the spec says) but not by unsuppress;
+a consent change moves the profile's `updated` (so incremental profile reads see it).
 Subscription jobs answer 202 without a body and take effect ~0.3 s later; the effect is read back through
 `GET /api/profiles?additional-fields[profile]=subscriptions`.
 """
@@ -190,6 +191,7 @@ class ConsentWrites:
         if email:
             email["can_receive_email_marketing"] = email.get("consent") == "SUBSCRIBED" and not email.get("suppression")
         self.store.consent[pid] = subs
+        self.store.upsert_profile(pid, {}, None)  # a consent change updates the profile (its `updated` moves)
 
     def _set(self, subs: dict[str, Any], channel: str, kind: str, consent: str, at_ms: int | None) -> None:
         now = iso(self.store.clock_ms())

@@ -2,6 +2,7 @@
 
 import re
 
+import pytest
 from dagster import materialize
 
 from klaviyo_dagster.activate import ProfileImportSettings, run_profile_import
@@ -76,7 +77,14 @@ def test_only_new_and_changed_rows_are_sent_and_invalid_rows_are_rejected(sandbo
     assert landed[f"user1@{domain}"]["first_name"] == "First1"
 
 
-def test_rows_a_job_fails_are_logged_and_sent_again_next_run(sandbox, warehouse, new_client):
+@pytest.fixture()
+def job_errors(sandbox):
+    """Invalid rows answered as import errors of an accepted job (semantics import_invalid_row=job_error)."""
+    with sandbox.semantics_override(import_invalid_row="job_error"):
+        yield
+
+
+def test_rows_a_job_fails_are_logged_and_sent_again_next_run(sandbox, warehouse, new_client, job_errors):
     domain = "pi-two.example.com"
     warehouse.execute(
         "CREATE TABLE inputs.people_two AS SELECT * FROM (VALUES "

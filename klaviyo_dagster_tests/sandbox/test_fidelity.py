@@ -395,7 +395,8 @@ def sweep() -> dict[str, list[str]]:
     fidelity recorder like every other. Returns problems by category (empty lists: all good).
     """
     problems: dict[str, list[str]] = {"refused": [], "accepted": [], "uncovered": [], "served": []}
-    with sandbox(seed=42, scale="small") as handle:
+    # job_error: the jobs with bad rows must be accepted so that their import-error pages are recorded too
+    with sandbox(seed=42, scale="small", semantics="import_invalid_row=job_error") as handle:
         ids = discover_ids(handle)
         from klaviyo_dagster.sandbox import routes
 

@@ -14,7 +14,9 @@ REVISION = "2026-07-15"
 
 @pytest.fixture
 def sb(klaviyo_sandbox_factory):
-    return klaviyo_sandbox_factory(seed=7, scale="300:2000")
+    # the lenient answers to the open questions (each switch's other values: test_semantics.py)
+    return klaviyo_sandbox_factory(seed=7, scale="300:2000",
+                                   semantics="import_invalid_row=job_error,identity_conflict=merge")
 
 
 @pytest.fixture
