@@ -221,7 +221,9 @@ def pass_chain(client: Any, obj: KlaviyoObject, one: Pass) -> Chain:
             if more and one.window is not None and obj.cursor is not None:
                 estimate, first_at = estimate_pages(records, obj.cursor, one.window)
                 if estimate >= SPLIT_MIN_PAGES:
-                    parts = min(MAX_SUBWINDOWS, max(2, int(estimate // PAGES_PER_SUBWINDOW)))
+                    # A first page all in one second estimates inf pages (and inf // n is NaN): the most parts.
+                    per = estimate // PAGES_PER_SUBWINDOW if estimate != float("inf") else MAX_SUBWINDOWS
+                    parts = min(MAX_SUBWINDOWS, max(2, int(per)))
                     # Equal parts from where the records start; the stretch before that is one more (small) part.
                     dense = split(Window(first_at, one.window.end), parts)
                     subs = split_at(one.window, [s.start for s in dense])
