@@ -26,8 +26,10 @@ BENCHMARKS = {  # key -> module (each has run(quick=...) -> list[Figure])
     "memory": "bench.memory",
     "activation": "bench.activation",
     "concurrency": "bench.concurrency",
+    "recovery_after_throttling": "bench.recovery",
 }
-ALIASES = {"rate_limit": "rate_limit_utilisation", "rate": "rate_limit_utilisation", "naive": "vs_naive"}
+ALIASES = {"rate_limit": "rate_limit_utilisation", "rate": "rate_limit_utilisation", "naive": "vs_naive",
+           "recovery": "recovery_after_throttling"}
 HERE = Path(__file__).resolve().parent
 
 

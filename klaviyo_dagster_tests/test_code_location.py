@@ -20,7 +20,7 @@ def test_every_object_and_both_activation_assets_are_defined(defs: dg.Definition
     assert {f"klaviyo/{o.name}" for o in OBJECTS} <= keys
     assert {"klaviyo/profile_import", "klaviyo/list_membership_sync"} <= keys
     assert {s.name for s in defs.schedules} == {
-        "klaviyo_ingest_daily", "klaviyo_activation_schedule", "klaviyo_deletion_sweep_weekly"}
+        "klaviyo_ingest_daily", "klaviyo_snapshots_daily", "klaviyo_activation_schedule", "klaviyo_deletion_sweep_weekly"}
     swept = {f"klaviyo/{o.name}_deleted" for o in OBJECTS if o.sweep is not None}
     assert "klaviyo/profiles_deleted" in swept and swept <= keys
     assert {s.name for s in defs.sensors} == {"klaviyo_activation_inputs_sensor"}

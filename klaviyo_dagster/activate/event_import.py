@@ -12,8 +12,9 @@ Flow (:func:`run_event_import`, plain Python; :func:`build_event_import_asset` w
 2. rows are validated (identifier, email / E.164 syntax, metric name under 128 characters, time after
    1990 and at most a year ahead, at most 400 properties, no string over 100 KB); rejects are logged;
 3. valid events are packed into ``POST /api/event-bulk-create-jobs`` (<= 1,000 events, <= 5 MB); a job
-   Klaviyo refuses with 400 is split: the event its error points at (else halves) is rejected, the rest
-   are sent again;
+   Klaviyo refuses with 400 is split: the event its error points at (else halves) is set aside, the rest
+   are sent again; a set-aside event is read back like the others (Klaviyo may refuse a unique_id it
+   already holds): found, it is confirmed, else rejected with Klaviyo's reason;
 4. the endpoint answers 202 and has no job to poll, so each job is confirmed by reading its events back
    (``GET /api/events`` by metric id and the job's time window, matched on ``event_properties.$event_id``,
    where Klaviyo keeps ``unique_id``) until all are seen or ``max_wait_s`` passed; unseen events are
@@ -185,7 +186,8 @@ def _diff_ctes(s: EventImportSettings, available: list[str]) -> str:
         "ided AS (SELECT *, coalesce(__metric, '') || '|' || coalesce(__identity, '') || '|' || __unique_id AS __key "
         "FROM keyed), "
         "dedup AS (SELECT * FROM ided QUALIFY row_number() OVER (PARTITION BY __key ORDER BY __hash) = 1), "
-        f"done AS (SELECT event_key, content_hash FROM {STATE} WHERE sync_name = $sync AND status = 'confirmed') "
+        f"done AS (SELECT event_key, content_hash, status FROM {STATE} WHERE sync_name = $sync "
+        "AND status IN ('confirmed', 'rejected')) "
     )
 
 
@@ -296,6 +298,10 @@ class _Job:
     ref: str
     items: list[PendingEvent]
     confirmed: dict[str, str] = field(default_factory=dict)  # key -> Klaviyo event id
+    refused: dict[str, str] = field(default_factory=dict)  # key -> Klaviyo's 400 (checked: it may already exist)
+
+    def accepted_confirmed(self) -> bool:
+        return all(e.key in self.confirmed for e in self.items if e.key not in self.refused)
 
 
 class _Run:
@@ -325,7 +331,8 @@ class _Run:
         counts = self.warehouse.query(
             ctes + "SELECT (SELECT count(*) FROM ided), (SELECT count(*) FROM dedup), "
             "(SELECT count(*) FROM dedup d JOIN done k ON k.event_key = d.__key AND k.content_hash = d.__hash), "
-            "(SELECT count(*) FROM dedup d JOIN done k ON k.event_key = d.__key AND k.content_hash <> d.__hash)",
+            "(SELECT count(*) FROM dedup d JOIN done k ON k.event_key = d.__key AND k.status = 'confirmed' "
+            "AND k.content_hash <> d.__hash)",
             params,
         )[0]
         r.rows, r.duplicates, r.unchanged, r.immutable = int(counts[0]), int(counts[0] - counts[1]), int(counts[2]), int(counts[3])
@@ -334,7 +341,9 @@ class _Run:
         packer = EventPacker(s.max_job_events, s.max_job_bytes)
         now = pd.Timestamp.now(tz="UTC")
         order_time = quote_ident(s.columns.time)
-        todo = ctes + f"SELECT d.* FROM dedup d ANTI JOIN done k ON k.event_key = d.__key ORDER BY d.__metric, d.{order_time}"
+        todo = ctes + ("SELECT d.* FROM dedup d ANTI JOIN done k ON k.event_key = d.__key "
+                       "AND (k.status = 'confirmed' OR k.content_hash = d.__hash) "  # a fixed rejected row goes again
+                       f"ORDER BY d.__metric, d.{order_time}")
         for chunk in self.warehouse.read_chunks(todo, params, chunk_rows=s.chunk_rows):
             rejects = []
             for row in frame_rows(chunk):
@@ -366,12 +375,16 @@ class _Run:
         now, s = state.now_utc(), self.settings
         ledger.append_rows(self.warehouse, LOG, LOG_COLUMNS,
                            [(self.result.run_id, s.sync_name, k, "rejected", reason, job_ref, now) for k, _, reason in rejects])
+        ledger.upsert_rows(self.warehouse, STATE, STATE_COLUMNS,  # not again until the row changes
+                           [(s.sync_name, k, h, "rejected", None, job_ref, now) for k, h, _ in rejects],
+                           key=("sync_name", "event_key"))
 
     def _log_immutable(self, ctes: str, params: dict[str, Any]) -> None:
         if self.settings.dry_run:
             return
         keys = [row[0] for row in self.warehouse.query(
-            ctes + "SELECT d.__key FROM dedup d JOIN done k ON k.event_key = d.__key AND k.content_hash <> d.__hash",
+            ctes + "SELECT d.__key FROM dedup d JOIN done k ON k.event_key = d.__key AND k.status = 'confirmed' "
+            "AND k.content_hash <> d.__hash",
             params)]
         now, s = state.now_utc(), self.settings
         reason = ("row changed after Klaviyo confirmed its event; events are immutable, so it was not sent again "
@@ -390,19 +403,25 @@ class _Run:
         if self.settings.dry_run:
             return
         ref = f"{r.run_id}:{r.jobs}"
-        sent = self._post(items, ref)
+        job = _Job(ref, items)
+        sent = self._post(items, job)
+        r.sent -= len(job.refused)
         if sent:
             self.log.info(f"event job {ref}: {len(sent)} events, {batch.body_bytes} bytes")
             now = state.now_utc()
             ledger.upsert_rows(self.warehouse, STATE, STATE_COLUMNS,
                                [(self.settings.sync_name, e.key, e.content_hash, "sent", None, ref, now) for e in sent],
                                key=("sync_name", "event_key"))
-            self.inflight.append(_Job(ref, sent))
+        self.inflight.append(job)
         while len(self.inflight) >= max(1, self.settings.max_jobs_in_flight):
             self._confirm(self.inflight.popleft())
 
-    def _post(self, items: list[PendingEvent], ref: str) -> list[PendingEvent]:
-        """POST the events; on a 400 drop the event it names (else split in halves) and send the rest."""
+    def _post(self, items: list[PendingEvent], job: _Job) -> list[PendingEvent]:
+        """POST the events; on a 400 set aside the event it names (else split in halves) and send the rest.
+
+        A set-aside event is not yet rejected: Klaviyo may refuse a request whose unique_id it already holds
+        (the spec: "the request will fail"), so the read-back decides whether it is there (confirmed) or not.
+        """
         try:
             self.client.post(JOBS_PATH, job_body([e.entry for e in items]))
             return items
@@ -410,17 +429,15 @@ class _Run:
             reason = f"Klaviyo refused the event: {exc.detail or exc}"
             found = _ENTRY_POINTER.search(str(exc))
             if len(items) == 1:
-                self.result.sent -= 1
-                self._reject([(items[0].key, items[0].content_hash, reason)], ref)
+                job.refused[items[0].key] = reason
                 return []
             if found and int(found.group(1)) < len(items):
                 k = int(found.group(1))
-                self.result.sent -= 1
-                self._reject([(items[k].key, items[k].content_hash, reason)], ref)
+                job.refused[items[k].key] = reason
                 rest = items[:k] + items[k + 1:]
-                return self._post(rest, ref) if rest else []
+                return self._post(rest, job) if rest else []
             half = len(items) // 2
-            return self._post(items[:half], ref) + self._post(items[half:], ref)
+            return self._post(items[:half], job) + self._post(items[half:], job)
 
     # -- confirming --------------------------------------------------------------------------------------
     def _metric_id(self, name: str) -> str | None:
@@ -453,7 +470,7 @@ class _Run:
                     hit = by_uid.get(str(uid)) if uid is not None else None
                     if hit is not None:
                         job.confirmed[hit.key] = ev["id"]
-        return len(job.confirmed) == len(job.items)
+        return job.accepted_confirmed()
 
     def _confirm(self, job: _Job) -> None:
         s, r = self.settings, self.result
@@ -463,16 +480,23 @@ class _Run:
         for e in job.items:
             if e.key in job.confirmed:
                 state_rows.append((s.sync_name, e.key, e.content_hash, "confirmed", job.confirmed[e.key], job.ref, now))
-                log_rows.append((r.run_id, s.sync_name, e.key, "confirmed", None, job.ref, now))
+                already = "Klaviyo already held it (its repeat was refused)" if e.key in job.refused else None
+                log_rows.append((r.run_id, s.sync_name, e.key, "confirmed", already, job.ref, now))
+            elif e.key in job.refused:
+                log_rows.append((r.run_id, s.sync_name, e.key, "rejected", job.refused[e.key], job.ref, now))
+                state_rows.append((s.sync_name, e.key, e.content_hash, "rejected", None, job.ref, now))
+                r.rejected += 1
             else:
                 log_rows.append((r.run_id, s.sync_name, e.key, "pending",
                                  f"not readable in Klaviyo after {polled.waited_s:.0f} s; sent again next run "
                                  "(Klaviyo dedupes it on unique_id)", job.ref, now))
         ledger.upsert_rows(self.warehouse, STATE, STATE_COLUMNS, state_rows, key=("sync_name", "event_key"))
         ledger.append_rows(self.warehouse, LOG, LOG_COLUMNS, log_rows)
-        r.confirmed += len(state_rows)
-        r.pending += len(log_rows) - len(state_rows)
-        self.log.info(f"event job {job.ref}: {len(state_rows)} of {len(job.items)} confirmed after "
+        n_confirmed = sum(1 for row in log_rows if row[3] == "confirmed")
+        r.confirmed += n_confirmed
+        r.pending += sum(1 for row in log_rows if row[3] == "pending")
+        len_confirmed = n_confirmed
+        self.log.info(f"event job {job.ref}: {len_confirmed} of {len(job.items)} confirmed after "
                       f"{polled.polls} reads ({polled.waited_s:.1f} s)")
 
 

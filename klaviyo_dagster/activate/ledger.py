@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from klaviyo_dagster.activate.lists import _filter_string as filter_string
+from klaviyo_dagster.client import filters
 
 FILTER_BATCH = 100  # profile identifier filters take up to 100 values (page[size] max)
 
@@ -58,7 +58,7 @@ def poll_until(
 
 def any_filter(field: str, values: Sequence[str]) -> str:
     """``any(field,["a","b"])`` with each value quoted as Klaviyo's filter syntax allows."""
-    return f"any({field},[{','.join(filter_string(v) for v in values)}])"
+    return filters.any_of(field, values)
 
 
 def profiles_matching(client: Any, field: str, values: Iterable[str], *,

@@ -22,7 +22,8 @@ Input rows: (email and/or phone_number, channel ``email`` | ``sms``, optional ``
    consent time sends the person a confirmation request: nothing changes until they confirm, so it is
    recorded ``awaiting_confirmation`` and never sent again;
 6. ``subscription_log`` records who (``changed_by``, else the run's user), what, from which state to
-   which, the outcome and the source row's reason, per row and run.
+   which, the outcome and the source row's reason, per row and run: a ``sent`` row as soon as Klaviyo
+   accepted the request (so a run that dies later leaves the act on record), then the outcome row.
 """
 
 import logging
@@ -164,8 +165,11 @@ def satisfied(change: Change, subs: dict[str, Any] | None) -> bool:
         return change.action == "unsuppress"  # no profile: nothing is suppressed
     marketing = (subs.get(change.channel) or {}).get("marketing") or {}
     user_suppressed = any(s.get("reason") == "USER_SUPPRESSED" for s in marketing.get("suppression") or [])
-    return {"subscribe": marketing.get("consent") == "SUBSCRIBED",
-            "unsubscribe": marketing.get("consent") == "UNSUBSCRIBED",
+    # Unsubscribing from a list may only suppress the person for that list (a list member keeps its consent).
+    list_suppressed = bool(change.list_id) and any(
+        s.get("list_id") == change.list_id for s in marketing.get("list_suppressions") or [])
+    return {"subscribe": marketing.get("consent") == "SUBSCRIBED" and not list_suppressed,
+            "unsubscribe": marketing.get("consent") == "UNSUBSCRIBED" or list_suppressed,
             "suppress": user_suppressed, "unsuppress": not user_suppressed}[change.action]
 
 
@@ -378,6 +382,8 @@ class _Run:
                     self._wait_job(action, job_id)
                 for ch in batch:
                     ch.job_ref = ref
+                self._log(batch, outcome="sent")  # the act is on record before its outcome is known
+                for ch in batch:
                     if double:
                         ch.outcome = "awaiting_confirmation"
                         ch.reason = (f"list {list_id} uses double opt-in: Klaviyo asked the person to confirm; "
@@ -417,13 +423,18 @@ class _Run:
             ch.outcome = "pending"
             ch.reason = f"Klaviyo does not show the change after {polled.waited_s:.0f} s; sent again next run"
 
-    def _record(self, changes: list[Change]) -> None:
-        if not changes:
-            return
+    def _log(self, changes: list[Change], outcome: str | None = None) -> None:
         s, r, now = self.settings, self.result, state.now_utc()
         ledger.append_rows(self.warehouse, LOG, LOG_COLUMNS, [
             (r.run_id, s.sync_name, r.changed_by, ch.channel, ch.identity, ch.list_id, ch.action, ch.from_state,
-             ch.to_state, ch.outcome, ch.reason, ch.source_reason, ch.job_ref, now) for ch in changes])
+             ch.to_state, outcome or ch.outcome, None if outcome else ch.reason, ch.source_reason, ch.job_ref, now)
+            for ch in changes])
+
+    def _record(self, changes: list[Change]) -> None:
+        if not changes:
+            return
+        s, now = self.settings, state.now_utc()
+        self._log(changes)
         done = [ch for ch in changes if ch.outcome in ("confirmed", "already", "awaiting_confirmation", "rejected")]
         ledger.upsert_rows(self.warehouse, STATE, STATE_COLUMNS, [
             (s.sync_name, ch.channel, ch.identity, ch.list_id, ch.to_state, ch.outcome, now) for ch in done],

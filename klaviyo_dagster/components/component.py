@@ -91,7 +91,6 @@ class IngestModel(dg.Resolvable, dg.Model):
     campaign_channels: list[str] = Field(default_factory=lambda: list(CAMPAIGN_CHANNELS))
     include_archived: bool = True
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
-    snapshot_max_lag_days: float = 1.0
     schedule: bool = True
     cron_schedule: str = DEFAULT_CRON
     automation_condition: dg.Injected[dg.AutomationCondition] | None = Field(
@@ -112,6 +111,11 @@ class ActivationModel(dg.Resolvable, dg.Model):
     known_profiles_table: str | None = None
     include_demo_models: bool = False
     vip_min_orders: int = 3
+    events_table: str | None = Field(None, description="Adds klaviyo/event_import reading this table.")
+    consent_table: str | None = Field(
+        None, description="Adds klaviyo/subscriptions (sends nothing without allow_consent_changes in run config).")
+    deletions_table: str | None = Field(
+        None, description="Adds klaviyo/privacy_deletions (deletes nothing without allow_deletions in run config).")
     automation_condition: dg.Injected[dg.AutomationCondition] | None = Field(
         None, description="e.g. `{{ dg.AutomationCondition.eager() }}` on both activation assets.")
 
@@ -201,7 +205,7 @@ class KlaviyoComponent(dg.Component, dg.Model, dg.Resolvable):
                 profile_subscriptions=i.profile_subscriptions,
                 profile_predictive_analytics=i.profile_predictive_analytics,
                 campaign_channels=i.campaign_channels, include_archived=i.include_archived,
-                lookback_days=i.lookback_days, snapshot_max_lag_days=i.snapshot_max_lag_days,
+                lookback_days=i.lookback_days,
                 schedule=i.schedule, cron_schedule=i.cron_schedule, resources=resources,
                 schema=self.warehouse.schema_, **keys,
             ))  # fmt: skip
@@ -211,6 +215,7 @@ class KlaviyoComponent(dg.Component, dg.Model, dg.Resolvable):
                 a.profiles_table, a.audience_table, list_id=a.list_id, list_name=a.list_name,
                 known_profiles_table=a.known_profiles_table, source_schema=self.warehouse.schema_,
                 include_demo_models=a.include_demo_models, vip_min_orders=a.vip_min_orders,
+                events_table=a.events_table, consent_table=a.consent_table, deletions_table=a.deletions_table,
                 resources=resources, **keys,
             ))  # fmt: skip
         return dg.Definitions.merge(*parts, dg.Definitions(resources=resources))

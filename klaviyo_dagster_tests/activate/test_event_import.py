@@ -4,6 +4,7 @@ and ingest reads them back into klaviyo.events."""
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from dagster import materialize
 
 from klaviyo_dagster.activate.event_import import (
@@ -15,6 +16,7 @@ from klaviyo_dagster.activate.event_import import (
 )
 from klaviyo_dagster.client import KlaviyoClient
 from klaviyo_dagster.resources import KlaviyoResource
+from klaviyo_dagster.sandbox.semantics import plausible_values
 from klaviyo_dagster.warehouse import Warehouse, WarehouseResource
 from klaviyo_dagster_tests.activate.conftest import write_calls
 from klaviyo_dagster_tests.ingest.test_ingest_sandbox import failure_text
@@ -83,7 +85,7 @@ def test_events_land_once_are_confirmed_and_reruns_send_nothing(sandbox, tmp_pat
 
     client = new_client()
     again = run_event_import(client, warehouse, settings, run_id="r2")
-    assert (again.sent, again.unchanged, again.confirmed) == (0, 4, 0) and write_calls(client) == 0
+    assert (again.sent, again.unchanged, again.confirmed) == (0, 6, 0) and write_calls(client) == 0  # 2 rejected: once
     warehouse.execute("UPDATE inputs.events_one SET value = 99 WHERE unique_id = 'trial-1'")
     changed = run_event_import(new_client(), warehouse, settings, run_id="r3")
     assert (changed.sent, changed.immutable) == (0, 1)
@@ -159,3 +161,38 @@ def test_the_three_assets_register_like_the_others():
         "klaviyo/profile_import", "klaviyo/list_membership_sync"}  # the consent and deletion assets run on purpose
     plain = build_activation_definitions(resources=resources)
     assert "klaviyo/event_import" not in {k.to_user_string() for k in plain.resolve_asset_graph().get_all_asset_keys()}
+
+
+def test_the_yaml_component_adds_them_when_their_tables_are_named():
+    from klaviyo_dagster.components.scaffolder import default_attributes
+    from klaviyo_dagster_tests.components.test_component import _defs, _specs
+
+    attrs = default_attributes()
+    attrs["ingest"]["objects"] = ["profiles"]
+    attrs["activation"].update({"enabled": True, "events_table": "inputs.events", "consent_table": "inputs.consent",
+                                "deletions_table": "inputs.forget"})
+    specs = _specs(_defs(attrs))
+    assert {"klaviyo/event_import", "klaviyo/subscriptions", "klaviyo/privacy_deletions"} <= set(specs)
+    assert specs["klaviyo/subscriptions"].group_name == specs["klaviyo/profile_import"].group_name
+
+
+@pytest.mark.parametrize("mode", plausible_values("event_unique_id_repeat"))
+def test_resent_events_converge_under_every_repeat_semantics(sandbox, tmp_path, new_client, mode):
+    """A run that died before confirming leaves events 'sent'; the next run sends them again, and whether
+    Klaviyo refuses the repeat (400) or drops it, they end confirmed once, never duplicated."""
+    warehouse = Warehouse(str(tmp_path / "wh.duckdb"))
+    warehouse.execute("CREATE SCHEMA inputs")
+    metric = f"Repeat {mode}"
+    warehouse.execute(f"CREATE TABLE inputs.ev AS SELECT 'repeat' || i || '@example.com' AS email, '{metric}' AS metric, "
+                      "TIMESTAMP '2026-02-01 00:00:00' + INTERVAL (i) MINUTE AS time, 'r' || i AS unique_id FROM range(3) t(i)")
+    settings = EventImportSettings(table="inputs.ev", max_wait_s=20)
+    with sandbox.semantics_override(event_unique_id_repeat=mode):
+        assert run_event_import(new_client(), warehouse, settings, run_id="a").confirmed == 3
+        warehouse.execute(f"UPDATE {STATE} SET status = 'sent'")  # as if the run had died before the read-back
+        client = new_client()
+        again = run_event_import(client, warehouse, settings, run_id="b")
+    assert (again.confirmed, again.rejected, again.pending) == (3, 0, 0)
+    assert write_calls(client) == (3 if mode == "request_400" else 1)  # refused whole, then one by one
+    assert len(_events(sandbox, metric)) == 3
+    reasons = {r[0] for r in warehouse.query(f"SELECT reason FROM {LOG} WHERE run_id = 'b'")}
+    assert reasons == ({"Klaviyo already held it (its repeat was refused)"} if mode == "request_400" else {None})

@@ -15,6 +15,7 @@ from klaviyo_dagster.activate.subscriptions import (
     run_subscriptions,
 )
 from klaviyo_dagster.resources import KlaviyoResource
+from klaviyo_dagster.sandbox.semantics import plausible_values
 from klaviyo_dagster.warehouse import Warehouse, WarehouseResource
 from klaviyo_dagster_tests.activate.conftest import write_calls
 from klaviyo_dagster_tests.ingest.test_ingest_sandbox import failure_text
@@ -96,7 +97,7 @@ def test_consent_converges_only_behind_the_switch_and_logs_who_changed_what(sand
     assert waiting["consent"] == "NEVER_SUBSCRIBED"  # Klaviyo waits for the person's confirmation
     log = {(r[0], r[1]): r[2:] for r in wh.query(
         f"SELECT identity, channel, changed_by, action, from_state, to_state, outcome, source_reason FROM {LOG} "
-        "WHERE run_id = 'r1'")}
+        "WHERE run_id = 'r1' AND outcome <> 'sent'")}
     changed_by, action, from_state, to_state, outcome, _ = log[(b["email"], "email")]
     assert (changed_by, action, to_state) == ("alice@example.com", "unsubscribe", "unsubscribed")
     assert outcome == ("already" if before_b["consent"] == "UNSUBSCRIBED" else "confirmed")
@@ -104,6 +105,8 @@ def test_consent_converges_only_behind_the_switch_and_logs_who_changed_what(sand
     assert log[(b["email"], "email")][5] == "asked support"
     assert log[("double.optin@example.com", "email")][4] == "awaiting_confirmation"
     assert log[("fax@example.com", "fax")][4] == "rejected"
+    sent = wh.query(f"SELECT count(*), count(DISTINCT job_ref) FROM {LOG} WHERE run_id = 'r1' AND outcome = 'sent'")
+    assert sent == [(done.sent, done.jobs)]  # each act on record as soon as Klaviyo accepted it
 
     client = new_client()
     again = run_subscriptions(client, wh, settings, run_id="r2")
@@ -166,4 +169,23 @@ def test_asset_refuses_without_the_switch_and_runs_with_it(sandbox, warehouse):
         tags={"dagster/user": "ignored@example.com"})
     meta = ok.asset_materializations_for_node(op)[0].metadata
     assert (meta["confirmed"].value, meta["changed_by"].value) == (1, "ops-team")
-    assert wh.query(f"SELECT changed_by FROM {LOG} WHERE identity = 'asset.sub@example.com'") == [("ops-team",)]
+    assert wh.query(f"SELECT DISTINCT changed_by FROM {LOG} WHERE identity = 'asset.sub@example.com'") == [("ops-team",)]
+
+
+@pytest.mark.parametrize("scope", plausible_values("unsubscribe_with_list"))
+def test_unsubscribing_a_list_member_is_confirmed_under_every_reading(sandbox, warehouse, new_client, scope):
+    wh, _ = warehouse
+    single = _list(sandbox, "single_opt_in")
+    emails = {p["id"]: p["attributes"].get("email") for p in sandbox.truth.records("profile")}
+    pid, email = next((p, emails[p]) for p, _ in reversed(sandbox.truth.members("list", single)) if emails.get(p))
+    wh.execute("INSERT INTO inputs.consent (email, channel, list_id, state) VALUES (?, 'email', ?, 'unsubscribed')",
+               [email, single])
+    settings = SubscriptionSettings(table="inputs.consent", allow_consent_changes=True, max_unsubscribe_share=1.0,
+                                    max_wait_s=20, sync_name=f"scope-{scope}")
+    with sandbox.semantics_override(unsubscribe_with_list=scope):
+        done = run_subscriptions(new_client(), wh, settings)
+    assert (done.sent, done.confirmed, done.pending) == (1, 1, 0)
+    assert pid not in {p for p, _ in sandbox.truth.members("list", single)}
+    marketing = _consent(new_client(), email)["email"]["marketing"]
+    assert (marketing["consent"] == "UNSUBSCRIBED") == (scope == "global")
+    assert (single in {s["list_id"] for s in marketing["list_suppressions"]}) == (scope == "list_only")
