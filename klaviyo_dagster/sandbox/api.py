@@ -143,12 +143,13 @@ class ReadApi:
         rels: dict[str, Any] | None = None
         base = self.base_url
 
+        # Every relationship named in `include` carries `data` (null when nothing is linked).
         def linked(name: str, ltype: str, ids: list[str] | None) -> dict[str, Any]:
             data = [{"type": ltype, "id": i} for i in ids or ()] if ids is not None else None
-            return rel(base, path, name, data)
+            return rel(base, path, name, data, with_data=name in p.include)
 
         def one(name: str, ltype: str, rid: str | None) -> dict[str, Any]:
-            return rel(base, path, name, {"type": ltype, "id": rid} if rid else None)
+            return rel(base, path, name, {"type": ltype, "id": rid} if rid else None, with_data=name in p.include)
 
         # Linkage of tags only when asked for (include=tags), like Klaviyo.
         def tags() -> dict[str, Any]:
@@ -165,7 +166,8 @@ class ReadApi:
             rels = {"flow-triggers": rel(base, path, "flow-triggers")}
         elif rtype == "campaign-message":
             rels = {"campaign": one("campaign", "campaign", rec["campaign_id"]),
-                    "template": one("template", "template", rec.get("template_id"))}
+                    "template": one("template", "template", rec.get("template_id")),
+                    "image": one("image", "image", rec.get("image_id"))}
         elif rtype == "flow-action":
             rels = {"flow": one("flow", "flow", rec["flow_id"]),
                     "flow-messages": linked("flow-messages", "flow-message", rec.get("message_ids", []))}

@@ -180,7 +180,8 @@ def build_catalog(seed: int, n_profiles: int, data_start: int, data_end: int, sp
             "definition": definition,
             "send_times": [{"datetime": iso(scheduled), "is_local": False}] if scheduled else [],
             "created_at": iso(created), "updated_at": iso(updated)}, "campaign_id": cid,
-            "template_id": out.templates[k % len(out.templates)]["id"] if channel == "email" else None})
+            "template_id": out.templates[k % len(out.templates)]["id"],
+            "image_id": str(10_000_000 + h(seed, "campaign-image", k) % 89_999_999)})
 
     out.flows, out.flow_actions = [], []
     action_seq = 0

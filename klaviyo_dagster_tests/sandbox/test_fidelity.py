@@ -28,7 +28,7 @@ from klaviyo_dagster.sandbox.fidelity import (
     validate_recorded,
 )
 from klaviyo_dagster.spec import load_subset
-from klaviyo_dagster_tests.sandbox.sandbox_http import call, sandbox
+from klaviyo_dagster_tests.sandbox.sandbox_http import call, first_id_of, sandbox
 
 pytest_plugins = ["klaviyo_dagster_tests.fidelity_plugin"]
 
@@ -340,11 +340,8 @@ def discover_ids(handle: Any) -> dict[str, str]:
         "tag": first_id(handle, "/api/tags"),
         "custom-metric": first_id(handle, "/api/custom-metrics"),
     }
-    messages = call(handle, "GET", "/api/campaigns", {**base_query("GET /api/campaigns"), "include": "campaign-messages"})
-    ids["campaign-message"] = messages.json()["included"][0]["id"]
-    actions = call(handle, "GET", "/api/flows", {"include": "flow-actions"}).json()["included"]
-    ids["flow-action"] = next(a["id"] for a in actions if a["attributes"]["definition"]["type"] == "send-email")
-    ids["flow-message"] = first_id(handle, f"/api/flow-actions/{ids['flow-action']}/flow-messages")
+    for kind in ("campaign-messages", "flow-actions", "flow-messages"):  # no collections of their own
+        ids[kind[:-1]] = first_id_of(lambda path, params: call(handle, "GET", path, params).json(), kind)
     # Two jobs of two good and two bad rows: every job collection then has a second page at page[size]=1.
     for _ in range(2):
         job = call(handle, "POST", "/api/profile-bulk-import-jobs", json_body=request_body("POST /api/profile-bulk-import-jobs", ids))
