@@ -26,9 +26,11 @@ class SandboxProcess:
     """One sandbox server in a child process."""
 
     def __init__(self, *, scale: str = "small", rate_limits: str = "off", seed: int = 42,
-                 span_days: float = 30.0, start_timeout: float = 120.0) -> None:
+                 span_days: float = 30.0, start_timeout: float = 120.0, latency: str = "off",
+                 page_cache_mb: float = 256.0) -> None:
         cmd = [sys.executable, "-m", "klaviyo_dagster.sandbox", "--port", "0", "--seed", str(seed), "--scale", scale,
-               "--rate-limits", rate_limits, "--span-days", str(span_days)]
+               "--rate-limits", rate_limits, "--span-days", str(span_days), "--latency", latency,
+               "--page-cache-mb", str(page_cache_mb)]
         self.scale, self.rate_limits = scale, rate_limits
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True, cwd=ROOT,
@@ -61,6 +63,9 @@ class SandboxProcess:
     def set_rate_limits(self, mode: str) -> None:
         self.admin("POST", "rate-limits", {"mode": mode})
         self.rate_limits = mode
+
+    def set_latency(self, spec: str) -> None:
+        self.admin("POST", "latency", {"latency": spec})
 
     def stats(self, reset: bool = False) -> dict[str, int]:
         """Requests served per operation (429s included); `reset` clears the counters after reading."""
