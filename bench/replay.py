@@ -24,7 +24,7 @@ import orjson
 import psutil
 import requests
 
-from bench.sandbox_proc import ROOT
+from bench.sandbox_proc import ROOT, stop_child
 
 FORWARDED = ("Authorization", "revision", "Accept")
 
@@ -130,15 +130,7 @@ class ReplayProcess:
         return t.user + t.system
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_child(self.proc)
 
     def __enter__(self) -> ReplayProcess:
         return self

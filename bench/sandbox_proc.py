@@ -22,6 +22,19 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def stop_child(proc: subprocess.Popen) -> None:
+    """End exactly this child process (SIGTERM, then SIGKILL after 10 s) and close its stdout."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 class SandboxProcess:
     """One sandbox server in a child process."""
 
@@ -81,15 +94,7 @@ class SandboxProcess:
         return {**os.environ, "KLAVIYO_BASE_URL": self.base_url, "KLAVIYO_API_KEY": self.api_key}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_child(self.proc)
         self._stderr.close()
 
     def __enter__(self) -> SandboxProcess:
