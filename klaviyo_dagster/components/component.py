@@ -91,7 +91,6 @@ class IngestModel(dg.Resolvable, dg.Model):
     campaign_channels: list[str] = Field(default_factory=lambda: list(CAMPAIGN_CHANNELS))
     include_archived: bool = True
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
-    snapshot_max_lag_days: float = 1.0
     schedule: bool = True
     cron_schedule: str = DEFAULT_CRON
     automation_condition: dg.Injected[dg.AutomationCondition] | None = Field(
@@ -206,7 +205,7 @@ class KlaviyoComponent(dg.Component, dg.Model, dg.Resolvable):
                 profile_subscriptions=i.profile_subscriptions,
                 profile_predictive_analytics=i.profile_predictive_analytics,
                 campaign_channels=i.campaign_channels, include_archived=i.include_archived,
-                lookback_days=i.lookback_days, snapshot_max_lag_days=i.snapshot_max_lag_days,
+                lookback_days=i.lookback_days,
                 schedule=i.schedule, cron_schedule=i.cron_schedule, resources=resources,
                 schema=self.warehouse.schema_, **keys,
             ))  # fmt: skip

@@ -271,6 +271,18 @@ class Warehouse:
                     conn.execute(f"SET {setting} = {_literal(value)}")
         return added
 
+    def create_latest_partition_view(self, table: str, partition_column: str) -> str:
+        """(Re)create view ``<table>_current``: the rows of the table's latest partition (for snapshots,
+        the latest capture: a list deleted in Klaviyo is absent there, though older captures keep it)."""
+        view = self.qualified(table + CURRENT_VIEW_SUFFIX)
+        part = quote_ident(partition_column)
+        with self.connect() as conn:
+            conn.execute(
+                f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {quote_ident(table)} "
+                f"WHERE {part} = (SELECT max({part}) FROM {quote_ident(table)})"
+            )
+        return view
+
     def _bound_memory(self, conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
         """Cap DuckDB's memory while a big partition is copied in (it spills to disk instead of growing
         with the partition); returns the settings to restore afterwards."""

@@ -104,4 +104,5 @@ def test_two_accounts_are_two_yaml_blocks_with_their_own_keys() -> None:
     assert specs["klaviyo_eu/profiles"].metadata["dagster/table_name"] == "warehouse.klaviyo_eu.profiles"
     assert set(merged.resources) == {"klaviyo", "warehouse", "klaviyo_eu", "warehouse_eu"}
     assert merged.resources["warehouse_eu"].schema_ == "klaviyo_eu"
-    assert {s.name for s in merged.schedules} == {"klaviyo_ingest_daily", "klaviyo_eu_ingest_daily"}
+    assert {s.name for s in merged.schedules} == {"klaviyo_ingest_daily", "klaviyo_eu_ingest_daily",
+                                                  "klaviyo_snapshots_daily", "klaviyo_eu_snapshots_daily"}

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +106,7 @@ def test_scaffold_check_list_and_materialize_from_yaml_only(project, sandbox) ->
     attrs = doc["attributes"]
     assert attrs["klaviyo"]["api_key"] == "{{ env.KLAVIYO_API_KEY }}"
     assert set(attrs["ingest"]) >= {"start_date", "objects", "event_metrics", "campaign_channels", "lookback_days",
-                                    "include_archived", "profile_subscriptions", "snapshot_max_lag_days"}
+                                    "include_archived", "profile_subscriptions"}
     assert len(attrs["ingest"]["objects"]) == 10 and attrs["activation"]["enabled"] is False
     assert "translation" in attrs
 
@@ -126,12 +125,11 @@ def test_scaffold_check_list_and_materialize_from_yaml_only(project, sandbox) ->
     assert lists["group_name"] == "klaviyo_ingest" and set(lists["kinds"]) == {"klaviyo", "duckdb"}
     assert lists["owners"] == [{"team": "crm"}]
     assert {"key": "klaviyo/role", "value": "ingest"} in lists["tags"]
-    assert [s["name"] for s in listing["schedules"]] == ["crm_klaviyo_ingest_daily"]
+    assert sorted(s["name"] for s in listing["schedules"]) == ["crm_klaviyo_ingest_daily", "crm_klaviyo_snapshots_daily"]
     for out in (checked, listed):
         assert sandbox.api_key not in out.stdout + out.stderr
 
-    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%d")
-    dg(project, "launch", "--assets", "crm/klaviyo/lists", "--partition", yesterday)
+    dg(project, "launch", "--assets", "crm/klaviyo/lists")  # a snapshot: unpartitioned, captures now
     with duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True) as con:
         got = {r[0] for r in con.execute("SELECT id FROM warehouse.klaviyo.lists").fetchall()}
     assert got == {r["id"] for r in sandbox.truth.records("list")}
