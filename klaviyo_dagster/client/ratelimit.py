@@ -21,6 +21,8 @@ on some writes). Per bucket the limiter keeps:
 Windows start as the tier table's times ``scale`` (a time-scaled sandbox) and are replaced by the
 server's ``RateLimit-Limit`` policies (``"10, 10;w=1, 150;w=60"``; the first number names the window
 ``RateLimit-Remaining`` refers to) when those differ: the server is the authority, in real seconds.
+The other documented forms are adopted too (`adopt`): one policy (``"700;w=60"``) replaces the window of
+nearest length, a bare number (``"700"``) the limit of the window nearest it.
 ``scale == 0`` switches pacing off. A request reserves its slot under a short lock and sleeps outside
 it, so threads share a bucket correctly. Per request the work is a few deque operations and no sleep
 while budget remains.
@@ -78,6 +80,28 @@ def parse_limit_header(value: str | None) -> tuple[int | None, list[tuple[int, f
                     pass
     policies.sort(key=lambda p: p[1])
     return current, policies
+
+
+def adopt(
+    windows: list[tuple[int, float]], current: int | None, policies: list[tuple[int, float]]
+) -> tuple[list[tuple[int, float]], int | None]:
+    """The windows to use after a ``RateLimit-Limit`` in any of Klaviyo's documented forms, and the limit
+    ``RateLimit-Remaining`` refers to.
+
+    - combined (``"10, 10;w=1, 150;w=60"``, two or more policies): the server's windows replace ours;
+    - one policy (``"150;w=60"``): it replaces the window nearest its length; Remaining refers to it;
+    - a bare number (``"700"``): the limit of the window whose limit is nearest it (by ratio), window kept.
+    """
+    if len(policies) >= 2 or not windows:
+        return policies, current
+    if policies:
+        (n, w), = policies
+        k = min(range(len(windows)), key=lambda i: abs(math.log(windows[i][1] / w)))
+        return [(n, w) if i == k else win for i, win in enumerate(windows)], n if current is None else current
+    if current is None:
+        return [], None
+    k = min(range(len(windows)), key=lambda i: abs(math.log(windows[i][0] / current)))
+    return [(current, win[1]) if i == k else win for i, win in enumerate(windows)], current
 
 
 def _number(value: str | None) -> float | None:
@@ -185,6 +209,7 @@ class BucketLimiter:
             if raw != self._header:
                 self._header = raw
                 self._current, policies = parse_limit_header(raw)
+                policies, self._current = adopt(self.windows, self._current, policies)
                 if policies and not _same(policies, self.windows):
                     self._set_windows(policies)
                     changed = list(self.windows)

@@ -97,6 +97,8 @@ class SandboxServer:
         self.store.semantics = self.semantics
         self.api_key = api_key or default_api_key(seed)
         self.limiter = RateLimiter(rate_limits, self.subset)
+        self._apply_limit_semantics({})
+        self.semantics.subscribe(self._apply_limit_semantics)
         self.faults = FaultInjector(seed, faults)
         self.latency = LatencyModel(latency, seed)
         self.page_cache = PageCache(int(page_cache_mb * 2**20))
@@ -116,6 +118,11 @@ class SandboxServer:
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[Request], Any]] = self._handler_table()
         assert set(self._handlers) == set(routes.OPERATIONS), "every spec operation needs a handler"
+
+    def _apply_limit_semantics(self, _changes: dict[str, Any]) -> None:
+        """The rate-limit switches (header form, L tier steady limit) into the limiter."""
+        self.limiter.configure(header_form=self.semantics.get("ratelimit_header_form"),
+                               l_steady=int(self.semantics.get("ratelimit_l_steady")))
 
     # ---- clock and lifecycle --------------------------------------------------------------------------
     def clock_ms(self) -> int:

@@ -196,3 +196,18 @@ def test_resent_events_converge_under_every_repeat_semantics(sandbox, tmp_path, 
     assert len(_events(sandbox, metric)) == 3
     reasons = {r[0] for r in warehouse.query(f"SELECT reason FROM {LOG} WHERE run_id = 'b'")}
     assert reasons == ({"Klaviyo already held it (its repeat was refused)"} if mode == "request_400" else {None})
+
+
+def test_events_not_yet_readable_are_pending_and_the_next_run_converges(sandbox, tmp_path, new_client):
+    warehouse = Warehouse(str(tmp_path / "wh.duckdb"))
+    warehouse.execute("CREATE SCHEMA inputs")
+    warehouse.execute("CREATE TABLE inputs.ev AS SELECT 'slow' || i || '@example.com' AS email, 'Slow Test' AS metric, "
+                      "TIMESTAMP '2026-01-03 00:00:00' + INTERVAL (i) SECOND AS time FROM range(4) t(i)")
+    first = run_event_import(new_client(), warehouse, EventImportSettings(table="inputs.ev", max_wait_s=0), run_id="p1")
+    assert (first.sent, first.confirmed, first.pending) == (4, 0, 4)  # Klaviyo had not processed them yet
+    assert {r[0] for r in warehouse.query(f"SELECT status FROM {STATE}")} == {"sent"}
+    assert "sent again next run" in warehouse.query(f"SELECT reason FROM {LOG} WHERE run_id = 'p1' LIMIT 1")[0][0]
+    second = run_event_import(new_client(), warehouse, EventImportSettings(table="inputs.ev", max_wait_s=20), run_id="p2")
+    # Sent again: Klaviyo (default sandbox reading) refuses the repeats, the read-back finds them all.
+    assert (second.confirmed, second.pending, second.rejected) == (4, 0, 0)
+    assert len(_events(sandbox, "Slow Test")) == 4  # sent twice, created once

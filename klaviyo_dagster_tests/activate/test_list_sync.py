@@ -142,7 +142,9 @@ def test_existing_list_by_id_loses_members_outside_the_audience(sandbox, warehou
     plan = result.lists[0]
     assert (plan.list_id, plan.members_before, plan.kept, plan.adds, plan.removes) == (
         target["id"], len(current), len(keep), 1, 1)
-    assert client.stats.by_endpoint["GET /api/lists/{id}/profiles"] == -(-len(current) // 100)  # 100 a page
+    # 100 a page, read twice: the plan's snapshot and the read-back that verifies the sync (difference 0)
+    assert client.stats.by_endpoint["GET /api/lists/{id}/profiles"] == 2 * -(-len(current) // 100)
+    assert (plan.verified, plan.missing, plan.extra, plan.difference) == (True, 0, 0, 0)
     assert _members(sandbox, target["id"]) == set(keep) | {outsider}
 
 

@@ -7,7 +7,7 @@ from dagster import materialize
 
 from klaviyo_dagster.activate import ProfileImportSettings, run_profile_import
 from klaviyo_dagster.activate.profile_import import build_profile_import_asset
-from klaviyo_dagster.activate.state import LOG, STATE
+from klaviyo_dagster.activate.state import IMPORT_JOBS, LOG, STATE
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
 from klaviyo_dagster_tests.activate.conftest import write_calls
@@ -148,7 +148,7 @@ def test_asset_reports_metadata_splits_jobs_and_dry_run_sends_nothing(sandbox, w
     assert sandbox.api_key not in str(meta)
 
 
-def test_a_job_still_running_at_max_wait_is_logged_pending_fails_the_asset_and_goes_again(
+def test_a_job_still_running_at_max_wait_is_logged_pending_fails_the_asset_and_is_polled_not_resent(
     sandbox, warehouse, new_client
 ):
     domain = "pi-slow.example.com"
@@ -161,22 +161,25 @@ def test_a_job_still_running_at_max_wait_is_logged_pending_fails_the_asset_and_g
         "warehouse": WarehouseResource(database=warehouse.database),
     }
     op = "klaviyo__profile_import"
-    sandbox.set_import_job_delay(120)  # Klaviyo is slow today: the job outlives max_wait_s
-    try:
+    with sandbox.semantics_override(import_job_seconds=3):  # Klaviyo is slow today: the job outlives max_wait_s
         slow = materialize([asset], resources=resources, raise_on_error=False,
                            run_config={"ops": {op: {"config": {"max_wait_s": 0.5}}}})
-    finally:
-        sandbox.set_import_job_delay(0)
     assert not slow.success
     failure = next(e for e in slow.all_events if e.is_failure).event_specific_data.error.to_string()
-    assert re.search(r"3 profiles are in Klaviyo jobs that did not finish within \d+ s", failure), failure
-    assert "raise max_wait_s" in failure
+    assert re.search(r"3 profiles have no confirmed outcome yet: in Klaviyo jobs that did not finish within \d+ s",
+                     failure), failure
+    assert "raise max_wait_s" in failure.lower()
     pending = warehouse.query(f"SELECT outcome, count(*) FROM {LOG} WHERE sync_name = 'slow' GROUP BY 1")
     assert pending == [("pending", 3)]
     assert warehouse.query(f"SELECT count(*) FROM {STATE} WHERE sync_name = 'slow'") == [(0,)]
+    (job_id,) = warehouse.query(f"SELECT job_id FROM {IMPORT_JOBS} WHERE sync_name = 'slow' AND status = 'open'")[0]
 
-    # Unknown outcome: the rows go again on the next run, and this time the job finishes.
-    retry = run_profile_import(new_client(), warehouse, ProfileImportSettings(table="inputs.people_slow",
-                                                                              sync_name="slow"))
-    assert (retry.sent, retry.imported, retry.pending) == (3, 3, 0)
+    # The next run polls the open job first and records its outcome; nothing goes in a second job.
+    client = new_client()
+    retry = run_profile_import(client, warehouse, ProfileImportSettings(table="inputs.people_slow",
+                                                                        sync_name="slow"))
+    assert (retry.resumed_jobs, retry.sent, retry.imported, retry.pending, retry.job_ids) == (1, 0, 3, 0, [])
+    assert write_calls(client) == 0
+    assert warehouse.query(f"SELECT job_id, status FROM {IMPORT_JOBS} WHERE sync_name = 'slow'") == [
+        (job_id, "complete")]
     assert len(_profiles_at(sandbox, domain)) == 3

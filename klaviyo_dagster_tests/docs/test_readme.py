@@ -46,3 +46,9 @@ def test_readme_yaml_route_comes_first_and_its_defs_yaml_is_what_the_scaffolder_
         exec(_block_after(text, "### The Python route", "```python\n"), scope)  # noqa: S102
     assert {s.name for s in scope["defs"].schedules} == {"klaviyo_ingest_daily", "klaviyo_snapshots_daily",
                                                          "klaviyo_activation_schedule"}
+
+
+def test_readme_lists_every_sandbox_semantics_switch() -> None:
+    from klaviyo_dagster.sandbox.semantics import switch_table_markdown
+
+    assert switch_table_markdown() in README.read_text(), "README's --semantics table drifted from semantics.py"

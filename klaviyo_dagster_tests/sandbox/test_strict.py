@@ -54,6 +54,14 @@ def test_cursor_with_a_leading_equals_sign_is_served_like_the_sdk_sends_it(http,
     assert "%3D" not in sdk.json()["links"]["next"].split("page%5Bcursor%5D=")[1][:3]
 
 
+def test_a_whole_links_next_url_as_cursor_is_read_like_the_sdk_reads_an_https_one(http, klaviyo_sandbox):
+    first = get(http, klaviyo_sandbox, "/api/lists/", {"page[size]": 3}).json()
+    nxt = first["links"]["next"]  # klaviyo-api cuts only https links; against http it sends the whole URL
+    r = get(http, klaviyo_sandbox, "/api/lists/", {"page[size]": 3, "page[cursor]": nxt})
+    assert r.status_code == 200, r.text
+    assert [d["id"] for d in r.json()["data"]] == [d["id"] for d in http.get(nxt, timeout=10).json()["data"]]
+
+
 def test_a_cursor_the_server_did_not_issue_is_still_refused(http, klaviyo_sandbox):
     r = get(http, klaviyo_sandbox, "/api/profiles/", {"page[cursor]": "=not-a-cursor"})
     assert r.status_code == 400 and error_of(r)["source"] == {"parameter": "page[cursor]"}
@@ -304,3 +312,14 @@ def test_events_metric_id_filter_refuses_a_custom_metric_as_the_spec_says(http, 
         assert err["source"] == {"parameter": "filter"}
         assert "custom metrics are not supported in the metric_id filter" in err["detail"]
         assert f"/api/custom-metrics/{cid}/relationships/metrics" in err["detail"]
+
+
+def test_readme_lists_the_served_revisions_and_every_change():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### As strict as Klaviyo", 1)[1].split("\n## ", 1)[0]
+    assert ", ".join(revisions.PUBLISHED) in section.replace("\n  ", " ")
+    assert "2026-01-15, 2026-04-15 and 2026-07-15" in section
+    for change in revisions.CHANGES:
+        assert f"| {change.revision} |" in section and (change.value or change.parameter) in section, change
