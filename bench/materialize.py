@@ -36,7 +36,10 @@ def materialize_partition(name: str, partition_key: str, base_url: str, api_key:
     assets = list(defs.assets or [])
     started = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize(assets, partition_key=partition_key, instance=instance, raise_on_error=True,
+        # Snapshot objects are unpartitioned (a run captures the current state): no partition key for them.
+        partitioned = any(a.partitions_def is not None for a in assets)
+        result = dg.materialize(assets, partition_key=partition_key if partitioned else None, instance=instance,
+                                raise_on_error=True,
                                 resources=resources(base_url, api_key, db_path, rate_limit_scale),
                                 run_config=QUIET_RUN_CONFIG)
     seconds = time.perf_counter() - started

@@ -28,8 +28,10 @@ BENCHMARKS = {  # key -> module (each has run(quick=...) -> list[Figure])
     "memory": "bench.memory",
     "activation": "bench.activation",
     "concurrency": "bench.concurrency",
+    "recovery_after_throttling": "bench.recovery",
 }
-ALIASES = {"latency": "latency_utilisation", "hot": "hot_path", "rate_limit": "rate_limit_utilisation", "rate": "rate_limit_utilisation", "naive": "vs_naive"}
+ALIASES = {"latency": "latency_utilisation", "hot": "hot_path", "rate_limit": "rate_limit_utilisation",
+           "rate": "rate_limit_utilisation", "naive": "vs_naive", "recovery": "recovery_after_throttling"}
 HERE = Path(__file__).resolve().parent
 
 

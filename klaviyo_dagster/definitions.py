@@ -14,6 +14,7 @@ import os
 
 import dagster as dg
 
+from klaviyo_dagster.automation.executors import run_executor
 from klaviyo_dagster.factories import build_activation_definitions, build_ingest_definitions
 from klaviyo_dagster.ingest import DEFAULT_START_DATE
 from klaviyo_dagster.resources import KlaviyoResource
@@ -59,7 +60,7 @@ def build_definitions(
         include_demo_models=demo_models_enabled() if include_demo_models is None else include_demo_models,
         resources=resources,
     )
-    return dg.Definitions.merge(ingest, activation)
+    return dg.Definitions.merge(ingest, activation, dg.Definitions(executor=run_executor()))
 
 
 defs = build_definitions()

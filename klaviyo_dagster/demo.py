@@ -2,7 +2,7 @@
 
 1. start the Klaviyo sandbox (seed 42, scale small) in-process;
 2. ingest every object into a fresh `data/warehouse.duckdb` (or `KLAVIYO_DUCKDB_PATH`): incremental objects as one
-   run over the sandbox's whole date range (single-run backfill), snapshots and memberships for the latest day;
+   run over the sandbox's whole date range (single-run backfill), snapshots and memberships captured now (today's capture);
 3. build the demo models (enriched profiles, a VIP audience) and run activation back into the sandbox: a Bulk
    Profile Import polled to its outcome, and the VIP list reconciled to the audience;
 4. re-ingest today's profiles, lists and memberships and show that Klaviyo (the sandbox) now holds what the
@@ -75,8 +75,8 @@ def main() -> int:
                 "dagster/asset_partition_range_start": keys[0],
                 "dagster/asset_partition_range_end": keys[-1],
             })
-            print(f"ingest: {len(snapshots)} snapshot objects for {keys[-1]}")
-            _materialize(defs, snapshots, instance, partition_key=keys[-1])
+            print(f"ingest: {len(snapshots)} snapshot objects (their current state, captured today)")
+            _materialize(defs, snapshots, instance)
 
             activation_keys = [k for k in defs.resolve_all_asset_keys()
                                if k.path[0] == "activation_inputs" or k in (
@@ -91,8 +91,7 @@ def main() -> int:
             }
             print("re-ingest: today's profiles, lists and list memberships")
             _materialize(defs, [asset_key("profiles")], instance, partition_key=keys[-1])
-            _materialize(defs, [asset_key("lists"), asset_key("list_memberships")], instance,
-                         partition_key=keys[-1])
+            _materialize(defs, [asset_key("lists"), asset_key("list_memberships")], instance)
 
     con = duckdb.connect(str(db_path), read_only=True)
     try:

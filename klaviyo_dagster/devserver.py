@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="small")
     parser.add_argument("--ui-port", type=int, default=3000, help="Dagster UI port (default 3000)")
     parser.add_argument("--pool-limit", type=int, default=2, help="concurrency limit of the klaviyo_api pool")
+    parser.add_argument("--dagster-home", type=Path, default=ROOT / ".dagster_home",
+                        help="DAGSTER_HOME to write dagster.yaml into and run with (default .dagster_home/)")
     args = parser.parse_args(argv)
     # Started from a script or in the background, SIGINT may arrive ignored (SIG_IGN), and children would
     # inherit that: install real handlers first (Ctrl-C and SIGTERM both stop everything; children then
@@ -110,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("KLAVIYO_DEMO_MODELS", "1")
     # Partitions from the first day the sandbox holds data (30 days back), unless chosen.
     env.setdefault("KLAVIYO_START_DATE", (datetime.now(timezone.utc) - timedelta(days=30)).strftime("%Y-%m-%d"))
-    home = ROOT / ".dagster_home"
-    home.mkdir(exist_ok=True)
+    home = args.dagster_home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML.format(pool_limit=args.pool_limit))
     env["DAGSTER_HOME"] = str(home)
 

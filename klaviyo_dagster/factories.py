@@ -8,15 +8,20 @@ location. The YAML route (`KlaviyoComponent`, components/) calls the same two fu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
 from klaviyo_dagster.activate import ACTIVATION_JOB, ACTIVATION_SENSOR, build_activation_assets
-from klaviyo_dagster.activate.demo_models import DEFAULT_VIP_LIST, PROFILES_ENRICHED, VIP_AUDIENCE
-from klaviyo_dagster.activate.render import ProfileColumns
+from klaviyo_dagster.activate.demo_models import PROFILES_ENRICHED, VIP_AUDIENCE
+from klaviyo_dagster.automation.jobs import (
+    INCREMENTAL_JOB,
+    SNAPSHOT_SCHEDULE,
+    SNAPSHOTS_JOB,
+    build_ingest_jobs,
+    build_snapshot_schedule,
+)
 from klaviyo_dagster.automation.schedules import (
     DEFAULT_CRON,
     DEFAULT_LOOKBACK_DAYS,
@@ -24,7 +29,7 @@ from klaviyo_dagster.automation.schedules import (
     build_ingest_schedule,
 )
 from klaviyo_dagster.automation.sensors import build_activation_schedule, build_table_change_sensor
-from klaviyo_dagster.ingest import CAMPAIGN_CHANNELS, DEFAULT_START_DATE, build_ingest_assets
+from klaviyo_dagster.ingest import build_ingest_assets
 from klaviyo_dagster.translator import DagsterKlaviyoTranslator
 from klaviyo_dagster.warehouse import WarehouseResource
 
@@ -45,79 +50,61 @@ def _warehouse_facts(resources: Mapping[str, Any] | None, key: str) -> tuple[str
 
 def build_ingest_definitions(
     *,
-    start_date: str | date | datetime = DEFAULT_START_DATE,
-    objects: Sequence[str] | None = None,
-    event_metrics: Sequence[str] | None = None,
-    profile_subscriptions: bool = True,
-    profile_predictive_analytics: bool = False,
-    campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
-    include_archived: bool = True,
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
-    snapshot_max_lag_days: float = 1.0,
     schedule: bool = True,
     cron_schedule: str = DEFAULT_CRON,
-    chunk_rows: int = 10_000,
     resources: Mapping[str, Any] | None = None,
     translator: DagsterKlaviyoTranslator | None = None,
-    klaviyo_resource_key: str = "klaviyo",
     warehouse_resource_key: str = "warehouse",
-    schema: str | None = None,
+    **asset_options: Any,
 ) -> dg.Definitions:
-    """Assets ``klaviyo/<object>`` (+ checks) and the daily ingest schedule ``klaviyo_ingest_daily``.
+    """Assets ``klaviyo/<object>`` (+ checks), the ingest jobs and schedules (``klaviyo_ingest_daily`` ...).
 
-    Options as `klaviyo_dagster.ingest.build_ingest_assets`, plus ``lookback_days`` (days before yesterday
-    the schedule re-reads events for late arrivals), ``schedule`` / ``cron_schedule`` and ``resources``
-    (added to the definitions; none unless passed: the caller supplies ``klaviyo`` and ``warehouse``).
+    ``asset_options`` are `klaviyo_dagster.ingest.build_ingest_assets`'s (``start_date``, ``objects``,
+    ``event_metrics``, ``profile_subscriptions``, ``profile_predictive_analytics``, ``campaign_channels``,
+    ``include_archived``, ``chunk_rows``, ``klaviyo_resource_key``, ``schema``). Here: ``lookback_days``
+    (days before yesterday the schedule re-reads events for late arrivals), ``schedule`` / ``cron_schedule``,
+    ``translator`` and ``resources`` (added to the definitions; none unless passed: the caller supplies
+    ``klaviyo`` and ``warehouse``).
     """
     translator = translator or DagsterKlaviyoTranslator()
     catalog, default_schema = _warehouse_facts(resources, warehouse_resource_key)
     assets = build_ingest_assets(
-        start_date=start_date,
-        objects=objects,
-        event_metrics=event_metrics,
-        profile_subscriptions=profile_subscriptions,
-        profile_predictive_analytics=profile_predictive_analytics,
-        campaign_channels=campaign_channels,
-        include_archived=include_archived,
-        snapshot_max_lag_days=snapshot_max_lag_days,
-        chunk_rows=chunk_rows,
-        translator=translator,
-        klaviyo_resource_key=klaviyo_resource_key,
-        warehouse_resource_key=warehouse_resource_key,
-        schema=schema,
-        default_schema=default_schema,
-        catalog=catalog,
-    )
+        translator=translator, warehouse_resource_key=warehouse_resource_key, default_schema=default_schema,
+        catalog=catalog, **asset_options,
+    )  # fmt: skip
+    incremental_job, snapshots_job = build_ingest_jobs(
+        list(assets.values()), incremental_name=_names(translator, INCREMENTAL_JOB),
+        snapshots_name=_names(translator, SNAPSHOTS_JOB),
+    )  # fmt: skip
+    jobs = [j for j in (incremental_job, snapshots_job) if j is not None]
     schedules = []
-    if schedule and assets:
-        first = next(iter(assets.values()))
+    if schedule and incremental_job is not None:
+        incremental = [a for a in assets.values() if a.partitions_def is not None]
         events = assets.get("events")
         schedules.append(
             build_ingest_schedule(
-                [a.key for a in assets.values()],
-                first.partitions_def,  # type: ignore[arg-type]
-                lookback_key=events.key if events is not None else None,
+                [a.key for a in incremental],
+                incremental[0].partitions_def,  # type: ignore[arg-type]
+                lookback_key=events.key if events is not None and events.partitions_def is not None else None,
                 lookback_days=lookback_days,
                 cron_schedule=cron_schedule,
                 name=_names(translator, SCHEDULE_NAME),
+                job=incremental_job,
             )
         )
-    return dg.Definitions(assets=list(assets.values()), schedules=schedules, resources=dict(resources or {}))
+    if schedule and snapshots_job is not None:
+        schedules.append(
+            build_snapshot_schedule(snapshots_job, cron_schedule, name=_names(translator, SNAPSHOT_SCHEDULE))
+        )
+    return dg.Definitions(assets=list(assets.values()), jobs=jobs, schedules=schedules,
+                          resources=dict(resources or {}))
 
 
 def build_activation_definitions(
     profiles_table: str = PROFILES_ENRICHED,
     audience_table: str = VIP_AUDIENCE,
     *,
-    profile_columns: ProfileColumns | None = None,
-    audience_columns: ProfileColumns | None = None,
-    list_id: str | None = None,
-    list_name: str | None = None,
-    known_profiles_table: str | None = None,
-    source_schema: str = "klaviyo",
-    include_demo_models: bool = False,
-    vip_min_orders: int = 3,
-    vip_list_name: str = DEFAULT_VIP_LIST,
     updated_columns: Mapping[str, str | None] | None = None,
     sensor_default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
     sensor_minimum_interval_seconds: int = 60,
@@ -125,24 +112,24 @@ def build_activation_definitions(
     schedule_default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
     resources: Mapping[str, Any] | None = None,
     translator: DagsterKlaviyoTranslator | None = None,
-    klaviyo_resource_key: str = "klaviyo",
     warehouse_resource_key: str = "warehouse",
-    upstream: Sequence[dg.AssetKey] | None = None,
+    **asset_options: Any,
 ) -> dg.Definitions:
     """Activation assets, inputs, job ``klaviyo_activation_job``, table-change sensor and hourly schedule
     (both STOPPED: writing to a Klaviyo account is switched on deliberately).
 
-    ``updated_columns`` maps a watched table to its updated-at column for a cheap sensor fingerprint
-    (default: content hash). Demo models are off unless ``include_demo_models`` (`make demo`, `make dev`).
+    ``asset_options`` are `klaviyo_dagster.activate.build_activation_assets`'s (``profile_columns``,
+    ``audience_columns``, ``list_id``, ``list_name``, ``known_profiles_table``, ``source_schema``,
+    ``include_demo_models``, ``vip_min_orders``, ``vip_list_name``, ``klaviyo_resource_key``, ``upstream``,
+    ``events_table``, ``consent_table``, ``deletions_table`` and their columns). Demo models are off unless
+    ``include_demo_models`` (`make demo`, `make dev`). ``updated_columns`` maps a watched table to its
+    updated-at column for a cheap sensor fingerprint (default: content hash).
     """
     translator = translator or DagsterKlaviyoTranslator()
     catalog, _ = _warehouse_facts(resources, warehouse_resource_key)
     assets = build_activation_assets(
-        profiles_table, audience_table, profile_columns=profile_columns, audience_columns=audience_columns,
-        list_id=list_id, list_name=list_name, known_profiles_table=known_profiles_table,
-        source_schema=source_schema, include_demo_models=include_demo_models, vip_min_orders=vip_min_orders,
-        vip_list_name=vip_list_name, translator=translator, klaviyo_resource_key=klaviyo_resource_key,
-        warehouse_resource_key=warehouse_resource_key, catalog=catalog, upstream=upstream,
+        profiles_table, audience_table, translator=translator, warehouse_resource_key=warehouse_resource_key,
+        catalog=catalog, **asset_options,
     )  # fmt: skip
     activation_keys = [a.key for a in assets[-2:]]  # type: ignore[union-attr]
     job = dg.define_asset_job(

@@ -72,3 +72,14 @@ def test_ingest_automation_and_demo_models_hold_no_sql() -> None:
              PACKAGE / "activate" / "demo_models.py"]
     offenders = [str(p.relative_to(PACKAGE)) for p in paths if SQL.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def test_each_activation_run_option_is_defined_once_in_its_run_config() -> None:
+    from klaviyo_dagster.activate.list_sync import ListSyncConfig, ListSyncSettings
+    from klaviyo_dagster.activate.profile_import import ProfileImportConfig, ProfileImportSettings
+
+    for config, settings in ((ProfileImportConfig, ProfileImportSettings), (ListSyncConfig, ListSyncSettings)):
+        assert issubclass(settings, config)
+        # No run option is restated (with its own default) on the settings class.
+        assert not set(config.model_fields) & set(settings.__annotations__), settings.__name__
+        assert {"dry_run", "max_wait_s"} <= set(config.model_fields) <= set(settings.model_fields)

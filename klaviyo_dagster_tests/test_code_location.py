@@ -19,7 +19,7 @@ def test_every_object_and_both_activation_assets_are_defined(defs: dg.Definition
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert {f"klaviyo/{o.name}" for o in OBJECTS} <= keys
     assert {"klaviyo/profile_import", "klaviyo/list_membership_sync"} <= keys
-    assert {s.name for s in defs.schedules} == {"klaviyo_ingest_daily", "klaviyo_activation_schedule"}
+    assert {s.name for s in defs.schedules} == {"klaviyo_ingest_daily", "klaviyo_snapshots_daily", "klaviyo_activation_schedule"}
     assert {s.name for s in defs.sensors} == {"klaviyo_activation_inputs_sensor"}
     assert set(defs.resources) == {"klaviyo", "warehouse"}
 

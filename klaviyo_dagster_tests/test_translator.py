@@ -109,7 +109,7 @@ def two_sandboxes():
 
 def test_two_accounts_in_one_code_location(two_sandboxes, tmp_path: Path) -> None:
     us, eu = two_sandboxes
-    day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")  # a snapshot can still capture it
+    day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
     start = (datetime.now(UTC) - timedelta(days=10)).strftime("%Y-%m-%d")
     db = str(tmp_path / "warehouse.duckdb")
     resources = {
@@ -134,8 +134,8 @@ def test_two_accounts_in_one_code_location(two_sandboxes, tmp_path: Path) -> Non
         )
     defs.resolve_implicit_global_asset_job_def()  # the location loads: no key, job or name collides
     assert {s.name for s in defs.schedules} == {
-        "klaviyo_ingest_daily", "klaviyo_eu_ingest_daily", "klaviyo_activation_schedule",
-        "klaviyo_eu_activation_schedule"}
+        "klaviyo_ingest_daily", "klaviyo_eu_ingest_daily", "klaviyo_snapshots_daily", "klaviyo_eu_snapshots_daily",
+        "klaviyo_activation_schedule", "klaviyo_eu_activation_schedule"}
     assert {s.name for s in defs.sensors} == {"klaviyo_activation_inputs_sensor", "klaviyo_eu_activation_inputs_sensor"}
     eu_profiles = defs.resolve_assets_def(dg.AssetKey(["klaviyo_eu", "profiles"]))
     assert eu_profiles.required_resource_keys >= {"klaviyo_eu", "warehouse"}

@@ -2,7 +2,8 @@
 
 Reads Klaviyo's published spec (``../shared/klaviyo-openapi/stable.json`` by default) and writes
 ``klaviyo_dagster/spec/klaviyo_openapi_subset.json``: for each operation the package or the
-sandbox uses, its parameters (schemas only), the allowed filter fields and operators, the rate
+sandbox uses, its parameters (schemas only), its filters (the ``x-klaviyo-filters`` extension: per field
+the operators of each value form, single/list/none, and the value type; ``allowed`` is their union), the rate
 limits (``x-klaviyo-ratelimit`` plus the ``additional-fields`` limits the spec states in prose),
 the scopes, the request body and response schema references, and the closure of component schemas
 they reference. Description prose and examples are dropped.
@@ -43,6 +44,10 @@ OPERATIONS: list[tuple[str, str]] = [
     ("get", "/api/campaigns/{id}"),
     ("get", "/api/metrics"),
     ("get", "/api/metrics/{id}"),
+    ("get", "/api/custom-metrics"),
+    ("get", "/api/custom-metrics/{id}"),
+    ("get", "/api/custom-metrics/{id}/metrics"),
+    ("get", "/api/custom-metrics/{id}/relationships/metrics"),
     ("get", "/api/flows"),
     ("get", "/api/flows/{id}"),
     ("get", "/api/templates"),
@@ -70,7 +75,6 @@ OPERATIONS: list[tuple[str, str]] = [
 ]
 
 PROSE_KEYS = {"description", "example", "examples", "summary", "externalDocs"}
-FILTER_RE = re.compile(r"`([^`]+)`: ((?:`[^`]+`(?:, )?)+)")
 EXTRA_LIMIT_RE = re.compile(
     r"additional-fields\[(?P<type>[^\]]+)\]=(?P<field>[a-z_]+)`? parameter.*?"
     r"Burst: `(?P<burst>[^`]+)`<br>Steady: `(?P<steady>[^`]+)`",
@@ -111,12 +115,26 @@ def resolve(spec: dict, ref: str) -> Any:
     return node
 
 
-def parse_filters(description: str) -> dict[str, list[str]]:
-    text = description.split("Allowed field(s)/operator(s):", 1)[-1]
-    allowed: dict[str, list[str]] = {}
-    for field, ops in FILTER_RE.findall(text):
-        allowed[field] = re.findall(r"`([^`]+)`", ops)
-    return allowed
+def filter_forms(op: dict) -> dict[str, dict]:
+    """The operation's ``x-klaviyo-filters``: per field, operators per value form and the value type."""
+    out: dict[str, dict] = {}
+    for name, entry in (op.get("x-klaviyo-filters") or {}).items():
+        forms = {form: list(ops) for form, ops in (entry.get("operators") or {}).items() if ops}
+        out[name] = {"operators": forms}
+        if "value" in entry:
+            out[name]["value"] = strip_prose(entry["value"])
+    return out
+
+
+def allowed_operators(forms: dict[str, dict]) -> dict[str, list[str]]:
+    """{field: [operators in any value form]}, in the order the spec lists them."""
+    out: dict[str, list[str]] = {}
+    for name, entry in forms.items():
+        ops: list[str] = []
+        for form_ops in entry["operators"].values():
+            ops += [o for o in form_ops if o not in ops]
+        out[name] = ops
+    return out
 
 
 def derive(spec: dict) -> dict:
@@ -136,7 +154,9 @@ def derive(spec: dict) -> dict:
             if "explode" in param:
                 entry["explode"] = param["explode"]
             if param["name"] == "filter":
-                entry["allowed"] = parse_filters(param.get("description", ""))
+                forms = filter_forms(op)
+                entry["filters"] = forms
+                entry["allowed"] = allowed_operators(forms)
             params[param["name"]] = entry
         ratelimit = dict(op.get("x-klaviyo-ratelimit", {}))
         extra_limits = {}

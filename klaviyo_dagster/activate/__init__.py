@@ -1,4 +1,5 @@
-"""Activation: warehouse tables back into Klaviyo (profile imports, list membership), as Dagster assets.
+"""Activation: warehouse tables back into Klaviyo (profile imports, list membership, events, consent,
+privacy deletions), as Dagster assets.
 
 ``build_activation_assets()`` returns the assets ``klaviyo/profile_import`` and
 ``klaviyo/list_membership_sync`` (specs from `DagsterKlaviyoTranslator`, group ``klaviyo_activation``), the
@@ -20,6 +21,14 @@ from klaviyo_dagster.activate.demo_models import (
     VIP_AUDIENCE,
     build_demo_model_assets,
 )
+from klaviyo_dagster.activate.event_import import (
+    EventColumns,
+    EventImportResult,
+    EventImportSettings,
+    build_event_import_asset,
+    event_import_description,
+    run_event_import,
+)
 from klaviyo_dagster.activate.inputs import ActivationTarget, table_asset_key
 from klaviyo_dagster.activate.list_sync import (
     ActivationRefused,
@@ -29,6 +38,14 @@ from klaviyo_dagster.activate.list_sync import (
     list_sync_description,
     run_list_sync,
 )
+from klaviyo_dagster.activate.privacy import (
+    PrivacyColumns,
+    PrivacyResult,
+    PrivacySettings,
+    build_privacy_deletions_asset,
+    privacy_deletions_description,
+    run_privacy_deletions,
+)
 from klaviyo_dagster.activate.profile_import import (
     ProfileImportResult,
     ProfileImportSettings,
@@ -37,6 +54,14 @@ from klaviyo_dagster.activate.profile_import import (
     run_profile_import,
 )
 from klaviyo_dagster.activate.render import ProfileColumns
+from klaviyo_dagster.activate.subscriptions import (
+    SubscriptionColumns,
+    SubscriptionResult,
+    SubscriptionSettings,
+    build_subscriptions_asset,
+    run_subscriptions,
+    subscriptions_description,
+)
 from klaviyo_dagster.translator import DagsterKlaviyoTranslator, KlaviyoAssetProps
 
 ACTIVATION_JOB = "klaviyo_activation_job"
@@ -47,14 +72,26 @@ __all__ = [
     "ACTIVATION_SENSOR",
     "ActivationRefused",
     "ActivationTarget",
+    "EventColumns",
+    "EventImportResult",
+    "EventImportSettings",
     "ListSyncResult",
     "ListSyncSettings",
+    "PrivacyColumns",
+    "PrivacyResult",
+    "PrivacySettings",
     "ProfileColumns",
     "ProfileImportResult",
     "ProfileImportSettings",
+    "SubscriptionColumns",
+    "SubscriptionResult",
+    "SubscriptionSettings",
     "build_activation_assets",
+    "run_event_import",
     "run_list_sync",
+    "run_privacy_deletions",
     "run_profile_import",
+    "run_subscriptions",
 ]
 
 
@@ -77,8 +114,18 @@ def build_activation_assets(
     pool: str | None = None,
     catalog: str = "warehouse",
     upstream: Sequence[AssetKey] | None = None,
+    events_table: str | None = None,
+    event_columns: EventColumns | None = None,
+    consent_table: str | None = None,
+    consent_columns: SubscriptionColumns | None = None,
+    deletions_table: str | None = None,
+    deletion_columns: PrivacyColumns | None = None,
 ) -> list[AssetsDefinition | AssetSpec]:
     """Activation assets, their inputs (demo models or external specs).
+
+    ``events_table`` / ``consent_table`` / ``deletions_table`` (off unless named) add ``klaviyo/event_import``,
+    ``klaviyo/subscriptions`` and ``klaviyo/privacy_deletions``; the last two send nothing until their run
+    config switches them on. The two assets of the activation job stay last (factories.py selects them).
 
     ``profiles_table`` / ``audience_table`` name the input tables (``schema.table``); tables that the
     demo models do not build are declared as external assets. ``known_profiles_table`` defaults to
@@ -95,7 +142,8 @@ def build_activation_assets(
                                        catalog=catalog)
         assets.extend(demo)
         built = {a.key for a in demo}
-    for table in dict.fromkeys((profiles_table, audience_table)):
+    extra_tables = [t for t in (events_table, consent_table, deletions_table) if t]
+    for table in dict.fromkeys((*extra_tables, profiles_table, audience_table)):
         if table_asset_key(table) not in built:
             assets.append(translator.get_asset_spec(KlaviyoAssetProps(
                 role="model", name=table.split(".")[-1], key=table_asset_key(table), table=f"{catalog}.{table}",
@@ -108,7 +156,19 @@ def build_activation_assets(
         return ActivationTarget(spec, klaviyo_resource_key, warehouse_resource_key, pool)
 
     # A second account keeps its own sync state (the state tables are shared, keyed by sync name).
-    sync_name = "profile_import" if prefix == "klaviyo" else f"{prefix}:profile_import"
+    def sync(name: str) -> str:
+        return name if prefix == "klaviyo" else f"{prefix}:{name}"
+
+    for table, build, describe, name, columns in (
+        (events_table, build_event_import_asset, event_import_description, "event_import", event_columns),
+        (consent_table, build_subscriptions_asset, subscriptions_description, "subscriptions", consent_columns),
+        (deletions_table, build_privacy_deletions_asset, privacy_deletions_description, "privacy_deletions",
+         deletion_columns),
+    ):
+        if table:
+            assets.append(build(table, columns, sync_name=sync(name),  # type: ignore[operator]
+                                target=target(name, table, describe(table))))
+    sync_name = sync("profile_import")
     assets.append(build_profile_import_asset(
         profiles_table, profile_columns, sync_name=sync_name,
         target=target("profile_import", profiles_table, profile_import_description(profiles_table))))

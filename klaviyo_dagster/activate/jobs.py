@@ -1,5 +1,10 @@
 """Profile bulk import jobs: pack, submit, poll to the real outcome, read import errors.
 
+Shared by every asset that imports profiles: :func:`submit_tracked` sends a batch through
+:func:`isolate.send_isolating` (rows Klaviyo refuses are isolated, the rest sent at once) and writes each
+job to the ledger (``state.record_job``) before its answer is used; :func:`resume_open_jobs` polls the
+ledger's unfinished jobs at the start of the next run; :func:`job_verdict` says which rows Klaviyo confirmed.
+
 :class:`JobPacker` fills jobs up to Klaviyo's caps (10,000 profiles and 5 MB of serialized body,
 measured on the exact bytes orjson produces); :func:`submit_job` POSTs one
 ``profile-bulk-import-job``; :func:`wait_for_job` polls it with capped exponential backoff until it
@@ -16,7 +21,10 @@ from typing import Any
 
 import orjson
 
+from klaviyo_dagster.activate import state
+from klaviyo_dagster.activate.isolate import IMPORT_ROW_POINTER, Isolation, error_reason, send_isolating
 from klaviyo_dagster.activate.render import profile_identifiers
+from klaviyo_dagster.client import KlaviyoNotFoundError
 
 MAX_JOB_PROFILES = 10_000
 # Klaviyo documents "5 MB"; we stay under the decimal reading, which is the stricter one.
@@ -178,15 +186,6 @@ def import_errors(client: Any, job_id: str) -> Iterator[dict[str, Any]]:
             yield err.get("attributes") or {}
 
 
-def error_reason(err: Mapping[str, Any]) -> str:
-    """A one-line reason from an import error."""
-    parts = [str(err.get(k)) for k in ("code", "title", "detail") if err.get(k)]
-    pointer = (err.get("source") or {}).get("pointer") if isinstance(err.get("source"), Mapping) else None
-    if pointer:
-        parts.append(f"at {pointer}")
-    return ": ".join(parts) or "failed without a reason from Klaviyo"
-
-
 class IdentifierIndex:
     """Maps identifier values of a job's profiles back to row identities."""
 
@@ -222,3 +221,112 @@ def failed_identities(
         else:
             failed.setdefault(identity, reason)
     return failed, unmatched
+
+
+def job_profile_identifiers(client: Any, job_id: str) -> set[tuple[str, str]]:
+    """(kind, value) of every identifier of the profiles a completed job created or updated, page by page."""
+    params = {"page[size]": 100, "fields[profile]": "email,phone_number,external_id"}
+    seen: set[tuple[str, str]] = set()
+    for page in client.paginate(f"{JOBS_PATH}/{job_id}/profiles", params):
+        for item in page.get("data") or []:
+            seen.update(profile_identifiers({"id": item.get("id"), **(item.get("attributes") or {})}).items())
+    return seen
+
+
+@dataclass
+class JobVerdict:
+    """Each row of a finished job: imported (Klaviyo confirmed), failed (with reason) or pending (unknown)."""
+
+    imported: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, str] = field(default_factory=dict)
+    unmatched: list[str] = field(default_factory=list)  # reasons of import errors that named no row
+    checked_profiles: bool = False
+
+
+def job_verdict(client: Any, outcome: JobOutcome, items: list[PackedProfile]) -> JobVerdict:
+    """Sort a finished job's rows by what Klaviyo confirmed.
+
+    Import errors are matched to rows by their ``original_payload`` identifiers. When every failure
+    Klaviyo counted is matched, the other rows are imported. When not (a null ``original_payload``, an
+    identifier Klaviyo normalised), the job's profiles are read: rows among them are imported, rows an
+    unmatched error points at (``source.pointer`` .../data/N) are failed, the rest stay pending (sent again
+    next run), never counted done on a guess.
+    """
+    verdict = JobVerdict()
+    if outcome.status == "cancelled":
+        verdict.pending = {i.identity: f"job {outcome.job_id} was cancelled by Klaviyo; sent again next run"
+                           for i in items}
+        return verdict
+    errors = list(import_errors(client, outcome.job_id)) if (
+        outcome.failed_count or "failed_count" not in outcome.attributes) else []
+    index = IdentifierIndex(items)
+    pointed: dict[str, str] = {}
+    for err in errors:
+        reason = error_reason(err)
+        identity = index.identity_of(err.get("original_payload"))
+        if identity is not None:
+            verdict.failed.setdefault(identity, reason)
+            continue
+        verdict.unmatched.append(reason)
+        source = err.get("source") if isinstance(err.get("source"), Mapping) else {}
+        match = IMPORT_ROW_POINTER.match(str(source.get("pointer") or ""))
+        if match and int(match.group(1)) < len(items):
+            pointed.setdefault(items[int(match.group(1))].identity, reason)
+    if len(verdict.failed) >= outcome.failed_count and not verdict.unmatched:
+        verdict.imported = [i.identity for i in items if i.identity not in verdict.failed]
+        return verdict
+    verdict.checked_profiles = True
+    present = job_profile_identifiers(client, outcome.job_id)
+    for item in items:
+        if item.identity in verdict.failed:
+            continue
+        if any(pair in present for pair in profile_identifiers(item.profile).items()):
+            verdict.imported.append(item.identity)
+        elif item.identity in pointed:
+            verdict.failed[item.identity] = pointed[item.identity]
+        else:
+            verdict.pending[item.identity] = (
+                f"job {outcome.job_id} reported {outcome.failed_count} failed rows but only "
+                f"{len(verdict.failed)} import errors could be matched to rows, and this row is not among the "
+                "job's profiles: its outcome is unknown, it is sent again next run")
+    return verdict
+
+
+def submit_tracked(client: Any, warehouse: Any, sync_name: str, run_id: str, items: list[PackedProfile],
+                   list_id: str | None = None, log: Any = None) -> Isolation[PackedProfile]:
+    """Submit ``items`` as bulk import job(s), isolating rows Klaviyo refuses; every job is in the ledger
+    (open) before this returns. ``accepted`` holds (rows, job id) per job."""
+
+    def send(part: list[PackedProfile]) -> str:
+        job_id = submit_job(client, [i.profile for i in part], list_id)
+        state.record_job(warehouse, job_id, sync_name, run_id,
+                         [(i.identity, i.content_hash, orjson.dumps(i.profile).decode()) for i in part], list_id)
+        if log is not None:
+            log.info(f"submitted profile import job {job_id}: {len(part)} profiles")
+        return job_id
+
+    isolation = send_isolating(send, items, IMPORT_ROW_POINTER)
+    if log is not None and isolation.rejected:
+        log.warning(f"Klaviyo refused {len(isolation.rejected)} rows of a {len(items)}-row job request "
+                    f"({isolation.extra_calls} extra calls to isolate them); the rest were sent")
+    return isolation
+
+
+def ledger_items(warehouse: Any, job_id: str) -> list[PackedProfile]:
+    """The rows of a ledger job, as sent."""
+    return [PackedProfile(identity, content_hash, orjson.loads(profile), len(profile))
+            for identity, content_hash, profile in state.job_rows(warehouse, job_id)]
+
+
+def resume_open_jobs(client: Any, warehouse: Any, sync_name: str, max_wait_s: float
+                     ) -> Iterator[tuple[str, list[PackedProfile], JobOutcome | None]]:
+    """(job id, rows, outcome) of every open ledger job of ``sync_name``, polled up to ``max_wait_s``;
+    outcome None when Klaviyo no longer knows the job (vanished: its rows must be sent again)."""
+    for job_id, _ in state.open_jobs(warehouse, sync_name):
+        items = ledger_items(warehouse, job_id)
+        try:
+            outcome: JobOutcome | None = wait_for_job(client, job_id, max_wait_s=max_wait_s)
+        except KlaviyoNotFoundError:
+            outcome = None
+        yield job_id, items, outcome

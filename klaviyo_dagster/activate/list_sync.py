@@ -8,7 +8,13 @@ Per target list (:func:`run_list_sync`, plain Python; :func:`build_list_sync_ass
    (explicit, ingested ``profiles_current``) are added; the rest are imported through a bulk import
    job carrying ``relationships.lists``; members matched by no row are removed;
 4. guards (empty audience, removal share) run before any write; dry run stops after planning;
-5. adds and removes go in batches of at most 1,000 ids; every change is logged.
+5. adds and removes go in batches of at most 1,000 ids (a 400 is isolated to the ids it names, or bisected:
+   isolate.py); every change is logged;
+6. verify: the members are read back and planned again. Profile ids that did not become members (Klaviyo
+   refused them, or ignored them: merged or deleted profiles the warehouse still has) are marked stale
+   and their rows imported by identifiers with the list relationship, once; then the list is read back
+   again and the remaining difference (audience rows not members + members not in the audience) is the
+   ``difference`` metadata, 0 on success (the asset check ``list_matches_audience`` fails otherwise).
 """
 
 
@@ -19,23 +25,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
+import pandas as pd
+from dagster import AssetCheckResult, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
 from pydantic import Field
 
 from klaviyo_dagster.activate import state
 from klaviyo_dagster.activate.inputs import (
     ActivationTarget,
     activation_asset,
+    check_table_name,
     quote_ident,
     quote_table,
     table_columns,
 )
+from klaviyo_dagster.activate.isolate import RELATIONSHIP_ROW_POINTER, send_isolating
 from klaviyo_dagster.activate.jobs import (
     JobPacker,
     PackedProfile,
-    failed_identities,
-    import_errors,
-    submit_job,
+    job_verdict,
+    ledger_items,
+    resume_open_jobs,
+    submit_tracked,
     wait_for_job,
 )
 from klaviyo_dagster.activate.lists import resolve_list, snapshot_members
@@ -57,22 +67,27 @@ class ActivationRefused(Exception):
     """A safety guard stopped the sync before any write (the message says which and how to override)."""
 
 
-@dataclass
-class ListSyncSettings:
-    """Where the audience is and how to sync it (factory arguments merged with run config)."""
+class ListSyncConfig(Config):
+    """Run config of ``klaviyo/list_membership_sync``."""
+
+    dry_run: bool = Field(default=False, description="Plan and report; change nothing in Klaviyo.")
+    max_remove_share: float = Field(default=0.2, description="Largest share of a list one run may remove.")
+    allow_large_removal: bool = Field(default=False, description="Skip the removal-share guard for this run.")
+    allow_empty_audience: bool = Field(default=False, description="Allow an empty audience (empties the list).")
+    max_wait_s: float = Field(default=900.0, description="Longest wait for one import job to finish.")
+
+
+class ListSyncSettings(ListSyncConfig):
+    """Where the audience is (the factory's arguments) and how to sync it: the run options are
+    `ListSyncConfig`'s, defined once there; a run's settings are the factory's arguments plus its run config."""
 
     table: str
-    columns: ProfileColumns = field(default_factory=lambda: ProfileColumns(profile_id="profile_id"))
+    columns: ProfileColumns = Field(default_factory=lambda: ProfileColumns(profile_id="profile_id"))
     list_id_column: str = "list_id"
     list_name_column: str = "list_name"
     list_id: str | None = None
     list_name: str | None = None
     known_profiles_table: str | None = "klaviyo.profiles_current"
-    max_remove_share: float = 0.2
-    allow_large_removal: bool = False
-    allow_empty_audience: bool = False
-    dry_run: bool = False
-    max_wait_s: float = 900.0
 
 
 @dataclass
@@ -89,11 +104,23 @@ class ListPlan:
     removes: int = 0
     imports: int = 0
     import_failed: int = 0
+    import_pending: int = 0
     rejected: int = 0
+    add_failed: int = 0
+    remove_failed: int = 0
+    stale_ids: int = 0
+    isolation_calls: int = 0
+    missing: int = 0  # after the run: audience rows that are not members
+    extra: int = 0  # after the run: members matched by no audience row
+    verified: bool = False
     job_ids: list[str] = field(default_factory=list)
 
+    @property
+    def difference(self) -> int:
+        return self.missing + self.extra
+
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "difference": self.difference}
 
 
 @dataclass
@@ -110,8 +137,10 @@ class ListSyncResult:
 
     def metadata(self) -> dict[str, Any]:
         out: dict[str, Any] = {"dry_run": self.dry_run, "lists": len(self.lists)}
-        for name in ("audience", "kept", "adds", "removes", "imports", "import_failed", "rejected"):
+        for name in ("audience", "kept", "adds", "removes", "imports", "import_failed", "import_pending", "rejected",
+                     "add_failed", "remove_failed", "stale_ids", "isolation_calls", "missing", "extra", "difference"):
             out[name] = self.total(name)
+        out["verified"] = all(p.verified for p in self.lists)
         out["sent"] = out["adds"] + out["removes"] + out["imports"]
         out["unchanged"] = out["kept"]
         out["failed"] = out["import_failed"]
@@ -199,7 +228,10 @@ class _ListRun:
             "me AS (SELECT lower(email) AS k, min(profile_id) AS id FROM m WHERE email IS NOT NULL GROUP BY 1), "
             "mp AS (SELECT phone_number AS k, min(profile_id) AS id FROM m WHERE phone_number IS NOT NULL GROUP BY 1), "
             "mx AS (SELECT external_id AS k, min(profile_id) AS id FROM m WHERE external_id IS NOT NULL GROUP BY 1), "
-            "resolved AS (SELECT aud.*, coalesce(aud.profile_id, ke.id, kp.id, kx.id) AS resolved_id "
+            f"stale AS (SELECT DISTINCT profile_id AS id FROM {state.LIST_STALE}), "  # ids never come back
+            "resolved AS (SELECT aud.*, coalesce("
+            + ", ".join(f"CASE WHEN {c} IN (SELECT id FROM stale) THEN NULL ELSE {c} END"
+                        for c in ("aud.profile_id", "ke.id", "kp.id", "kx.id")) + ") AS resolved_id "
             "FROM aud LEFT JOIN ke ON ke.k = aud.email LEFT JOIN kp ON kp.k = aud.phone_number "
             "LEFT JOIN kx ON kx.k = aud.external_id), "
             "planned AS (SELECT r.*, coalesce(mi.profile_id, me.id, mp.id, mx.id) AS member_id FROM resolved r "
@@ -208,7 +240,7 @@ class _ListRun:
             "LEFT JOIN mx ON mx.k = r.external_id), "
             "kept AS (SELECT DISTINCT member_id AS id FROM planned WHERE member_id IS NOT NULL), "
             "adds AS (SELECT DISTINCT resolved_id AS id FROM planned WHERE member_id IS NULL AND resolved_id IS NOT NULL), "
-            "imports AS (SELECT DISTINCT email, phone_number, external_id FROM planned "
+            "imports AS (SELECT DISTINCT email, phone_number, external_id, profile_id FROM planned "
             "WHERE member_id IS NULL AND resolved_id IS NULL), "
             "removes AS (SELECT DISTINCT profile_id AS id FROM m WHERE profile_id NOT IN (SELECT id FROM kept)) "
         )
@@ -232,7 +264,24 @@ class _ListRun:
             for plan, target in plans:
                 self._apply(plan, target)
         self.result.duration_s = time.monotonic() - started
+        self._log_summary()
         return self.result
+
+    def _log_summary(self) -> None:
+        """One line per run: what was read, what was already right (and why), what was sent."""
+        r, s = self.result, self.settings
+        audience, kept = r.total("audience"), r.total("kept")
+        adds, removes, imports = r.total("adds"), r.total("removes"), r.total("imports")
+        verb = "would send (dry run)" if s.dry_run else "sent"
+        why = "already members in Klaviyo, left alone" if kept else "none were already members"
+        if not (adds or removes or imports):
+            tail = "nothing to send: Klaviyo's membership already equals the audience"
+        else:
+            tail = (f"{verb} {adds} adds, {removes} removes, {imports} imports of unknown people"
+                    + (f" ({r.total('import_failed')} failed, {r.total('rejected')} rejected)"
+                       if r.total("import_failed") or r.total("rejected") else ""))
+        self.log.info(f"read {audience} audience rows from {s.table} for {len(r.lists)} list(s); "
+                      f"{kept} unchanged ({why}); {tail}")
 
     def _target(self, list_id: str | None, list_name: str | None) -> _Target:
         s = self.settings
@@ -288,35 +337,111 @@ class _ListRun:
                         raise ActivationRefused(message)
 
     def _apply(self, plan: ListPlan, target: _Target) -> None:
-        ctes = self._plan_ctes(target.filter)
+        """Send the plan, then read the list back; ids that did not take are re-routed once; verify."""
         params = self._query_params(plan, target)
+        self._failed: set[str] = set()
+        self._rejected: set[str] = set()
+        plan.imports = 0
+        if self._resume(plan):  # jobs of an earlier run finished: their rows may be members now
+            snapshot_members(self.client, self.warehouse, str(plan.list_id), self.result.run_id)
+        self._send(plan, target, params)
+        if self._verify(plan, target, params):  # planned adds not members now: Klaviyo refused or ignored them
+            ctes = self._plan_ctes(target.filter)
+            stale = [r[0] for r in self.warehouse.query(ctes + "SELECT id FROM adds", params)]
+            plan.stale_ids += len(stale)
+            self.log.warning(f"list {plan.list_id}: {len(stale)} profile ids did not become members (Klaviyo "
+                             "refused or ignored them: merged or deleted profiles); importing their rows by "
+                             "identifiers instead")
+            self._mark_stale(stale)
+            self._send(plan, target, params)
+            self._verify(plan, target, params)
+        if plan.difference:
+            self.log.warning(f"list {plan.list_name or plan.list_id!r} ({plan.list_id}) differs from the audience "
+                             f"after the sync: {plan.missing} audience rows are not members, {plan.extra} members "
+                             f"are not in the audience; see {state.LIST_LOG}")
+
+    def _mark_stale(self, ids: list[str]) -> None:
+        if ids:
+            frame = pd.DataFrame({"run_id": self.result.run_id, "profile_id": ids}, dtype=object)
+            with self.warehouse.transaction() as con:
+                con.register("__stale", frame)
+                con.execute(f"INSERT INTO {state.LIST_STALE} BY NAME SELECT * FROM __stale")
+                con.unregister("__stale")
+
+    def _verify(self, plan: ListPlan, target: _Target, params: dict[str, Any]) -> int:
+        """Read the members back and count what still differs from the audience (rows recorded rejected or
+        failed with a reason are not counted as missing); returns the planned adds that did not take."""
+        snapshot_members(self.client, self.warehouse, str(plan.list_id), self.result.run_id)
+        identified = "coalesce(email, phone_number, external_id) IS NOT NULL"
+        row = self.warehouse.query(
+            self._plan_ctes(target.filter)
+            + "SELECT (SELECT count(*) FROM adds), (SELECT count(*) FROM removes), "
+            f"(SELECT count(*) FROM imports WHERE {identified}), "
+            "(SELECT count(*) FROM planned WHERE member_id IS NULL)", params)[0]
+        adds, removes, _, missing = map(int, row)
+        plan.missing = max(0, missing - plan.rejected - len(self._failed))
+        plan.extra, plan.verified = removes, True
+        return adds
+
+    def _resume(self, plan: ListPlan) -> int:
+        """Record the outcome of import jobs an earlier run left open for this list (rows not resent);
+        returns how many there were."""
+        n = 0
+        for job_id, items, outcome in resume_open_jobs(self.client, self.warehouse, f"list:{plan.list_id}",
+                                                       self.settings.max_wait_s):
+            self._record_job(plan, job_id, items, outcome)
+            n += 1
+        return n
+
+    def _send(self, plan: ListPlan, target: _Target, params: dict[str, Any]) -> None:
+        ctes = self._plan_ctes(target.filter)
         rid, lid, lname = self.result.run_id, plan.list_id, plan.list_name
-        if plan.imports or plan.rejected:
-            self._import(plan, ctes, params)
+        self._import(plan, ctes, params)
         path = f"/api/lists/{lid}/relationships/profiles"
-        for action, cte, send in (("add", "adds", self.client.post), ("remove", "removes", self.client.delete)):
+        for action, cte, call in (("add", "adds", self.client.post), ("remove", "removes", self.client.delete)):
+            def send(ids: list[str], call: Any = call) -> None:
+                call(path, {"data": [{"type": "profile", "id": i} for i in ids]})
+
             for chunk in self.warehouse.read_chunks(ctes + f"SELECT id FROM {cte} ORDER BY id", params,
                                                     chunk_rows=MAX_RELATIONSHIP_BATCH):
                 for start in range(0, len(chunk), MAX_RELATIONSHIP_BATCH):
                     ids = [str(i) for i in chunk["id"].iloc[start:start + MAX_RELATIONSHIP_BATCH]]
-                    send(path, {"data": [{"type": "profile", "id": i} for i in ids]})
+                    isolation = send_isolating(send, ids, RELATIONSHIP_ROW_POINTER)
+                    plan.isolation_calls += isolation.extra_calls
                     now = state.now_utc()
-                    state.record_list_changes(self.warehouse, [(rid, lid, lname, action, i, None, None, now)
-                                                               for i in ids])
+                    rows = [(rid, lid, lname, action, i, None, None, now) for part, _ in isolation.accepted
+                            for i in part]
+                    rows += [(rid, lid, lname, f"{action}_failed", i, reason, None, now)
+                             for i, reason in isolation.rejected]
+                    if action == "add":
+                        plan.add_failed += len(isolation.rejected)
+                    else:
+                        plan.remove_failed += len(isolation.rejected)
+                    state.record_list_changes(self.warehouse, rows)
 
     def _import(self, plan: ListPlan, ctes: str, params: dict[str, Any]) -> None:
         rid, lid, lname = self.result.run_id, plan.list_id, plan.list_name
+        sync = f"list:{lid}"
+        inflight = {i.identity for job_id, _ in state.open_jobs(self.warehouse, sync)
+                    for i in ledger_items(self.warehouse, job_id)}
         packer = JobPacker(list_id=lid)
         batches = []
         rejects = []
-        for chunk in self.warehouse.read_chunks(ctes + "SELECT * FROM imports", params):
+        for chunk in self.warehouse.read_chunks(ctes + "SELECT email, phone_number, external_id, profile_id "
+                                                "FROM imports", params):
             for row in chunk.to_dict("records"):
+                stale_id = row.pop("profile_id", None)
                 attrs = {k: v for k, v in row.items() if isinstance(v, str) and v}
-                identity = next((f"{k}:{v}" for k, v in attrs.items()), "none")
+                identity = next((f"{k}:{v}" for k, v in attrs.items()), f"id:{stale_id}")
+                if identity in inflight or identity in self._failed or identity in self._rejected:
+                    continue  # in a job still running at Klaviyo (not sent twice), or refused in this run
                 profile = {"type": "profile", "attributes": attrs}
-                reason = profile_problem(profile, 0)  # identifiers only: far below the size limit
+                reason = (f"profile id {stale_id} is not in Klaviyo (merged or deleted) and the row has no "
+                          "email, phone number or external id to import it by") if not attrs and stale_id else (
+                    profile_problem(profile, 0))  # identifiers only: far below the size limit
                 if reason:
-                    rejects.append((rid, lid, lname, "rejected", None, f"{identity} ({reason})", None,
+                    self._rejected.add(identity)
+                    rejects.append((rid, lid, lname, "rejected", stale_id, f"{identity} ({reason})", None,
                                     state.now_utc()))
                     continue
                 full = packer.add(PackedProfile(identity, "", profile, len(orjson.dumps(profile))))
@@ -325,25 +450,46 @@ class _ListRun:
         last = packer.flush()
         if last:
             batches.append(last)
-        plan.rejected = len(rejects)
-        plan.imports = sum(len(b.items) for b in batches)
+        plan.rejected = len(self._rejected)
+        plan.imports += sum(len(b.items) for b in batches)
         state.record_list_changes(self.warehouse, rejects)
         for batch in batches:
-            job_id = submit_job(self.client, [i.profile for i in batch.items], list_id=lid)
-            plan.job_ids.append(job_id)
-            outcome = wait_for_job(self.client, job_id, max_wait_s=self.settings.max_wait_s)
-            failed: dict[str, str] = {}
-            if outcome.status == "complete" and outcome.failed_count:
-                failed, _ = failed_identities(import_errors(self.client, job_id), batch.items)
-            elif outcome.status != "complete":
-                failed = {i.identity: f"job {outcome.status}" for i in batch.items}
-            plan.import_failed += len(failed)
+            isolation = submit_tracked(self.client, self.warehouse, sync, rid, batch.items, list_id=lid, log=self.log)
+            plan.isolation_calls += isolation.extra_calls
             now = state.now_utc()
             state.record_list_changes(self.warehouse, [
-                (rid, lid, lname, "import_failed" if i.identity in failed else "import", None,
-                 i.identity if i.identity not in failed else f"{i.identity} ({failed[i.identity]})", job_id, now)
-                for i in batch.items
-            ])
+                (rid, lid, lname, "import_failed", None, f"{i.identity} ({reason})", None, now)
+                for i, reason in isolation.rejected])
+            plan.import_failed += len(isolation.rejected)
+            self._failed.update(i.identity for i, _ in isolation.rejected)
+            for items, job_id in isolation.accepted:
+                plan.job_ids.append(job_id)
+                self._record_job(plan, job_id, items,
+                                 wait_for_job(self.client, job_id, max_wait_s=self.settings.max_wait_s))
+
+    def _record_job(self, plan: ListPlan, job_id: str, items: list[PackedProfile], outcome: Any) -> None:
+        rid, lid, lname = self.result.run_id, plan.list_id, plan.list_name
+        now = state.now_utc()
+        if outcome is not None and outcome.status == "timeout":
+            plan.import_pending += len(items)
+            state.record_list_changes(self.warehouse, [
+                (rid, lid, lname, "import_pending", None, i.identity, job_id, now) for i in items])
+            return  # stays open in the ledger: polled next run
+        if outcome is None:
+            verdict_failed = {i.identity: "job vanished at Klaviyo" for i in items}
+            imported: list[str] = []
+            pending: dict[str, str] = {}
+        else:
+            verdict = job_verdict(self.client, outcome, items)
+            verdict_failed, imported, pending = verdict.failed, verdict.imported, verdict.pending
+        plan.import_failed += len(verdict_failed)
+        self._failed.update(verdict_failed)
+        plan.import_pending += len(pending)
+        rows = [(rid, lid, lname, "import", None, i, job_id, now) for i in imported]
+        rows += [(rid, lid, lname, "import_failed", None, f"{i} ({r})", job_id, now) for i, r in verdict_failed.items()]
+        rows += [(rid, lid, lname, "import_pending", None, f"{i} ({r})", job_id, now) for i, r in pending.items()]
+        state.record_list_changes(self.warehouse, rows)
+        state.close_job(self.warehouse, job_id, outcome.status if outcome is not None else "vanished")
 
 
 def run_list_sync(client: Any, warehouse: Any, settings: ListSyncSettings,
@@ -351,16 +497,6 @@ def run_list_sync(client: Any, warehouse: Any, settings: ListSyncSettings,
     """Converge every target list of ``settings.table`` to exactly its audience; returns the plan and counts."""
     return _ListRun(client, warehouse, settings, run_id or uuid.uuid4().hex,
                     log or logging.getLogger(__name__)).execute()
-
-
-class ListSyncConfig(Config):
-    """Run config of ``klaviyo/list_membership_sync``."""
-
-    dry_run: bool = Field(default=False, description="Plan and report; change nothing in Klaviyo.")
-    max_remove_share: float = Field(default=0.2, description="Largest share of a list one run may remove.")
-    allow_large_removal: bool = Field(default=False, description="Skip the removal-share guard for this run.")
-    allow_empty_audience: bool = Field(default=False, description="Allow an empty audience (empties the list).")
-    max_wait_s: float = Field(default=900.0, description="Longest wait for one import job to finish.")
 
 
 def list_sync_description(audience_table: str) -> str:
@@ -382,8 +518,10 @@ def build_list_sync_asset(
     ``warehouse``, or those of ``target``)."""
     columns = columns or ProfileColumns(profile_id="profile_id")
     target = target or ActivationTarget()
+    check_table_name(audience_table, "audience_table")
 
-    @activation_asset(key, audience_table, list_sync_description(audience_table), target)
+    @activation_asset(key, audience_table, list_sync_description(audience_table), target,
+                      checks=[(LIST_CHECK, LIST_CHECK_DESCRIPTION)])
     def list_membership_sync(context: AssetExecutionContext, config: ListSyncConfig) -> MaterializeResult:
         settings = ListSyncSettings(
             table=audience_table, columns=columns, list_id=list_id, list_name=list_name,
@@ -396,6 +534,25 @@ def build_list_sync_asset(
                 result = run_list_sync(client, warehouse, settings, context.run.run_id, context.log)
             except ActivationRefused as exc:
                 raise Failure(description=str(exc), allow_retries=False) from exc
-        return MaterializeResult(metadata=result.metadata())
+        return MaterializeResult(metadata=result.metadata(), check_results=[list_check_result(result)])
 
     return list_membership_sync
+
+
+LIST_CHECK = "list_matches_audience"
+LIST_CHECK_DESCRIPTION = ("After the sync the list is read back from Klaviyo: every audience row that can be a member "
+                          "is one, and no member is outside the audience (difference 0).")
+
+
+def list_check_result(result: ListSyncResult) -> AssetCheckResult:
+    """The ``list_matches_audience`` check of one run (a dry run changes nothing and is not judged)."""
+    difference = result.total("difference")
+    meta = {"difference": difference, "missing": result.total("missing"), "extra": result.total("extra"),
+            "dry_run": result.dry_run}
+    if result.dry_run:
+        return AssetCheckResult(check_name=LIST_CHECK, passed=True, metadata=meta,
+                                description="dry run: nothing was sent, the list was not verified")
+    return AssetCheckResult(check_name=LIST_CHECK, passed=difference == 0, metadata=meta,
+                            description=None if difference == 0 else
+                            f"{result.total('missing')} audience rows are not members and {result.total('extra')} "
+                            f"members are not in the audience after the sync; see {state.LIST_LOG}")

@@ -13,24 +13,17 @@ import pandas as pd
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from klaviyo_dagster.activate import state
-from klaviyo_dagster.client import KlaviyoConnectionError, KlaviyoServerError
+from klaviyo_dagster.client import KlaviyoConnectionError, KlaviyoServerError, filters
 
 CREATE_ATTEMPTS = 4
 
 MEMBER_PAGE_SIZE = 100
 
 
-def _filter_string(value: str) -> str:
-    if '"' not in value:
-        return f'"{value}"'
-    if "'" not in value:
-        return f"'{value}'"
-    raise ValueError(f"list name {value!r} holds both quote characters; Klaviyo's filter syntax cannot express it")
-
-
 def find_lists_by_name(client: Any, name: str) -> list[str]:
     """Ids of the lists whose name is exactly ``name`` (Klaviyo names are not unique)."""
-    params = {"filter": f"equals(name,{_filter_string(name)})", "fields[list]": "name"}
+    # Klaviyo's lists take `name` only in the list form: equals(name,["x"]).
+    params = {"filter": filters.equals_any("name", [name]), "fields[list]": "name"}
     ids = []
     for page in client.paginate("/api/lists", params):
         for item in page.get("data") or []:

@@ -6,7 +6,12 @@ Flow (:func:`run_profile_import`, plain Python; :func:`build_profile_import_asse
 2. each row is rendered and validated; rejects are logged with their reason;
 3. valid profiles are packed into jobs (<= 10,000 profiles, <= 5 MB), submitted, and a bounded number
    of jobs stay in flight; each is polled to its real outcome and its import errors are matched back
-   to rows; the log gets one outcome per row and the state advances only for accepted rows.
+   to rows; the log gets one outcome per row and the state advances only for rows Klaviyo confirmed.
+A 400 naming rows records those rows failed and sends the rest at once (no pointer: bounded bisection,
+isolate.py). Every job is in the ledger (state.IMPORT_JOBS) before its answer is used: a run first polls
+the jobs an earlier run left open and never sends their rows in a second job while they run.
+A repeated identity sends one row: the latest by ``latest_by`` (default: the first of ``updated_at``,
+``updated``, ``_loaded_at`` the table has), ties and tables without such a column by content hash.
 """
 
 
@@ -31,6 +36,7 @@ from klaviyo_dagster.activate import state
 from klaviyo_dagster.activate.inputs import (
     ActivationTarget,
     activation_asset,
+    check_table_name,
     quote_ident,
     quote_table,
     sql_string,
@@ -40,11 +46,12 @@ from klaviyo_dagster.activate.jobs import (
     MAX_JOB_BYTES,
     MAX_JOB_PROFILES,
     JobBatch,
+    JobOutcome,
     JobPacker,
     PackedProfile,
-    failed_identities,
-    import_errors,
-    submit_job,
+    job_verdict,
+    resume_open_jobs,
+    submit_tracked,
     wait_for_job,
 )
 from klaviyo_dagster.activate.render import (
@@ -61,21 +68,49 @@ HASH_VERSION = "1"
 IDENTITY_PREFIX = {"external_id": "external_id:", "email": "email:", "phone_number": "phone:", "id": "id:"}
 
 
-@dataclass
-class ProfileImportSettings:
-    """What to import and how (factory arguments merged with run config)."""
+class ProfileImportConfig(Config):
+    """Run config of ``klaviyo/profile_import``."""
+
+    dry_run: bool = Field(default=False, description="Plan and report; send nothing, write no state.")
+    full_resync: bool = Field(default=False, description="Ignore the state table and send every valid row.")
+    max_job_profiles: int = Field(default=MAX_JOB_PROFILES, description="Profiles per job (Klaviyo cap 10,000).")
+    max_job_bytes: int = Field(default=MAX_JOB_BYTES, description="Body bytes per job (Klaviyo cap 5 MB).")
+    max_jobs_in_flight: int = Field(default=4, description="Jobs submitted before the oldest is awaited.")
+    max_wait_s: float = Field(default=900.0, description="Longest wait for one job to finish.")
+    latest_by: str | None = Field(
+        default=None,
+        description="Column whose latest value picks the row sent when rows repeat an identity (default: "
+        "updated_at, updated or _loaded_at when present, else the lowest content hash).",
+    )
+    prevalidate: bool = Field(
+        default=True,
+        description="Check emails, E.164 phones and identifiers before sending (rejects cost no API call). "
+        "Off: only the size limit is checked and Klaviyo's verdict (failed rows) is recorded.",
+    )
+
+
+class ProfileImportSettings(ProfileImportConfig):
+    """What to import (the factory's arguments) and how: the run options are `ProfileImportConfig`'s,
+    defined once there; a run's settings are the factory's arguments plus its run config."""
 
     table: str
-    columns: ProfileColumns = field(default_factory=ProfileColumns)
+    columns: ProfileColumns = Field(default_factory=ProfileColumns)
     sync_name: str = "profile_import"
-    max_job_profiles: int = MAX_JOB_PROFILES
-    max_job_bytes: int = MAX_JOB_BYTES
-    max_jobs_in_flight: int = 4
-    max_wait_s: float = 900.0
     chunk_rows: int = 5_000
-    dry_run: bool = False
-    full_resync: bool = False
-    prevalidate: bool = True
+
+
+LATEST_BY_CANDIDATES = ("updated_at", "updated", "_loaded_at")
+
+
+def latest_by_column(table: str, available: list[str], configured: str | None) -> str | None:
+    """The column that picks the row sent for a repeated identity (the latest wins), or None."""
+    if configured:
+        if configured not in available:
+            raise ValueError(f"latest_by={configured!r} is not a column of {table!r} (columns: "
+                             f"{', '.join(available)}); set latest_by to the column whose highest value marks "
+                             "the row to send for a repeated identity")
+        return configured
+    return next((c for c in LATEST_BY_CANDIDATES if c in available), None)
 
 
 @dataclass
@@ -93,6 +128,9 @@ class ProfileImportResult:
     rejected: int = 0
     pending: int = 0
     unmatched_errors: int = 0
+    isolation_calls: int = 0
+    resumed_jobs: int = 0
+    duplicate_identities: list[str] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
     job_profiles: list[int] = field(default_factory=list)
     job_bytes: list[int] = field(default_factory=list)
@@ -110,6 +148,9 @@ class ProfileImportResult:
             "rejected": self.rejected,
             "pending": self.pending,
             "unmatched_errors": self.unmatched_errors,
+            "isolation_calls": self.isolation_calls,
+            "resumed_jobs": self.resumed_jobs,
+            "duplicate_identities": MetadataValue.json(self.duplicate_identities[:50]),
             "jobs": len(self.job_ids),
             "job_ids": MetadataValue.json(self.job_ids),
             "job_profiles": MetadataValue.json(self.job_profiles),
@@ -118,8 +159,10 @@ class ProfileImportResult:
         }
 
 
-def _diff_sql(table: str, plan: RenderPlan, columns: ProfileColumns, available: list[str]) -> str:
-    """CTEs ``ided`` (every row with __hash and __identity) and ``dedup`` (one row per identity)."""
+def _diff_sql(table: str, plan: RenderPlan, columns: ProfileColumns, available: list[str],
+              latest_by: str | None = None) -> str:
+    """CTEs ``ided`` (every row with __hash and __identity), ``dedup`` (one row per identity: the latest by
+    ``latest_by``, then by hash), ``known`` (state) and ``inflight`` (rows of jobs still open)."""
     struct = ", ".join(f"{sql_string(c)}: t.{quote_ident(c)}" for c in plan.columns) or "'_': NULL"
     signature = sql_string(HASH_VERSION + plan.signature())
     ids = [
@@ -135,8 +178,11 @@ def _diff_sql(table: str, plan: RenderPlan, columns: ProfileColumns, available: 
         f"WITH src AS (SELECT t.*, md5({signature} || CAST(to_json({{{struct}}}) AS VARCHAR)) AS __hash "
         f"FROM {quote_table(table)} t), "
         f"ided AS (SELECT t.*, {identity} AS __identity FROM src t), "
-        "dedup AS (SELECT * FROM ided QUALIFY row_number() OVER (PARTITION BY __identity ORDER BY __hash) = 1), "
-        f"known AS (SELECT identity, content_hash FROM {state.STATE} WHERE sync_name = ?) "
+        "dedup AS (SELECT * FROM ided QUALIFY row_number() OVER (PARTITION BY __identity ORDER BY "
+        + (f"{quote_ident(latest_by)} DESC NULLS LAST, " if latest_by else "") + "__hash) = 1), "
+        f"known AS (SELECT identity, content_hash FROM {state.STATE} WHERE sync_name = $sync), "
+        f"inflight AS (SELECT r.identity, r.content_hash FROM {state.IMPORT_JOB_ROWS} r JOIN {state.IMPORT_JOBS} j "
+        "USING (job_id) WHERE j.sync_name = $sync AND j.status = 'open') "
     )
 
 
@@ -167,23 +213,39 @@ class _Run:
                 f"{[c for c in (s.columns.email, s.columns.phone_number, s.columns.external_id, s.columns.profile_id) if c]}; "
                 "rename a column or set the column names in the activation settings"
             )
-        ctes = _diff_sql(s.table, plan, s.columns, available)
+        latest_by = latest_by_column(s.table, available, s.latest_by)
+        if not s.dry_run:
+            self._resume()
+        ctes = _diff_sql(s.table, plan, s.columns, available, latest_by)
+        params = {"sync": s.sync_name}
         counts = self.warehouse.query(
             ctes + "SELECT (SELECT count(*) FROM ided), (SELECT count(*) FROM dedup), "
-            "(SELECT count(*) FROM dedup d SEMI JOIN known k ON k.identity = d.__identity AND k.content_hash = d.__hash)",
-            [s.sync_name],
+            "(SELECT count(*) FROM dedup d SEMI JOIN known k ON k.identity = d.__identity AND k.content_hash = d.__hash), "
+            "(SELECT count(*) FROM dedup d SEMI JOIN inflight f ON f.identity = d.__identity "
+            "AND f.content_hash = d.__hash)",
+            params,
         )[0]
         r = self.result
         r.rows, r.duplicates = int(counts[0]), int(counts[0]) - int(counts[1])
         r.unchanged = 0 if s.full_resync else int(counts[2])
+        r.pending += int(counts[3])
         if r.duplicates:
-            self.log.warning(f"{r.duplicates} rows of {s.table} repeat an identity already present; one row each is used")
+            r.duplicate_identities = [row[0] for row in self.warehouse.query(
+                ctes + "SELECT __identity FROM ided GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 1000", params)]
+            rule = (f"the row with the latest {latest_by!r} is sent" if latest_by else
+                    "no latest_by column: the row with the lowest content hash is sent (set latest_by)")
+            shown = ", ".join(r.duplicate_identities[:20])
+            more = len(r.duplicate_identities) - 20
+            self.log.warning(f"{r.duplicates} rows of {s.table} repeat an identity ({len(r.duplicate_identities)} "
+                             f"identities: {shown}{f' and {more} more' if more > 0 else ''}); {rule}")
+        if counts[3]:
+            self.log.info(f"{counts[3]} changed rows are in jobs still running at Klaviyo; not sent again")
         changed = ctes + "SELECT d.* FROM dedup d" + (
             "" if s.full_resync else
             " ANTI JOIN known k ON k.identity = d.__identity AND k.content_hash = d.__hash"
-        )
+        ) + " ANTI JOIN inflight f ON f.identity = d.__identity AND f.content_hash = d.__hash"
         packer = JobPacker(s.max_job_profiles, s.max_job_bytes)
-        for chunk in self.warehouse.read_chunks(changed, [s.sync_name], chunk_rows=s.chunk_rows):
+        for chunk in self.warehouse.read_chunks(changed, params, chunk_rows=s.chunk_rows):
             rejects: list[tuple[str, str, str]] = []
             for row in frame_rows(chunk):
                 identity, content_hash = row.pop("__identity"), row.pop("__hash")
@@ -204,7 +266,24 @@ class _Run:
         while self.inflight:
             self._finish(self.inflight.popleft())
         r.duration_s = time.monotonic() - started
+        self._log_summary()
         return r
+
+    def _log_summary(self) -> None:
+        """One line per run: what was read, what was found unchanged (and why), what was sent."""
+        r, s = self.result, self.settings
+        unchanged = (f"{r.unchanged} unchanged since the last sync (same content hash as last imported, "
+                     f"{state.STATE}; full_resync=True sends them anyway)") if not s.full_resync \
+            else "0 skipped as unchanged (full_resync)"
+        duplicates = f", {r.duplicates} repeated identities merged" if r.duplicates else ""
+        if not r.sent:
+            sent = "nothing to send" + (f" ({r.rejected} rejected before sending)" if r.rejected else "")
+        elif s.dry_run:
+            sent = f"would send {r.sent} profiles in {len(r.job_profiles)} jobs (dry run)"
+        else:
+            sent = (f"sent {r.sent} profiles in {len(r.job_ids)} jobs: {r.imported} imported, {r.failed} failed, "
+                    f"{r.pending} pending, {r.rejected} rejected before sending")
+        self.log.info(f"read {r.rows} rows from {s.table}{duplicates}; {unchanged}; {sent}")
 
     def _record_rejects(self, rejects: list[tuple[str, str, str]]) -> None:
         self.result.rejected += len(rejects)
@@ -217,6 +296,14 @@ class _Run:
             [(s.sync_name, i, h, "rejected", None, now) for i, h, _ in rejects],
         )
 
+    def _resume(self) -> None:
+        """Poll the jobs earlier runs left open and record their outcomes (before anything is sent)."""
+        for job_id, items, outcome in resume_open_jobs(self.client, self.warehouse, self.settings.sync_name,
+                                                       self.settings.max_wait_s):
+            self.result.resumed_jobs += 1
+            self.log.info(f"job {job_id} of an earlier run: {outcome.status if outcome else 'vanished'}")
+            self._record(job_id, items, outcome)
+
     def _submit(self, batch: JobBatch) -> None:
         r = self.result
         r.sent += len(batch.items)
@@ -224,49 +311,65 @@ class _Run:
         r.job_bytes.append(batch.body_bytes)
         if self.settings.dry_run:
             return
-        job_id = submit_job(self.client, [item.profile for item in batch.items])
-        r.job_ids.append(job_id)
-        self.log.info(f"submitted profile import job {job_id}: {len(batch.items)} profiles, {batch.body_bytes} bytes")
-        self.inflight.append(_InFlight(job_id, batch))
+        isolation = submit_tracked(self.client, self.warehouse, self.settings.sync_name, r.run_id,
+                                   batch.items, log=self.log)
+        r.isolation_calls += isolation.extra_calls
+        if isolation.rejected:
+            now, s = state.now_utc(), self.settings
+            r.failed += len(isolation.rejected)
+            state.record_outcomes(self.warehouse, [(r.run_id, s.sync_name, item.identity, "failed", reason, None, now)
+                                                   for item, reason in isolation.rejected])
+        for items, job_id in isolation.accepted:
+            r.job_ids.append(job_id)
+            self.inflight.append(_InFlight(job_id, JobBatch(items, 0)))
         while len(self.inflight) >= max(1, self.settings.max_jobs_in_flight):
             self._finish(self.inflight.popleft())
 
     def _finish(self, job: _InFlight) -> None:
+        outcome = wait_for_job(self.client, job.job_id, max_wait_s=self.settings.max_wait_s)
+        self._record(job.job_id, job.batch.items, outcome)
+
+    def _record(self, job_id: str, items: list[PackedProfile], outcome: JobOutcome | None) -> None:
+        """Log each row of a job by what Klaviyo confirmed; advance state for imported rows; close the job
+        unless it is still running."""
         s, r = self.settings, self.result
-        outcome = wait_for_job(self.client, job.job_id, max_wait_s=s.max_wait_s)
-        failed: dict[str, str] = {}
-        unmatched: list[str] = []
-        if outcome.status == "complete" and (outcome.failed_count or "failed_count" not in outcome.attributes):
-            failed, unmatched = failed_identities(import_errors(self.client, job.job_id), job.batch.items)
-        if outcome.status == "cancelled":
-            failed = {item.identity: "job was cancelled by Klaviyo; will be sent again next run"
-                      for item in job.batch.items}
         now = state.now_utc()
         log_rows, state_rows = [], []
-        for item in job.batch.items:
-            if outcome.status == "timeout":
-                outcome_name = "pending"
-                reason = (f"job still {outcome.attributes.get('status', 'unknown')} after {outcome.waited_s:.0f} s; "
-                          "will be sent again next run")
-            elif item.identity in failed:
-                outcome_name, reason = "failed", failed[item.identity]
-            else:
-                outcome_name, reason = "imported", None
-                state_rows.append((s.sync_name, item.identity, item.content_hash, "imported", job.job_id, now))
-            log_rows.append((r.run_id, s.sync_name, item.identity, outcome_name, reason, job.job_id, now))
-        for reason in unmatched:
-            log_rows.append((r.run_id, s.sync_name, None, "failed", f"unmatched import error: {reason}", job.job_id, now))
-        state.record_outcomes(self.warehouse, log_rows, state_rows)
-        n_failed = sum(1 for row in log_rows if row[3] == "failed" and row[2] is not None)
+        close: tuple[str, str, str | None] | None = None
+        if outcome is not None and outcome.status == "timeout":
+            reason = (f"job still {outcome.attributes.get('status', 'unknown')} after {outcome.waited_s:.0f} s; "
+                      "polled again next run (not sent again while it runs)")
+            log_rows = [(r.run_id, s.sync_name, i.identity, "pending", reason, job_id, now) for i in items]
+        elif outcome is None:
+            reason = f"job {job_id} is unknown to Klaviyo (expired or vanished); sent again next run"
+            log_rows = [(r.run_id, s.sync_name, i.identity, "pending", reason, job_id, now) for i in items]
+            close = (job_id, "vanished", reason)
+        else:
+            verdict = job_verdict(self.client, outcome, items)
+            hashes = {i.identity: i.content_hash for i in items}
+            for identity in verdict.imported:
+                log_rows.append((r.run_id, s.sync_name, identity, "imported", None, job_id, now))
+                state_rows.append((s.sync_name, identity, hashes[identity], "imported", job_id, now))
+            for identity, reason in verdict.failed.items():
+                log_rows.append((r.run_id, s.sync_name, identity, "failed", reason, job_id, now))
+            for identity, reason in verdict.pending.items():
+                log_rows.append((r.run_id, s.sync_name, identity, "pending", reason, job_id, now))
+            for reason in verdict.unmatched:
+                log_rows.append((r.run_id, s.sync_name, None, "unmatched_error", reason, job_id, now))
+            r.unmatched_errors += len(verdict.unmatched)
+            if verdict.pending:
+                self.log.warning(f"job {job_id}: Klaviyo counted {outcome.failed_count} failed rows, "
+                                 f"{len(verdict.failed)} matched to rows; {len(verdict.pending)} rows stay pending "
+                                 "(outcome unknown) and are sent again next run")
+            close = (job_id, outcome.status, None)
+        state.record_outcomes(self.warehouse, log_rows, state_rows, close)
+        n_failed = sum(1 for row in log_rows if row[3] == "failed")
         n_pending = sum(1 for row in log_rows if row[3] == "pending")
         r.failed += n_failed
         r.pending += n_pending
         r.imported += len(state_rows)
-        r.unmatched_errors += len(unmatched)
-        if unmatched:
-            self.log.warning(f"job {job.job_id}: {len(unmatched)} import errors matched no row: {unmatched[:3]}")
-        self.log.info(f"job {job.job_id} {outcome.status}: {len(state_rows)} imported, {n_failed} failed, "
-                      f"{n_pending} pending")
+        self.log.info(f"job {job_id} {outcome.status if outcome else 'vanished'}: {len(state_rows)} imported, "
+                      f"{n_failed} failed, {n_pending} pending")
 
 
 def run_profile_import(client: Any, warehouse: Any, settings: ProfileImportSettings,
@@ -274,22 +377,6 @@ def run_profile_import(client: Any, warehouse: Any, settings: ProfileImportSetti
     """Send new and changed rows of ``settings.table`` to Klaviyo; returns counts and job facts."""
     return _Run(client, warehouse, settings, run_id or uuid.uuid4().hex,
                 log or logging.getLogger(__name__)).execute()
-
-
-class ProfileImportConfig(Config):
-    """Run config of ``klaviyo/profile_import``."""
-
-    dry_run: bool = Field(default=False, description="Plan and report; send nothing, write no state.")
-    full_resync: bool = Field(default=False, description="Ignore the state table and send every valid row.")
-    max_job_profiles: int = Field(default=MAX_JOB_PROFILES, description="Profiles per job (Klaviyo cap 10,000).")
-    max_job_bytes: int = Field(default=MAX_JOB_BYTES, description="Body bytes per job (Klaviyo cap 5 MB).")
-    max_jobs_in_flight: int = Field(default=4, description="Jobs submitted before the oldest is awaited.")
-    max_wait_s: float = Field(default=900.0, description="Longest wait for one job to finish.")
-    prevalidate: bool = Field(
-        default=True,
-        description="Check emails, E.164 phones and identifiers before sending (rejects cost no API call). "
-        "Off: only the size limit is checked and Klaviyo's verdict (failed rows) is recorded.",
-    )
 
 
 def profile_import_description(profiles_table: str) -> str:
@@ -309,6 +396,7 @@ def build_profile_import_asset(
     or those of ``target``)."""
     columns = columns or ProfileColumns()
     target = target or ActivationTarget()
+    check_table_name(profiles_table, "profiles_table")
 
     @activation_asset(key, profiles_table, profile_import_description(profiles_table), target)
     def profile_import(context: AssetExecutionContext, config: ProfileImportConfig) -> MaterializeResult:
@@ -323,9 +411,10 @@ def build_profile_import_asset(
         metadata = result.metadata()
         if result.pending:
             raise Failure(
-                description=f"{result.pending} profiles are in Klaviyo jobs that did not finish within "
-                f"{settings.max_wait_s:.0f} s; their outcome is unknown and they will be sent again next run "
-                "(raise max_wait_s if Klaviyo is slow today)",
+                description=f"{result.pending} profiles have no confirmed outcome yet: in Klaviyo jobs that "
+                f"did not finish within {settings.max_wait_s:.0f} s (polled again next run, not resent while they "
+                "run) or in jobs whose failures Klaviyo did not attribute to rows (sent again next run); see "
+                f"{state.LOG} (outcome 'pending'). Raise max_wait_s if Klaviyo is slow today",
                 metadata=metadata,
             )
         return MaterializeResult(metadata=metadata)

@@ -7,6 +7,11 @@
 - ``list_registry``: lists this package created, by name, so a retry never creates a second one.
 - ``list_sync_log``: every membership change (add, remove, import) sent, per run.
 - ``list_members_snapshot``: scratch copy of a list's members as read in the current run.
+- ``list_stale_profile_ids``: profile ids a run found Klaviyo refused or ignored (its rows go by identifiers).
+- ``import_jobs`` / ``import_job_rows``: the job ledger. Every bulk import job is written here (id, sync,
+  and each row's identity and content hash) as soon as Klaviyo answers the POST, before the answer is
+  used; it stays ``open`` until its outcome is recorded. The next run polls open jobs first and excludes
+  their rows from what it sends, so two jobs never carry the same rows (functions below).
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ LOG = f"{SCHEMA}.profile_import_log"
 LIST_REGISTRY = f"{SCHEMA}.list_registry"
 LIST_LOG = f"{SCHEMA}.list_sync_log"
 LIST_MEMBERS = f"{SCHEMA}.list_members_snapshot"
+IMPORT_JOBS = f"{SCHEMA}.import_jobs"
+LIST_STALE = f"{SCHEMA}.list_stale_profile_ids"
+IMPORT_JOB_ROWS = f"{SCHEMA}.import_job_rows"
 
 DDL = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
@@ -39,6 +47,13 @@ DDL = (
     f"""CREATE TABLE IF NOT EXISTS {LIST_MEMBERS} (
         run_id VARCHAR, list_id VARCHAR, profile_id VARCHAR, email VARCHAR, phone_number VARCHAR,
         external_id VARCHAR)""",
+    f"""CREATE TABLE IF NOT EXISTS {LIST_STALE} (run_id VARCHAR, profile_id VARCHAR)""",
+    f"""CREATE TABLE IF NOT EXISTS {IMPORT_JOBS} (
+        job_id VARCHAR, sync_name VARCHAR, run_id VARCHAR, list_id VARCHAR, status VARCHAR,
+        submitted_at TIMESTAMPTZ, closed_at TIMESTAMPTZ, note VARCHAR)""",
+    f"""CREATE TABLE IF NOT EXISTS {IMPORT_JOB_ROWS} (
+        job_id VARCHAR, sync_name VARCHAR, position INTEGER, identity VARCHAR, content_hash VARCHAR,
+        profile VARCHAR)""",
 )
 
 LOG_COLUMNS = ["run_id", "sync_name", "identity", "outcome", "reason", "job_id", "logged_at"]
@@ -68,13 +83,18 @@ def record_outcomes(
     warehouse: Any,
     log_rows: Sequence[Sequence[Any]],
     state_rows: Sequence[Sequence[Any]] = (),
+    close: tuple[str, str, str | None] | None = None,
 ) -> None:
-    """Append log rows and upsert state rows in one short transaction (all or nothing)."""
-    if not log_rows and not state_rows:
+    """Append log rows, upsert state rows and (``close`` = (job_id, status, note)) close a ledger job, in
+    one short transaction (all or nothing)."""
+    if not log_rows and not state_rows and close is None:
         return
     log = _frame(log_rows, LOG_COLUMNS)
     state = _frame(state_rows, STATE_COLUMNS)
     with warehouse.transaction() as con:
+        if close is not None:
+            con.execute(f"UPDATE {IMPORT_JOBS} SET status = ?, closed_at = ?, note = ? WHERE job_id = ?",
+                        [close[1], now_utc().to_pydatetime(), close[2], close[0]])
         if len(state):
             con.register("__activation_state_rows", state)
             con.execute(
@@ -98,3 +118,37 @@ def record_list_changes(warehouse: Any, rows: Sequence[Sequence[Any]]) -> None:
         con.register("__activation_list_rows", frame)
         con.execute(f"INSERT INTO {LIST_LOG} BY NAME SELECT * FROM __activation_list_rows")
         con.unregister("__activation_list_rows")
+
+
+def record_job(warehouse: Any, job_id: str, sync_name: str, run_id: str, rows: Sequence[tuple[str, str, str]],
+               list_id: str | None = None) -> None:
+    """Write a just-submitted job and its rows ((identity, content_hash, profile JSON), in sent order) as
+    ``open``, in one transaction."""
+    frame = pd.DataFrame([(job_id, sync_name, k, i, h, p) for k, (i, h, p) in enumerate(rows)],
+                         columns=["job_id", "sync_name", "position", "identity", "content_hash", "profile"],
+                         dtype=object)
+    with warehouse.transaction() as con:
+        con.execute(f"INSERT INTO {IMPORT_JOBS} VALUES (?, ?, ?, ?, 'open', ?, NULL, NULL)",
+                    [job_id, sync_name, run_id, list_id, now_utc().to_pydatetime()])
+        con.register("__job_rows", frame)
+        con.execute(f"INSERT INTO {IMPORT_JOB_ROWS} BY NAME SELECT * FROM __job_rows")
+        con.unregister("__job_rows")
+
+
+def open_jobs(warehouse: Any, sync_name: str) -> list[tuple[str, str | None]]:
+    """(job_id, list_id) of this sync's jobs whose outcome is not recorded yet, oldest first."""
+    return [(r[0], r[1]) for r in warehouse.query(
+        f"SELECT job_id, list_id FROM {IMPORT_JOBS} WHERE sync_name = ? AND status = 'open' ORDER BY submitted_at",
+        [sync_name])]
+
+
+def job_rows(warehouse: Any, job_id: str) -> list[tuple[str, str, str]]:
+    """(identity, content_hash, profile JSON) of a job's rows, in the order they were sent."""
+    return [(r[0], r[1], r[2]) for r in warehouse.query(
+        f"SELECT identity, content_hash, profile FROM {IMPORT_JOB_ROWS} WHERE job_id = ? ORDER BY position",
+        [job_id])]
+
+
+def close_job(warehouse: Any, job_id: str, status: str, note: str | None = None) -> None:
+    """Mark a job's outcome recorded (status complete, cancelled or vanished)."""
+    record_outcomes(warehouse, (), (), (job_id, status, note))

@@ -31,9 +31,11 @@ def build_ingest_schedule(
     cron_schedule: str = DEFAULT_CRON,
     name: str = SCHEDULE_NAME,
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
+    job: dg.UnresolvedAssetJobDefinition | None = None,
 ) -> dg.ScheduleDefinition:
     """A schedule materializing yesterday's partitions of ``asset_keys``; ``lookback_key`` (events) is
-    re-read from ``lookback_days`` days before yesterday through yesterday in one run."""
+    re-read from ``lookback_days`` days before yesterday through yesterday in one run. With ``job`` (the
+    named incremental job) the schedule targets it by name; otherwise it targets the asset selection."""
     if lookback_days < 0:
         raise ValueError(f"lookback_days must be >= 0, got {lookback_days}")
     keys = list(asset_keys)
@@ -43,7 +45,7 @@ def build_ingest_schedule(
         name=name,
         cron_schedule=cron_schedule,
         execution_timezone="UTC",
-        target=dg.AssetSelection.assets(*keys),
+        **({"job": job} if job is not None else {"target": dg.AssetSelection.assets(*keys)}),
         default_status=default_status,
         description=(
             "Daily Klaviyo ingest: yesterday's partition of every object"

@@ -27,6 +27,7 @@ class KlaviyoError(Exception):
         code: str | None = None,
         detail: str | None = None,
         url: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -34,12 +35,15 @@ class KlaviyoError(Exception):
         self.code = code
         self.detail = detail
         self.url = url
+        # Every JSON:API error object of the answer (code, detail, source.pointer...): activation matches
+        # a 400's pointers back to the rows it sent.
+        self.errors = list(errors or [])
 
     def __str__(self) -> str:
         return self.message
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across Dagster's process boundary
-        return (type(self), (self.message, self.status, self.code, self.detail, self.url))
+        return (type(self), (self.message, self.status, self.code, self.detail, self.url, self.errors))
 
 
 class KlaviyoAuthError(KlaviyoError):
@@ -66,17 +70,20 @@ class KlaviyoConnectionError(KlaviyoError):
     """Klaviyo could not be reached, or the connection broke, after the retries."""
 
 
-def first_error(body: bytes) -> dict[str, Any]:
-    """The first JSON:API error object of a response body, or {} when the body is not one."""
+def all_errors(body: bytes) -> list[dict[str, Any]]:
+    """The JSON:API error objects of a response body ([] when the body is not an errors document)."""
     try:
         doc = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
-        return {}
-    if isinstance(doc, dict):
-        errors = doc.get("errors")
-        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-            return errors[0]
-    return {}
+        return []
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+def first_error(body: bytes) -> dict[str, Any]:
+    """The first JSON:API error object of a response body, or {} when the body is not one."""
+    errors = all_errors(body)
+    return errors[0] if errors else {}
 
 
 def _summary(status: int, err: dict[str, Any]) -> str:
@@ -96,7 +103,7 @@ def error_for_status(
     source = err.get("source") if isinstance(err.get("source"), dict) else {}
     what = f"{method} {path}"
     summary = _summary(status, err)
-    kw = dict(status=status, code=code, detail=detail, url=url)
+    kw: dict[str, Any] = dict(status=status, code=code, detail=detail, url=url, errors=all_errors(body))
     if status == 401:
         return KlaviyoAuthError(
             f"Klaviyo rejected the API key ({summary}) on {what}: check KLAVIYO_API_KEY is a private key "

@@ -10,13 +10,19 @@ on some writes). Per bucket the limiter keeps:
   at burst speed, a long one is spread evenly over the steady window instead of spending it in the
   first seconds and stalling;
 - ``blocked_until``, set by a 429's Retry-After; a 429 also halves the pace (AIMD: others share the
-  account, as a lone paced client is not throttled), recovered additively as requests go out;
+  account, as a lone paced client is not throttled), at most once per throttle episode (429s of requests
+  already in flight while the bucket is held do not cut again) and never below a quarter of the rate.
+  Recovery: as soon as a success's ``RateLimit-Remaining`` shows nobody else used the window, the full
+  pace at once (the server says the room is ours); otherwise linearly in time, from the floor back to
+  the full rate within one steady window, whether or not requests go out;
 - per window a server budget, set only when ``RateLimit-Remaining`` shows more use than this client
   made (other apps or runs share the account): at most that many more until ``RateLimit-Reset``.
 
 Windows start as the tier table's times ``scale`` (a time-scaled sandbox) and are replaced by the
 server's ``RateLimit-Limit`` policies (``"10, 10;w=1, 150;w=60"``; the first number names the window
 ``RateLimit-Remaining`` refers to) when those differ: the server is the authority, in real seconds.
+The other documented forms are adopted too (`adopt`): one policy (``"700;w=60"``) replaces the window of
+nearest length, a bare number (``"700"``) the limit of the window nearest it.
 ``scale == 0`` switches pacing off. A request reserves its slot under a short lock and sleeps outside
 it, so threads share a bucket correctly. Per request the work is a few deque operations and no sleep
 while budget remains.
@@ -37,7 +43,9 @@ from klaviyo_dagster.client.tiers import Bucket
 WINDOW_MARGIN = 0.02
 WINDOW_SLACK_S = 0.003
 # Lowest share of the steady rate a bucket slows to after repeated 429s.
-MIN_SHARE = 0.125
+MIN_SHARE = 0.25
+# Steady windows the additive increase takes from MIN_SHARE back to the full rate (with no server headers).
+RECOVERY_WINDOWS = 1.0
 
 
 def parse_limit_header(value: str | None) -> tuple[int | None, list[tuple[int, float]]]:
@@ -72,6 +80,28 @@ def parse_limit_header(value: str | None) -> tuple[int | None, list[tuple[int, f
                     pass
     policies.sort(key=lambda p: p[1])
     return current, policies
+
+
+def adopt(
+    windows: list[tuple[int, float]], current: int | None, policies: list[tuple[int, float]]
+) -> tuple[list[tuple[int, float]], int | None]:
+    """The windows to use after a ``RateLimit-Limit`` in any of Klaviyo's documented forms, and the limit
+    ``RateLimit-Remaining`` refers to.
+
+    - combined (``"10, 10;w=1, 150;w=60"``, two or more policies): the server's windows replace ours;
+    - one policy (``"150;w=60"``): it replaces the window nearest its length; Remaining refers to it;
+    - a bare number (``"700"``): the limit of the window whose limit is nearest it (by ratio), window kept.
+    """
+    if len(policies) >= 2 or not windows:
+        return policies, current
+    if policies:
+        (n, w), = policies
+        k = min(range(len(windows)), key=lambda i: abs(math.log(windows[i][1] / w)))
+        return [(n, w) if i == k else win for i, win in enumerate(windows)], n if current is None else current
+    if current is None:
+        return [], None
+    k = min(range(len(windows)), key=lambda i: abs(math.log(windows[i][0] / current)))
+    return [(current, win[1]) if i == k else win for i, win in enumerate(windows)], current
 
 
 def _number(value: str | None) -> float | None:
@@ -159,8 +189,8 @@ class BucketLimiter:
             for log in self._logs:
                 log.append(t)
             self._tat = (t if tat is None or tat < t else tat) + self.interval
-            if self.share < 1.0:  # additive increase in time: from 1/8 back to the full rate in ~2 windows
-                gained = 0.5 * (now - self._share_at) / self._steady_span
+            if self.share < 1.0:  # additive increase in time: floor -> full rate in RECOVERY_WINDOWS
+                gained = (1.0 - MIN_SHARE) * (now - self._share_at) / (self._steady_span * RECOVERY_WINDOWS)
                 self._share_at = now
                 self._apply_share(min(1.0, self.share + gained))
             return t
@@ -179,6 +209,7 @@ class BucketLimiter:
             if raw != self._header:
                 self._header = raw
                 self._current, policies = parse_limit_header(raw)
+                policies, self._current = adopt(self.windows, self._current, policies)
                 if policies and not _same(policies, self.windows):
                     self._set_windows(policies)
                     changed = list(self.windows)
@@ -199,18 +230,27 @@ class BucketLimiter:
                 reset = _number(headers.get("RateLimit-Reset"))
                 until = now + (window if reset is None else min(max(reset, 0.0), window))
                 self._budgets[idx] = [float(max(0, int(remaining))), until]
+            elif self.share < 1.0 and now >= self.blocked_until:
+                # Nobody else used this window (the server counts no more than we sent): whoever caused
+                # the 429s has stopped, so the full pace comes back now rather than in a window's time.
+                self._share_at = now
+                self._apply_share(1.0)
         return changed
 
     def throttled(self, retry_after_s: float) -> None:
         """A 429 came back: hold the bucket for ``retry_after_s`` real seconds and halve the pace.
 
         A lone client paced by this limiter is not throttled, so a 429 means others share the account's
-        limit: multiplicative decrease (down to 1/8 of the rate), recovered additively by ``reserve``.
+        limit: multiplicative decrease (down to MIN_SHARE of the rate), recovered by ``reserve`` in time
+        or at once by ``observe`` when the server shows nobody else uses the window.
         """
         with self._lock:
             now = self._clock()
+            # 429s that come back while the bucket is still held answer requests sent before the hold
+            # (in flight at once): the same episode, which has been cut for already.
+            fresh = now >= self.blocked_until
             self.blocked_until = max(self.blocked_until, now + max(0.0, retry_after_s))
-            if now - self._last_cut >= self._spans[0]:  # one cut per burst window, not one per 429
+            if fresh and now - self._last_cut >= self._spans[0]:  # at most one cut per burst window, too
                 self._last_cut = self._share_at = now
                 self._apply_share(max(MIN_SHARE, self.share * 0.5))
 

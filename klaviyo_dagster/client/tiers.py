@@ -96,6 +96,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/campaigns/{id}", Tier.M),
     Route("GET", "/api/metrics", Tier.M),
     Route("GET", "/api/metrics/{id}", Tier.M),
+    Route("GET", "/api/custom-metrics", Tier.S),
+    Route("GET", "/api/custom-metrics/{id}", Tier.S),
+    Route("GET", "/api/custom-metrics/{id}/metrics", Tier.S),
+    Route("GET", "/api/custom-metrics/{id}/relationships/metrics", Tier.S),
     Route("GET", "/api/flows", Tier.S),
     Route("GET", "/api/flows/{id}", Tier.S),
     Route("GET", "/api/templates", Tier.L),
@@ -224,7 +228,7 @@ def scope_hint(method: str, path: str) -> list[str]:
     elif resource in _SCOPE_NAMES:
         names = list(_SCOPE_NAMES[resource])
     else:
-        names = [resource]
+        names = ["metrics" if resource == "custom-metrics" else resource]  # custom metrics need metrics:read
         if len(parts) > 3 and parts[-1] == "profiles":
             names.append("profiles")
     return [f"{name}:{access}" for name in names]

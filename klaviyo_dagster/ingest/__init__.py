@@ -8,7 +8,7 @@ in `factories.py`, which uses `automation/`): ingest never imports automation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import dagster as dg
 
@@ -64,7 +64,6 @@ def build_ingest_assets(
     profile_predictive_analytics: bool = False,
     campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
     include_archived: bool = True,
-    snapshot_max_lag_days: float = 1.0,
     chunk_rows: int = 10_000,
     translator: DagsterKlaviyoTranslator | None = None,
     klaviyo_resource_key: str = "klaviyo",
@@ -81,7 +80,6 @@ def build_ingest_assets(
     - ``profile_subscriptions`` / ``profile_predictive_analytics``: request those profile fields
       (predictive analytics moves /api/profiles to a slower rate-limit bucket).
     - ``campaign_channels``, ``include_archived``: campaign/flow passes.
-    - ``snapshot_max_lag_days``: how long after its day a snapshot partition may still be captured.
     - ``translator``: keys, groups, owners, tags, automation (`DagsterKlaviyoTranslator`).
     - ``klaviyo_resource_key`` / ``warehouse_resource_key`` / ``schema``: which account, which warehouse and
       which schema (None: the warehouse resource's; ``default_schema`` and ``catalog`` name it in metadata).
@@ -112,7 +110,6 @@ def build_ingest_assets(
     translator = translator or DagsterKlaviyoTranslator()
     settings = IngestSettings(
         options=FetchOptions(fan_out=fan_out, additional_fields=additional),
-        snapshot_max_lag=timedelta(days=snapshot_max_lag_days),
         chunk_rows=chunk_rows,
         translator=translator,
         klaviyo_resource_key=klaviyo_resource_key,

@@ -2,8 +2,11 @@
 
 Each entry is described to the translator (`DagsterKlaviyoTranslator`, default key ``klaviyo/<object>``,
 group ``klaviyo_ingest``, kinds klaviyo + duckdb, ``dagster/table_name`` and ``dagster/column_schema`` from
-the objects table) and the asset is built from the spec it returns: daily partitions, pool ``klaviyo_api``
-(shared by everything that calls one Klaviyo account). A run reads the partition's window (or the whole
+the objects table) and the asset is built from the spec it returns, pool ``klaviyo_api`` (shared by
+everything that calls one Klaviyo account). Incremental objects have daily partitions (a range backfill is
+one run); snapshots (lists, segments, metrics, memberships) are unpartitioned: each run captures the
+current state into the partition of the day it runs, and ``<table>_current`` shows the latest capture.
+A run reads the partition's window (or the whole
 range of a single-run backfill) page by page, flattens into chunks, stages them and replaces exactly those
 partitions in one short warehouse transaction. Metadata: ``dagster/partition_row_count`` (rows this run
 wrote), ``dagster/row_count`` (the table's rows), ``dagster/table_name``, ``dagster/column_schema`` (read
@@ -16,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
@@ -32,7 +35,7 @@ from klaviyo_dagster.ingest.flatten import Flattener
 from klaviyo_dagster.ingest.objects import PARTITION_COLUMN, KlaviyoObject, get_object
 from klaviyo_dagster.ingest.prefetch import prefetch
 from klaviyo_dagster.ingest.preview import table_preview
-from klaviyo_dagster.ingest.windows import Window, iso, parse_partition_key, snapshot_refusal
+from klaviyo_dagster.ingest.windows import Window, day_start, iso, parse_partition_key
 from klaviyo_dagster.resources import KLAVIYO_POOL
 from klaviyo_dagster.translator import DagsterKlaviyoTranslator, KlaviyoAssetProps, column_schema
 from klaviyo_dagster.warehouse import LOADED_AT, Warehouse
@@ -53,7 +56,6 @@ class IngestSettings:
     """Build-time settings shared by every ingest asset."""
 
     options: FetchOptions
-    snapshot_max_lag: timedelta = timedelta(days=1)
     chunk_rows: int = 10_000
     # Pages fetched ahead in a background thread while the previous ones are flattened and staged (0: off).
     prefetch_pages: int = 1
@@ -137,8 +139,10 @@ def _decorate(
     @dg.multi_asset(
         name=spec.key.to_python_identifier(),
         specs=[spec],
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run() if obj.incremental else dg.BackfillPolicy.multi_run(1),
+        # Snapshots are not partitioned: Klaviyo serves only the current state, so the only day a run can
+        # capture is today; a past day is never offered (no partition that no run could fill).
+        partitions_def=partitions_def if obj.incremental else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if obj.incremental else None,
         pool=settings.pool,
         required_resource_keys={settings.klaviyo_resource_key, settings.warehouse_resource_key},
         check_specs=checks,
@@ -155,22 +159,17 @@ def materialize_object(
     """Fetch, flatten, stage and swap in the partition(s) of ``context`` for ``obj``."""
     started = datetime.now(UTC)
     now = settings.now()
-    keys = list(context.partition_keys)
-    values = [parse_partition_key(k) for k in keys]
-    span = context.partition_time_window
-    window = Window(span.start, span.end)
     if obj.incremental:
-        fetch_window: Window | None = window.clamp(now)
+        keys = list(context.partition_keys)
+        values = [parse_partition_key(k) for k in keys]
+        span = context.partition_time_window
+        fetch_window: Window | None = Window(span.start, span.end).clamp(now)
         flattener = Flattener(obj, window=fetch_window, chunk_rows=settings.chunk_rows)
     else:
-        if len(keys) != 1:
-            raise dg.Failure(
-                description=f"{obj.name} is a snapshot: materialize one partition per run (got {len(keys)}).",
-                allow_retries=False,
-            )
-        refusal = snapshot_refusal(window, now, settings.snapshot_max_lag)
-        if refusal:
-            raise dg.Failure(description=f"{obj.name}: {refusal}", allow_retries=False)
+        # A capture of the current state lands in the partition of the day it was taken (UTC), replacing
+        # an earlier capture of the same day; earlier days keep their own captures.
+        values = [day_start(now)]
+        keys = [values[0].date().isoformat()]
         fetch_window = None
         flattener = Flattener(obj, partition=values[0], chunk_rows=settings.chunk_rows)
 
@@ -194,6 +193,8 @@ def materialize_object(
                 latest_by=[obj.cursor_column] if obj.incremental and obj.cursor_column else None,
             )
             stats = client.stats.snapshot()
+        if not obj.incremental:
+            warehouse.create_latest_partition_view(obj.name, PARTITION_COLUMN)
     except _FAIL_FAST as exc:
         raise dg.Failure(description=f"{obj.name}: {exc}", allow_retries=False) from exc
     except KlaviyoError as exc:
@@ -229,6 +230,7 @@ def materialize_object(
             metadata["dropped_outside_window"] = dg.MetadataValue.int(flattener.dropped)
     else:
         metadata["captured_at"] = dg.MetadataValue.text(iso(now))
+        metadata["capture_day"] = dg.MetadataValue.text(keys[0])
     if result.deduplicated:
         metadata["deduplicated"] = dg.MetadataValue.int(result.deduplicated)
     if result.columns_added:

@@ -16,6 +16,7 @@ record is read exactly once. Pages arrive in any order; the flattener and the st
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -126,25 +127,47 @@ def _axis_values(client: PagingClient, axis: FanOut, options: FetchOptions) -> t
 
 
 def _lookup(client: PagingClient, axis: FanOut, wanted: tuple[str, ...]) -> tuple[str, ...]:
-    """Resolve ``wanted`` (ids or names of resources at ``axis.lookup``) to ids, in the given order."""
-    by_id: dict[str, str] = {}
-    by_name: dict[str, list[str]] = {}
-    for doc in client.paginate(axis.lookup or "", None):
-        for rec in doc.get("data") or ():
-            name = (rec.get("attributes") or {}).get("name")
-            by_id[rec["id"]] = name
-            by_name.setdefault(name, []).append(rec["id"])
+    """Resolve ``wanted`` (ids or names of resources at ``axis.lookup``, or of groups of them at
+    ``axis.groups_lookup``) to ids, in the given order; a group stands for its members."""
+    by_id, by_name = _index(client, axis.lookup or "", None)
+    groups: dict[str, list[str]] | None = None
+    group_names: dict[str, list[str]] = {}
     out: list[str] = []
     for value in wanted:
         ids = [value] if value in by_id else by_name.get(value)
+        if not ids and axis.groups_lookup:
+            if groups is None:  # only asked for when a value is not a plain resource
+                path, relationship = axis.groups_lookup
+                groups, group_names = _index(client, path, {"include": relationship})
+            found = [value] if value in groups else group_names.get(value) or []
+            ids = [member for gid in found for member in groups[gid]]
+            if found and not ids:
+                raise ValueError(f"{axis.name} {value!r} names a group at {axis.groups_lookup[0]} without members; "
+                                 "choose its member resources instead")
         if not ids:
-            known = ", ".join(sorted(n for n in by_name if n)[:20])
+            known = ", ".join(sorted(n for n in [*by_name, *group_names] if n)[:20])
+            where = f"{axis.lookup}" + (f" or {axis.groups_lookup[0]}" if axis.groups_lookup else "")
             raise ValueError(
-                f"{axis.name} {value!r} is neither an id nor a name found at {axis.lookup}; "
+                f"{axis.name} {value!r} is neither an id nor a name found at {where}; "
                 f"known names include: {known or 'none'}. Fix the selection passed to build_ingest_definitions()."
             )
         out.extend(i for i in ids if i not in out)
     return tuple(out)
+
+
+def _index(client: PagingClient, path: str, params: dict[str, str] | None) -> tuple[dict, dict[str, list[str]]]:
+    """``({id: members or name}, {name: [ids]})`` of the resources at ``path``; a resource's members are the
+    ids its ``relationships.<include>.data`` links (when ``params`` asks for an include)."""
+    rel = (params or {}).get("include")
+    by_id: dict[str, Any] = {}
+    by_name: dict[str, list[str]] = {}
+    for doc in client.paginate(path, params):
+        for rec in doc.get("data") or ():
+            name = (rec.get("attributes") or {}).get("name")
+            linked = ((rec.get("relationships") or {}).get(rel) or {}).get("data") if rel else None
+            by_id[rec["id"]] = [x["id"] for x in linked or ()] if rel else name
+            by_name.setdefault(name, []).append(rec["id"])
+    return by_id, by_name
 
 
 def _group_ids(client: PagingClient, obj: KlaviyoObject) -> Iterator[str]:
@@ -217,7 +240,7 @@ def pass_chain(client: Any, obj: KlaviyoObject, one: Pass) -> Chain:
             if more and one.window is not None and obj.cursor is not None:
                 estimate, first_at = estimate_pages(records, obj.cursor, one.window)
                 if estimate >= SPLIT_MIN_PAGES:
-                    parts = min(MAX_SUBWINDOWS, max(2, int(estimate // PAGES_PER_SUBWINDOW)))
+                    parts = subwindow_parts(estimate)
                     # Equal parts from where the records start; the stretch before that is one more (small) part.
                     dense = split(Window(first_at, one.window.end), parts)
                     subs = split_at(one.window, [s.start for s in dense])
@@ -232,6 +255,17 @@ def pass_chain(client: Any, obj: KlaviyoObject, one: Pass) -> Chain:
             pages.close()
 
     return Chain(client.bucket_key("GET", one.path, one.params, one.tier), run, one.label)
+
+
+def subwindow_parts(estimate: float) -> int:
+    """How many sub-windows a window of about ``estimate`` pages is read in.
+
+    ``estimate`` is infinite when the whole first page sits within one second (nothing to scale by):
+    that window is as dense as it gets and takes the most parts.
+    """
+    if math.isinf(estimate):
+        return MAX_SUBWINDOWS
+    return min(MAX_SUBWINDOWS, max(2, int(estimate // PAGES_PER_SUBWINDOW)))
 
 
 def sub_window_chain(client: Any, obj: KlaviyoObject, one: Pass, sub: Window) -> Chain:

@@ -53,6 +53,9 @@ class FanOut:
     column: str | None = None
     # Where chosen values may be looked up by name (e.g. metric names -> metric ids).
     lookup: str | None = None
+    # (path, relationship) of groups of ``lookup`` resources a value may also name (custom metrics: groups of
+    # metrics, which the events metric_id filter does not take): such a value stands for its members.
+    groups_lookup: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,8 @@ OBJECTS: tuple[KlaviyoObject, ...] = (
         ),
         # /api/events filters metric_id with `equals` only: one pass per selected metric.
         fan_out=(
-            FanOut("metric_id", 'equals(metric_id,"{value}")', option="event_metrics", lookup="/api/metrics"),
+            FanOut("metric_id", 'equals(metric_id,"{value}")', option="event_metrics", lookup="/api/metrics",
+                   groups_lookup=("/api/custom-metrics", "metrics")),
         ),
     ),
     KlaviyoObject(

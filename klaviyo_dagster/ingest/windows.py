@@ -152,23 +152,3 @@ def cursor_filter(field: str, window: Window, lower_op: str, upper_op: str, lowe
     """``lower_op(field,start - slack),upper_op(field,end)`` in Klaviyo's filter syntax."""
     lower = window.start - timedelta(seconds=lower_slack_seconds)
     return f"{lower_op}({field},{iso(lower)}),{upper_op}({field},{iso(window.end)})"
-
-
-def snapshot_refusal(window: Window, now: datetime, max_lag: timedelta) -> str | None:
-    """Why a snapshot of ``window`` cannot be captured at ``now`` (None when it can).
-
-    The state of a day can only be captured while that day is recent: until ``max_lag`` after its end.
-    Klaviyo has no history of lists, segments or memberships, so older partitions would be fabricated.
-    """
-    deadline = window.end + max_lag
-    if now < deadline:
-        return None
-    oldest = day_start(now - max_lag - DAY)
-    while oldest + DAY + max_lag <= now:
-        oldest += DAY
-    return (
-        f"cannot capture a snapshot for {window.start.date().isoformat()}: Klaviyo only serves the "
-        f"current state, so that day could be captured until {iso(deadline)} (its end plus {max_lag}). "
-        f"The oldest partition that can still be captured is {oldest.date().isoformat()}; materialize a "
-        "recent partition instead (past snapshots are never fabricated)."
-    )

@@ -106,6 +106,7 @@ class ReadApi:
     def __init__(self, store: Store, base_url: str) -> None:
         self.store = store
         self.base_url = base_url
+        self.custom_metric_ids: set[str] = set()  # set by custom_metrics.CustomMetrics
 
     # ---- rendering ------------------------------------------------------------------------------------
     def profile_resource(self, rec: dict[str, Any], p: Params, joined_ms: int | None = None,
@@ -177,7 +178,7 @@ class ReadApi:
         """Profile ids from the first identity condition (equals/any), or None when there is none."""
         for c in conds:
             if c.field in POINT_FIELDS and c.op in ("equals", "any"):
-                values = c.value if c.op == "any" else [c.value]
+                values = c.value if isinstance(c.value, list) else [c.value]
                 out: list[str] = []
                 for v in values:
                     for pid in self.store.lookup("id" if c.field == "profile_id" else c.field, v):
@@ -243,8 +244,11 @@ class ReadApi:
         los = [b[0] for b in bounds if b[0] is not None]
         his = [b[1] for b in bounds if b[1] is not None]
         lo, hi = (max(los) if los else None), (min(his) if his else None)
-        metric = [c.value for c in p.filters if c.field == "metric_id"]
+        metric = [v for c in p.filters if c.field == "metric_id" for v in (c.value if isinstance(c.value, list) else [c.value])]
         profile = [c.value for c in p.filters if c.field == "profile_id"]
+        if self.custom_metric_ids.intersection(m for m in metric if isinstance(m, str)):
+            raise bad(custom_metric_refusal(next(m for m in metric if m in self.custom_metric_ids)),
+                      parameter="filter")
         metric_idx = {store.metric_ids.index(m) if m in store.metric_ids else -1 for m in metric}
         profile_idx = set()
         for pid in profile:
@@ -437,6 +441,12 @@ class ReadApi:
         if rec is None:
             raise not_found("template", req.ids["id"])
         return single(self.simple_resource(rec, req.params), self.base_url, req.path, req.params.raw)
+
+
+def custom_metric_refusal(metric_id: str) -> str:
+    return (f"metric_id {metric_id!r} is a custom metric: custom metrics are not supported in the metric_id "
+            "filter; filter on each of its member metrics instead (GET /api/custom-metrics/"
+            f"{metric_id}/relationships/metrics lists them)")
 
 
 def not_found(rtype: str, rid: str) -> ApiError:

@@ -1,10 +1,17 @@
 """Klaviyo's `filter` query language for the sandbox: parse, check against an endpoint, evaluate.
 
 Grammar: a comma-separated list of conditions (AND); a condition is `op(field,value)`, `op(field)` for
-`has`, or `and(cond, cond, ...)`. Values: 'single' or "double" quoted strings, lists `["a","b"]`,
-ISO 8601 datetimes (`2026-01-01T00:00:00Z`, with an offset, or a bare date), integers and decimals,
-`true`/`false`, `null`. Which fields and operators an endpoint accepts comes from the spec subset's
-`allowed` map; anything else is a `FilterError` whose message names the problem and the fix.
+`has`, or `and(cond, cond, ...)`. Values: 'single' or "double" quoted strings, lists `["a","b"]`, bare
+tokens (datetimes, numbers, `true`/`false`, `null`).
+
+What an endpoint accepts comes from the spec's `x-klaviyo-filters` (the subset's `filters` map, derived
+by scripts/derive_spec.py): per field, the operators allowed for each value form (`single`: one value,
+`list`: `["a","b"]`, `none`: `has(field)`) and the value's type (string, boolean, number, integer,
+`date-time`, an enum). So on lists and segments `equals(name,["x"])` is served and `equals(name,"x")` is
+not; `equals(id,"x")` and `equals(id,["x","y"])` both are. Datetimes are bare, in the forms Klaviyo's
+datetime guide documents: `YYYY-MM-DDTHH:MM:SS` with optional fraction, `Z` or `+hh:mm` offset (naive =
+UTC), `T` or a space between date and time; a quoted datetime or a bare date is refused. Strings are
+quoted. Anything else is a `FilterError` whose message names the problem and the fix.
 """
 
 from __future__ import annotations
@@ -19,15 +26,11 @@ OPERATORS = {
     "contains-any", "contains-all", "starts-with", "ends-with", "has",
 }
 COMPARISONS = {"greater-than", "greater-or-equal", "less-than", "less-or-equal"}
-DATETIME_FIELDS = {
-    "created", "updated", "datetime", "timestamp", "created_at", "updated_at", "scheduled_at", "joined_group_at",
-    "subscriptions.email.marketing.list_suppressions.timestamp",
-    "subscriptions.email.marketing.suppression.timestamp",
-}
-BOOLEAN_FIELDS = {"archived", "is_active", "is_starred", "is_processing"}
-_DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?")
+DOCUMENTED_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
+_DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}:?\d{2})?")
 _NUMBER_RE = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
-_TOKEN_RE = re.compile(r"""\s*(?:(?P<punct>[(),\[\]])|(?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|(?P<bare>[^\s(),\[\]'"]+))""")
+_TOKEN_RE = re.compile(r"""\s*(?:(?P<punct>[(),\[\]])|(?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|(?P<bare>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?|[^\s(),\[\]'"]+))""")
+EXAMPLE_DATETIME = "2026-01-01T00:00:00Z"
 
 
 class FilterError(ValueError):
@@ -88,6 +91,9 @@ class _Parser:
             raise FilterError(f"filter {self.text!r} ends early: expected {punct or 'more'}; "
                               "conditions look like equals(field,'value')")
         if punct is not None and tok != ("punct", punct):
+            if re.fullmatch(r"\d{2}:?\d{2}", tok[1]):
+                raise FilterError(f"filter {self.text!r}: a datetime offset reads as a space before {tok[1]!r}: "
+                                  "URL-encode the '+' of an offset as %2B, or use Z")
             raise FilterError(f"filter {self.text!r}: expected {punct!r} but found {tok[1]!r}; "
                               "conditions look like equals(field,'value')")
         self.i += 1
@@ -130,7 +136,7 @@ class _Parser:
         kind, text = self.take()
         if kind == "str":
             body = text[1:-1]
-            return re.sub(r"\\(.)", r"\1", body), False
+            return Quoted(re.sub(r"\\(.)", r"\1", body)), False
         if (kind, text) == ("punct", "["):
             items: list[Any] = []
             if self.peek() == ("punct", "]"):
@@ -150,15 +156,19 @@ class _Parser:
             if low == "null":
                 return None, True
             if _DATETIME_RE.fullmatch(text) and not _NUMBER_RE.fullmatch(text):
-                try:
-                    return DateTimeValue(parse_datetime(text), text), True
-                except ValueError:
-                    raise FilterError(f"{text!r} is not a valid ISO 8601 datetime "
-                                      "(use e.g. 2026-01-01T00:00:00Z)") from None
+                return BareDateTime(text), True
             if _NUMBER_RE.fullmatch(text):
                 return (float(text) if any(c in text for c in ".eE") else int(text)), True
             return text, True
         raise FilterError(f"filter {self.text!r}: unexpected {text!r} where a value was expected")
+
+
+class Quoted(str):
+    """A value written in quotes (a string)."""
+
+
+class BareDateTime(str):
+    """An unquoted token shaped like a date or datetime (checked against the documented forms later)."""
 
 
 def parse_filter(text: str) -> list[Condition]:
@@ -173,55 +183,86 @@ def parse_filter(text: str) -> list[Condition]:
     return conds
 
 
-def check_allowed(conds: list[Condition], allowed: dict[str, list[str]]) -> list[Condition]:
-    """Check fields, operators and value types against the endpoint's `allowed` map; coerce values."""
+def check_allowed(conds: list[Condition], filters: dict[str, dict[str, Any]]) -> list[Condition]:
+    """Check each condition against the endpoint's `x-klaviyo-filters` map; coerce values.
+
+    `filters`: {field: {"operators": {"single"|"list"|"none": [ops]}, "value": {"type", "format"?, "enum"?}}}.
+    """
     out = []
     for c in conds:
-        if c.field not in allowed:
+        spec = filters.get(c.field)
+        if spec is None:
             raise FilterError(f"filtering on {c.field!r} is not supported by this endpoint; "
-                              f"filterable fields: {', '.join(sorted(allowed))}")
-        if c.op not in allowed[c.field]:
-            raise FilterError(f"operator {c.op!r} is not allowed on {c.field!r}; allowed: "
-                              f"{', '.join(allowed[c.field])}")
-        out.append(_coerce(c))
+                              f"filterable fields: {', '.join(sorted(filters))}")
+        forms: dict[str, list[str]] = spec.get("operators") or {}
+        form = "none" if c.op == "has" else "list" if isinstance(c.value, list) else "single"
+        if c.op not in forms.get(form, []):
+            raise FilterError(_form_error(c, form, forms))
+        out.append(_coerce(c, form, spec.get("value") or {}))
     return out
 
 
-def _coerce(c: Condition) -> Condition:
-    if c.op == "has":
+def _example(field: str, op: str, form: str, vtype: dict[str, Any]) -> str:
+    if form == "none":
+        return f"{op}({field})"
+    value = _example_value(vtype)
+    return f"{op}({field},[{value}])" if form == "list" else f"{op}({field},{value})"
+
+
+def _example_value(vtype: dict[str, Any]) -> str:
+    if vtype.get("enum"):
+        return f'"{vtype["enum"][0]}"'
+    if vtype.get("format") == "date-time":
+        return EXAMPLE_DATETIME
+    return {"boolean": "true", "number": "1", "integer": "1"}.get(vtype.get("type", ""), '"x"')
+
+
+def _form_error(c: Condition, form: str, forms: dict[str, list[str]]) -> str:
+    offered = [f for f in ("single", "list", "none") if c.op in forms.get(f, [])]
+    if offered:
+        how = {"single": "one value", "list": 'a list value such as ["a","b"]', "none": "no value"}
+        return (f"{c.op}({c.field},...) takes {how[offered[0]]} on this endpoint, not {how[form]}: write e.g. "
+                f"{_example(c.field, c.op, offered[0], {})}")
+    allowed = "; ".join(f"{f}: {', '.join(ops)}" for f, ops in forms.items() if ops)
+    return f"operator {c.op!r} is not allowed on {c.field!r}; allowed ({allowed})"
+
+
+def _coerce(c: Condition, form: str, vtype: dict[str, Any]) -> Condition:
+    if form == "none":
         return c
-    if c.op in ("any", "contains-any", "contains-all"):
-        if not isinstance(c.value, list):
-            raise FilterError(f"{c.op}({c.field},...) needs a list value such as [\"a\",\"b\"]")
-        return Condition(c.op, c.field, [_scalar(c.field, v, c.op) for v in c.value], c.bare)
-    return Condition(c.op, c.field, _scalar(c.field, c.value, c.op, c.bare), c.bare)
+    if form == "list":
+        return Condition(c.op, c.field, [_scalar(c, v, vtype) for v in c.value], c.bare)
+    return Condition(c.op, c.field, _scalar(c, c.value, vtype), c.bare)
 
 
-def _scalar(field: str, value: Any, op: str, bare: bool = False) -> Any:
-    if field in DATETIME_FIELDS:
-        if isinstance(value, DateTimeValue):
-            return value
-        if isinstance(value, str):
+def _scalar(c: Condition, value: Any, vtype: dict[str, Any]) -> Any:
+    kind, fmt, enum = vtype.get("type"), vtype.get("format"), vtype.get("enum")
+    where = f"{c.op}({c.field},...)"
+    if fmt == "date-time":
+        if isinstance(value, Quoted):
+            raise FilterError(f"{where}: datetimes are not quoted in Klaviyo filters; write "
+                              f"{c.op}({c.field},{value if DOCUMENTED_DATETIME.fullmatch(value) else EXAMPLE_DATETIME})")
+        if isinstance(value, BareDateTime) and DOCUMENTED_DATETIME.fullmatch(value):
             try:
-                return DateTimeValue(parse_datetime(value), value)
+                return DateTimeValue(parse_datetime(value), str(value))
             except ValueError:
                 pass
-        if field == "timestamp" and isinstance(value, int) and not isinstance(value, bool):
-            return DateTimeValue(value * 1000, str(value))
-        raise FilterError(f"{op}({field},...) needs an ISO 8601 datetime such as 2026-01-01T00:00:00Z, "
-                          f"got {value!r}")
-    if field in BOOLEAN_FIELDS:
+        raise FilterError(f"{where} needs an ISO 8601 datetime with a time, such as {EXAMPLE_DATETIME} or "
+                          f"2026-01-01T00:00:00+00:00 (a + must be URL-encoded as %2B), got {value!r}")
+    if kind == "boolean":
         if isinstance(value, bool):
             return value
-        raise FilterError(f"{op}({field},...) needs true or false, got {value!r}")
-    if isinstance(value, DateTimeValue):
-        value = value.text
-        bare = True
-    if bare and isinstance(value, str):
-        raise FilterError(f"string values must be quoted: write {op}({field},\"{value}\")")
-    if isinstance(value, list):
-        raise FilterError(f"{op}({field},...) takes a single value; use any({field},[...]) for several")
-    return value
+        raise FilterError(f"{where} needs true or false (unquoted), got {value!r}")
+    if kind in ("number", "integer"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (kind == "number" or isinstance(value, int)):
+            return value
+        raise FilterError(f"{where} needs an unquoted {kind}, got {value!r}")
+    if not isinstance(value, Quoted):
+        shown = value if not isinstance(value, bool) else str(value).lower()
+        raise FilterError(f"string values must be quoted: write {c.op}({c.field},\"{shown}\")")
+    if enum and str(value) not in enum:
+        raise FilterError(f"{where}: {str(value)!r} is not one of {', '.join(enum)}")
+    return str(value)
 
 
 def to_ms(value: Any) -> int | None:
@@ -239,13 +280,13 @@ def matches(c: Condition, value: Any) -> bool:
     if op == "has":
         return value is not None
     target = c.value
-    if isinstance(target, DateTimeValue) or (op == "any" and target and isinstance(target[0], DateTimeValue)):
+    if isinstance(target, DateTimeValue) or (isinstance(target, list) and target and isinstance(target[0], DateTimeValue)):
         value = to_ms(value)
         target = [t.ms for t in target] if isinstance(target, list) else target.ms
+    if op in ("equals", "any") and isinstance(target, list):  # the list form: any of the values
+        return value in target
     if op == "equals":
         return value == target
-    if op == "any":
-        return value in target
     if value is None:
         return False
     try:
@@ -273,12 +314,19 @@ def matches(c: Condition, value: Any) -> bool:
 
 
 def window(conds: list[Condition], field: str) -> tuple[int | None, int | None]:
-    """The inclusive [lo, hi] ms bounds that the conditions on `field` put on it (whole-second data)."""
+    """The inclusive [lo, hi] ms bounds that the conditions on `field` put on it (whole-second data).
+
+    Datetimes bound by their instant; numbers (the events `timestamp` field) are epoch seconds."""
     lo = hi = None
     for c in conds:
-        if c.field != field or not isinstance(c.value, DateTimeValue):
+        if c.field != field:
             continue
-        ms = c.value.ms
+        if isinstance(c.value, DateTimeValue):
+            ms = c.value.ms
+        elif isinstance(c.value, (int, float)) and not isinstance(c.value, bool):
+            ms = int(c.value * 1000)  # a number-typed time field (events `timestamp`) is epoch seconds
+        else:
+            continue
         if c.op == "greater-than":
             b = ms + 1
             lo = b if lo is None else max(lo, b)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from klaviyo_dagster.sandbox.filters import Condition, FilterError, check_allowed, parse_filter
 from klaviyo_dagster.sandbox.paging import CursorError, decode_cursor
@@ -76,6 +77,21 @@ class Params:
         return name in self.additional.get(rtype, set())
 
 
+def cursor_token(value: str) -> str:
+    """The cursor token of a `page[cursor]` value as clients send it.
+
+    The official SDK cuts the token out of links.next after `page%5Bcursor%5D` and keeps the `=` (it sends
+    `page[cursor]=%3D<token>`), which Klaviyo serves, so a leading `=` is dropped (issued cursors are unpadded
+    base64url and never contain one). The SDK cuts only https links: against the sandbox's http URL it sends
+    the whole links.next URL, so a link of this API is read the same way (Klaviyo's links are always https).
+    """
+    if value.startswith(("http://", "https://")):
+        found = parse_qs(urlsplit(value).query).get("page[cursor]")
+        if found:
+            value = found[-1]
+    return value.lstrip("=")
+
+
 def _enum(schema: dict[str, Any]) -> list[str] | None:
     if schema.get("type") == "array":
         return schema.get("items", {}).get("enum")
@@ -112,15 +128,12 @@ def parse_params(op: dict[str, Any], query: dict[str, list[str]], *, op_key: str
             out.size = size
         elif name == "page[cursor]":
             try:
-                # The official SDK cuts the cursor out of links.next after `page%5Bcursor%5D` and keeps the
-                # `=`, sending `page[cursor]==<token>`; Klaviyo serves it, so a leading `=` is tolerated
-                # (issued cursors are unpadded base64url and never contain `=`).
-                out.cursor = decode_cursor(value.lstrip("="))
+                out.cursor = decode_cursor(cursor_token(value))
             except CursorError as e:
                 raise bad(str(e), parameter=name) from None
         elif name == "filter":
             try:
-                out.filters = check_allowed(parse_filter(value), declared[name].get("allowed") or {})
+                out.filters = check_allowed(parse_filter(value), declared[name].get("filters") or {})
             except FilterError as e:
                 raise bad(f"invalid filter: {e}", parameter=name) from None
         elif name == "sort":

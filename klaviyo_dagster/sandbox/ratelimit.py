@@ -27,6 +27,13 @@ scaled ones (``w=0.1``) and, because whole seconds are too coarse there, every 4
 non-standard ``X-Sandbox-Retry-After-Ms`` header: the exact wait in milliseconds, rounded up (sent in
 every mode; Klaviyo does not send it).
 
+Header forms (`header_form`, the `ratelimit_header_form` semantics switch): ``combined`` (above, the
+form seen in a public client's logs; the default), ``policy`` (only the tightest window's policy,
+``RateLimit-Limit: 750;w=60``) and ``bare`` (only its limit, ``RateLimit-Limit: 750``), each documented by
+Klaviyo. `l_steady` (the `ratelimit_l_steady` switch): the L tier's steady limit, 750/m as the spec says
+(default) or 700/m as Klaviyo's rate-limit guide says; it applies to every operation whose spec limits are
+75/s and 750/m.
+
 Each `check` is O(1): a dict lookup, a lock and a few integer operations per window.
 """
 
@@ -39,7 +46,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Decision", "RateLimiter", "parse_mode", "parse_rate"]
+__all__ = ["HEADER_FORMS", "Decision", "RateLimiter", "parse_mode", "parse_rate"]
+
+HEADER_FORMS = ("combined", "policy", "bare")
+L_TIER = ((75, 1.0), (750, 60.0))
 
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _WINDOW_ORDER = ("burst", "steady", "daily")
@@ -147,7 +157,25 @@ class RateLimiter:
         self._mode = "off"
         self._factor: float | None = None
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self.header_form = "combined"
+        self.l_steady = 750
         self.set_mode(mode)
+
+    def configure(self, *, header_form: str | None = None, l_steady: int | None = None) -> None:
+        """Switch the `RateLimit-Limit` form and/or the L tier's steady limit (restarts the windows)."""
+        if header_form is not None:
+            if header_form not in HEADER_FORMS:
+                raise ValueError(f"rate-limit header form {header_form!r} is not one of {', '.join(HEADER_FORMS)}")
+            self.header_form = header_form
+        if l_steady is not None and int(l_steady) != self.l_steady:
+            self.l_steady = int(l_steady)
+            self.set_mode(self._mode)
+
+    def _adjust(self, limits: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """The L tier's steady limit as configured (750/m from the spec, or the guide's 700/m)."""
+        if tuple(limits[:2]) == L_TIER and self.l_steady != 750:
+            return [limits[0], (self.l_steady, limits[1][1]), *limits[2:]]
+        return limits
 
     @staticmethod
     def _parse_limits(op_key: str, spec: Mapping[str, str]) -> list[tuple[int, float]]:
@@ -170,8 +198,10 @@ class RateLimiter:
             scale = 1.0 if factor is None else factor
             self._buckets = {}
             for op_key, (base, variants) in self._limits.items():
+                base = self._adjust(base)
                 self._buckets[(op_key, "")] = _Bucket([c for c, _ in base], [w * scale for _, w in base])
                 for name, value, limits in variants:
+                    limits = self._adjust(limits)
                     self._buckets[(op_key, f"{name}={value}")] = _Bucket(
                         [c for c, _ in limits], [w * scale for _, w in limits]
                     )
@@ -224,10 +254,17 @@ class RateLimiter:
                 if room < least:
                     least, tightest = room, i
             reset = (indexes[tightest] + 1) * lengths[tightest] - now
+        form = self.header_form
+        if form == "combined":
+            limit_header = f"{limits[tightest]}, {bucket.policy}"
+        elif form == "policy":
+            limit_header = f"{limits[tightest]};w={_fmt_window(lengths[tightest])}"
+        else:
+            limit_header = str(limits[tightest])
         return Decision(
             allowed=True,
             headers={
-                "RateLimit-Limit": f"{limits[tightest]}, {bucket.policy}",
+                "RateLimit-Limit": limit_header,
                 "RateLimit-Remaining": str(max(0, least)),
                 "RateLimit-Reset": str(max(1, math.ceil(reset))),
             },

@@ -101,11 +101,33 @@ register(Switch(
     unknown="A row whose `id` names no profile: `error` the row fails (import error `not_found`), `create` "
             "the id is ignored and the row is identified by its other identifiers (created if none match)."))
 register(Switch(
+    "import_error_payload", "null", values=("null", "original"),
+    known="Each import error of GET /api/profile-bulk-import-jobs/{id}/import-errors has `original_payload` "
+          "in the spec.",
+    unknown="Whether it is filled: peers report errors with a null `original_payload` (or identifiers "
+            "normalised by Klaviyo), which match no row; `null` sends null, `original` the row as sent."))
+register(Switch(
     "import_job_seconds", "0.3", convert=_seconds, value_doc="<seconds>", test_values=("0.3", "4"),
     known="Bulk import jobs go queued -> processing -> complete; the spec gives no duration.",
     unknown="How long a job takes: seconds to many minutes on a busy account. The job completes this many "
             "seconds (plus 1 ms per 20 profiles) after creation; the default is short to keep tests fast, "
             "set it above your `max_wait_s` to test waiting."))
+
+
+register(Switch(
+    "ratelimit_header_form", "combined", values=("combined", "policy", "bare"),
+    known="Answers under the limit carry RateLimit-Limit/-Remaining/-Reset; a public client's logs show "
+          "`RateLimit-Limit: 10, 10;w=1, 150;w=60`; Klaviyo's docs also show the `n;w=s` policy form and a "
+          "bare number.",
+    unknown="Which form an endpoint sends when: `combined` the logged form (the tightest window's limit, "
+            "then every window's policy), `policy` only the tightest window's `n;w=s`, `bare` only its limit."))
+register(Switch(
+    "ratelimit_l_steady", "750", values=("750", "700"),
+    known="The 2026-07-15 spec gives the L tier (profiles, lists, segments, templates, members) 75/s and "
+          "750/m; Klaviyo's rate-limit guide lists L as 75/s, 700/m.",
+    unknown="Which one Klaviyo enforces: `750` the spec (the ground truth the sandbox is built from), `700` "
+            "the guide. A client that paces by its own table at 750/m meets 429s under `700` unless it adopts "
+            "the server's RateLimit-Limit."))
 
 
 def parse_semantics(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -196,7 +218,8 @@ class Semantics:
 
 
 def switch_table_markdown() -> str:
-    """The README table of switches."""
+    """The README table of switches (every module's: the server imports all that register one)."""
+    import klaviyo_dagster.sandbox.server  # noqa: F401
     lines = ["| switch | values | default | known | unknown (what the values cover) |", "|---|---|---|---|---|"]
     for s in SWITCHES.values():
         lines.append(f"| `{s.name}` | `{s.describe_values()}` | `{s.default}` | {s.known} | {s.unknown} |")

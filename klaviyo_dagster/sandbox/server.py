@@ -19,8 +19,10 @@ exactly like fresh ones.
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import Counter
@@ -33,6 +35,8 @@ import orjson
 
 from klaviyo_dagster.sandbox import revisions, routes
 from klaviyo_dagster.sandbox.api import ReadApi, Request
+from klaviyo_dagster.sandbox.compound import Compound
+from klaviyo_dagster.sandbox.custom_metrics import CustomMetrics
 from klaviyo_dagster.sandbox.faults import FaultInjector
 from klaviyo_dagster.sandbox.generate import BaseData, parse_scale
 from klaviyo_dagster.sandbox.ids import h
@@ -50,6 +54,8 @@ from klaviyo_dagster.sandbox.writes_events import EventWrites
 from klaviyo_dagster.sandbox.writes_privacy import ACCEPTED as PRIVACY_ACCEPTED
 from klaviyo_dagster.sandbox.writes_privacy import PrivacyWrites
 from klaviyo_dagster.spec import load_subset
+
+_log = logging.getLogger("klaviyo_dagster.sandbox")
 
 MEDIA_TYPE = "application/vnd.api+json"
 MAX_BODY = 64 * 1024 * 1024
@@ -91,6 +97,8 @@ class SandboxServer:
         self.store.semantics = self.semantics
         self.api_key = api_key or default_api_key(seed)
         self.limiter = RateLimiter(rate_limits, self.subset)
+        self._apply_limit_semantics({})
+        self.semantics.subscribe(self._apply_limit_semantics)
         self.faults = FaultInjector(seed, faults)
         self.latency = LatencyModel(latency, seed)
         self.page_cache = PageCache(int(page_cache_mb * 2**20))
@@ -103,11 +111,18 @@ class SandboxServer:
         self.port = self._http.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.reads = ReadApi(self.store, self.base_url)
+        self.custom_metrics = CustomMetrics(self.reads, seed)
+        self.compound = Compound(self.reads, self.custom_metrics, self.subset)
         self.writes = WriteApi(self.store, self.reads)
         self.more_writes = [cls(self.store, self.reads) for cls in (EventWrites, ConsentWrites, PrivacyWrites)]
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[Request], Any]] = self._handler_table()
         assert set(self._handlers) == set(routes.OPERATIONS), "every spec operation needs a handler"
+
+    def _apply_limit_semantics(self, _changes: dict[str, Any]) -> None:
+        """The rate-limit switches (header form, L tier steady limit) into the limiter."""
+        self.limiter.configure(header_form=self.semantics.get("ratelimit_header_form"),
+                               l_steady=int(self.semantics.get("ratelimit_l_steady")))
 
     # ---- clock and lifecycle --------------------------------------------------------------------------
     def clock_ms(self) -> int:
@@ -125,6 +140,17 @@ class SandboxServer:
         self._http.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def restart(self, downtime: float = 0.0) -> None:
+        """Stop serving like a crashed server (listening socket closed, open keep-alive connections reset
+        at their next request), stay down `downtime` seconds, then serve again on the same port with the
+        same account state (data, writes, jobs, counters)."""
+        self._http.stopped = True  # type: ignore[attr-defined]
+        self.stop()
+        time.sleep(downtime)
+        self._http = _Server(("127.0.0.1", self.port), _Handler)
+        self._http.sandbox = self  # type: ignore[attr-defined]
+        self.start()
 
     def _maybe_auto_release(self) -> None:
         if self.late_release_after is not None and self.store.late_pending() > 0:
@@ -155,11 +181,14 @@ class SandboxServer:
 
     # ---- dispatch -------------------------------------------------------------------------------------
     def _handler_table(self) -> dict[str, Callable[[Request], Any]]:
-        r, w = self.reads, self.writes
+        r, w, cm = self.reads, self.writes, self.custom_metrics
         return {
             "GET /api/profiles": r.get_profiles, "GET /api/profiles/{id}": r.get_profile,
             "GET /api/events": r.get_events, "GET /api/events/{id}": r.get_event,
             "GET /api/metrics": r.get_metrics, "GET /api/metrics/{id}": r.get_metric,
+            "GET /api/custom-metrics": cm.get_all, "GET /api/custom-metrics/{id}": cm.get_one,
+            "GET /api/custom-metrics/{id}/metrics": lambda q: cm.get_metrics(q, False),
+            "GET /api/custom-metrics/{id}/relationships/metrics": lambda q: cm.get_metrics(q, True),
             "GET /api/lists": lambda q: r.get_groups(q, "list"), "GET /api/lists/{id}": lambda q: r.get_group(q, "list"),
             "GET /api/segments": lambda q: r.get_groups(q, "segment"),
             "GET /api/segments/{id}": lambda q: r.get_group(q, "segment"),
@@ -215,7 +244,7 @@ class SandboxServer:
             status = int(fault.status)
             err = ApiError(status, "throttled" if status == 429 else "error",
                            f"injected fault: HTTP {status} (sandbox fault injection)")
-            if status == 429:
+            if status == 429 and getattr(fault, "retry_after", 1):  # retry_after 0: no Retry-After at all
                 extra.setdefault("Retry-After", str(getattr(fault, "retry_after", 1)))
             return json_response(status, err.doc(), extra), None, op_key
         if fault is not None and fault.kind == "slow":
@@ -250,8 +279,8 @@ class SandboxServer:
         if result is None:  # asynchronous writes answer 202 without a body, membership changes 204
             return Response(202 if op_key in ACCEPTED_EMPTY else 204, b"", extra)
         status = 201 if op_key == "POST /api/lists" else 202 if op_key.startswith("POST /api/profile-") else 200
-        if params.include and "included" not in result:
-            result["included"] = []  # asked-for relations the sandbox has no data for (tags, push tokens, ...)
+        if params.include:
+            result = self.compound.apply(result, params)  # linkage + included for every relationship asked for
         response = json_response(status, result, extra)
         data = result.get("data") if isinstance(result, dict) else None
         response.records = (len(data) if isinstance(data, list) else 1 if data else 0) + len(result.get("included") or ())
@@ -366,6 +395,16 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256  # many concurrent clients (benchmarks) must not meet a full listen backlog
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops its connection (timeout, reset, killed process) is normal: one log line, not
+        socketserver's traceback on stderr. Anything else is a sandbox bug and keeps the traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            host, port = (tuple(client_address) + (None, None))[:2]
+            _log.warning("sandbox: client %s:%s dropped the connection (%s)", host, port, type(exc).__name__)
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -381,6 +420,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         started = time.monotonic()
         sandbox: SandboxServer = self.server.sandbox  # type: ignore[attr-defined]
+        if getattr(self.server, "stopped", False):  # a connection that outlived its (re)started server
+            self._reset()
+            return
         split = urlsplit(self.path)
         path = split.path
         try:

@@ -121,7 +121,17 @@ class Store:
     def profile_extra(self, rec: dict[str, Any], name: str) -> dict[str, Any]:
         if name == "subscriptions" and rec["id"] in self.consent:
             return self.consent[rec["id"]]
-        return profile_extra(self.base.seed, rec["_pidx"], name, rec["attributes"])
+        extra = profile_extra(self.base.seed, rec["_pidx"], name, rec["attributes"])
+        if name == "subscriptions" and rec["_pidx"] >= self.base.n_profiles:
+            # A profile written through the API (import, event, subscribe) has consented to nothing yet.
+            for channel in extra.values():
+                for kind in channel.values():
+                    kind.update({k: False for k in kind if k.startswith("can_receive")})
+                    kind.update(consent="NEVER_SUBSCRIBED", consent_timestamp=None)
+                    kind.update({k: None for k in ("method", "method_detail") if k in kind})
+                    if "suppression" in kind:
+                        kind["suppression"] = []
+        return extra
 
     def lookup(self, field_name: str, value: Any) -> list[str]:
         """Profile ids whose `field_name` (id, email, phone_number, external_id) equals `value`."""

@@ -7,7 +7,8 @@ Where Klaviyo's behaviour is unknown, the sandbox's switches (semantics.py) deci
 `import_invalid_row` (an invalid row: the whole POST a 400 pointing at the row(s) or at none, or 202 and an
 import error with `original_payload`), `identity_conflict` (identifiers of different profiles: the row
 fails with `duplicate_profile`, or is merged), `unknown_import_id` (a row `id` naming no profile: the row
-fails, or is identified by its other identifiers), `list_add_unknown_id` (a membership call naming an
+fails, or is identified by its other identifiers), `import_error_payload` (import errors carry the row
+as sent, or null), `list_add_unknown_id` (a membership call naming an
 unknown profile id: 400 for the call, or the id is ignored), `import_job_seconds` (job duration).
 """
 
@@ -282,6 +283,8 @@ class WriteApi:
         job = self._job(req)
         p = req.params
         errors = job.errors if job.applied else []
+        if self.store.semantics.get("import_error_payload") == "null":
+            errors = [{**e, "original_payload": None} for e in errors]
         items = [{"type": "import-error", "id": det_uuid(0, job.id, k), "attributes": e}
                  for k, e in enumerate(errors)]
         page = offset_page(items, p.cursor, p.size or 20)

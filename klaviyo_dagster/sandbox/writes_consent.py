@@ -5,14 +5,16 @@
   suppressions are removed and the profile joins `relationships.list`. On a double opt-in list (and
   without `historical_import`) nothing changes until the person confirms, which in the sandbox never
   happens: consent and membership stay as they were. `historical_import` needs `consented_at` in the past.
-- `POST /api/profile-subscription-bulk-delete-jobs` (at most 100 profiles): consent becomes UNSUBSCRIBED
-  (globally: Klaviyo consent is per channel, not per list; email gains an UNSUBSCRIBE suppression) and
-  the profile leaves `relationships.list`.
+- `POST /api/profile-subscription-bulk-delete-jobs` (at most 100 profiles): the profile leaves
+  `relationships.list`; a member of that list gets a list suppression and keeps its consent under
+  `unsubscribe_with_list=list_only` (default), else (and always for non-members, as the spec warns) consent
+  becomes UNSUBSCRIBED globally (email gains an UNSUBSCRIBE suppression).
 - `POST /api/profile-suppression-bulk-create-jobs` / `-delete-jobs` (at most 100 emails, or every member
   of `relationships.list`/`segment`): add / remove the USER_SUPPRESSED email suppression; 202 with a job
   that `GET .../{job_id}` and the job collections report (queued -> processing -> complete, skipped_count
   counts emails with no profile on unsuppress).
-Unknown people are created by subscribe, unsubscribe and suppress (as the spec says) but not by unsuppress.
+Unknown people are created by subscribe, unsubscribe and suppress (as the spec says) but not by unsuppress;
+a consent change moves the profile's `updated` (so incremental profile reads see it).
 Subscription jobs answer 202 without a body and take effect ~0.3 s later; the effect is read back through
 `GET /api/profiles?additional-fields[profile]=subscriptions`.
 """
@@ -28,6 +30,7 @@ from klaviyo_dagster.sandbox.api import ReadApi, Request, not_found
 from klaviyo_dagster.sandbox.ids import encode_ulid
 from klaviyo_dagster.sandbox.params import bad
 from klaviyo_dagster.sandbox.render import rel, resource, single
+from klaviyo_dagster.sandbox.semantics import Switch, register
 from klaviyo_dagster.sandbox.store import Store
 from klaviyo_dagster.sandbox.timeline import iso
 from klaviyo_dagster.sandbox.writes import identifier_problem, parse_body
@@ -42,6 +45,16 @@ UNSUPPRESS = "profile-suppression-bulk-delete-job"
 ACCEPTED = frozenset({SUBSCRIBE_OP, UNSUBSCRIBE_OP})  # answered 202 without a body
 REMOVED_BY_SUBSCRIBE = ("UNSUBSCRIBE", "SPAM_REPORT", "USER_SUPPRESSED")
 CHANNEL_IDENTIFIER = {"email": "email", "sms": "phone_number", "whatsapp": "phone_number"}
+
+
+register(Switch(
+    "unsubscribe_with_list", "list_only", values=("list_only", "global"),
+    known="The spec warns on profile-subscription-bulk-delete-jobs: profiles not in the specified list are "
+          "globally unsubscribed; all profiles are removed from the list; profiles carry "
+          "`subscriptions.email.marketing.list_suppressions` [{list_id, reason, timestamp}].",
+    unknown="What a member of the named list gets: `list_only` it leaves the list with a list suppression "
+            "(reason USER_SUPPRESSED) and keeps its channel consent, `global` its channel consent becomes "
+            "UNSUBSCRIBED too. Non-members are unsubscribed globally either way."))
 
 
 @dataclass
@@ -190,6 +203,7 @@ class ConsentWrites:
         if email:
             email["can_receive_email_marketing"] = email.get("consent") == "SUBSCRIBED" and not email.get("suppression")
         self.store.consent[pid] = subs
+        self.store.upsert_profile(pid, {}, None)  # a consent change updates the profile (its `updated` moves)
 
     def _set(self, subs: dict[str, Any], channel: str, kind: str, consent: str, at_ms: int | None) -> None:
         now = iso(self.store.clock_ms())
@@ -236,9 +250,22 @@ class ConsentWrites:
             if awaiting_confirmation:
                 continue  # a double opt-in list: the confirmation message is sent, nothing changes yet
             subs = self.subscriptions(pid)
-            for channel, kinds in channels.items():
-                for kind, at_ms in kinds.items():
-                    self._set(subs, channel, kind, consent, at_ms)
+            st = self.store.group("list", list_id) if list_id else None
+            if (consent == "UNSUBSCRIBED" and set(channels) == {"email"} and st is not None
+                    and self.store.member_joined(st, pid) is not None
+                    and self.store.semantics.get("unsubscribe_with_list") == "list_only"):
+                node = subs.setdefault("email", {}).setdefault("marketing", {})
+                node["list_suppressions"] = [x for x in node.get("list_suppressions") or [] if x.get("list_id") != list_id]
+                node["list_suppressions"].append({"list_id": list_id, "reason": "USER_SUPPRESSED",
+                                                  "timestamp": iso(self.store.clock_ms())})
+            else:
+                for channel, kinds in channels.items():
+                    for kind, at_ms in kinds.items():
+                        self._set(subs, channel, kind, consent, at_ms)
+            if consent == "SUBSCRIBED" and list_id:
+                node = subs.get("email", {}).get("marketing", {})
+                if node.get("list_suppressions"):
+                    node["list_suppressions"] = [x for x in node["list_suppressions"] if x.get("list_id") != list_id]
             self._save(pid, subs)
         st = self.store.group("list", list_id) if list_id else None
         if st is not None and pids and not awaiting_confirmation:

@@ -20,6 +20,7 @@ from typing import Any
 from klaviyo_dagster.sandbox.api import ReadApi, Request
 from klaviyo_dagster.sandbox.ids import det_uuid, encode_ulid, short_id
 from klaviyo_dagster.sandbox.params import ApiError, bad
+from klaviyo_dagster.sandbox.semantics import Switch, register
 from klaviyo_dagster.sandbox.store import IDENTITY_FIELDS, Store
 from klaviyo_dagster.sandbox.timeline import iso
 from klaviyo_dagster.sandbox.writes import identifier_problem, parse_body
@@ -35,6 +36,15 @@ SINGLE_OP = "POST /api/events"
 ACCEPTED = frozenset({BULK_OP, SINGLE_OP})  # answered 202 without a body
 YEAR_MS = 366 * 86_400_000
 MIN_MS = 631_152_000_000  # 1990-01-01
+
+
+register(Switch(
+    "event_unique_id_repeat", "request_400", values=("request_400", "drop"),
+    known="The spec: a unique_id repeated for the same profile and metric makes the request fail and no event "
+          "of it is processed; Klaviyo's guides: unique_id keeps an event from being recorded twice.",
+    unknown="Whether that holds across requests: `request_400` a request repeating an event Klaviyo already "
+            "holds is refused whole (400 pointing at the entry), `drop` it is accepted and the repeat ignored. "
+            "A repeat inside one request is a 400 either way."))
 
 
 def _obj(node: Any, pointer: str, what: str) -> dict[str, Any]:
@@ -168,6 +178,7 @@ class EventWrites:
                 checked.append(check_event(ev.get("attributes"), f"{eptr}/attributes", now))
             batch.append((pid, p_attrs, checked))
         self._refuse_repeats(batch)
+        self._refuse_known(batch, "/data/attributes/events-bulk-create/data/{k}")
         self.store.defer(300 + total // 2, lambda: self._apply(batch))
 
     def create(self, req: Request) -> None:
@@ -177,7 +188,24 @@ class EventWrites:
         attrs = _obj(data.get("attributes"), "/data/attributes", "data.attributes")
         pid, p_attrs = check_profile(attrs.get("profile"), "/data/attributes/profile")
         event = check_event(attrs, "/data/attributes", self.store.clock_ms())
+        self._refuse_known([(pid, p_attrs, [event])], "/data/attributes/unique_id")
         self.store.defer(100, lambda: self._apply([(pid, p_attrs, [event])]))
+
+    def _refuse_known(self, batch: list[tuple[str | None, dict[str, Any], list[dict[str, Any]]]], pointer: str) -> None:
+        """Under event_unique_id_repeat=request_400: 400 when an event repeats one Klaviyo already holds."""
+        s = self.store
+        if s.semantics.get("event_unique_id_repeat") != "request_400":
+            return
+        metric_ids = {m["attributes"]["name"]: m["id"] for m in s.all_metrics()}
+        for k, (pid, p_attrs, events) in enumerate(batch):
+            found = s.find_profile(pid, {key: v for key, v in p_attrs.items() if v is not None})
+            for ev in events:
+                mid = metric_ids.get(ev["metric"])
+                uid = ev["unique_id"] or (iso(ev["time"]) if ev["time"] is not None else None)
+                if found and mid and uid and (found, mid, uid) in s.event_keys:
+                    raise bad(f"an event with unique_id {uid!r} already exists for this profile and metric "
+                              f"({ev['metric']!r}); no events of this request were processed",
+                              pointer=pointer.format(k=k))
 
     @staticmethod
     def _refuse_repeats(batch: list[tuple[str | None, dict[str, Any], list[dict[str, Any]]]]) -> None:

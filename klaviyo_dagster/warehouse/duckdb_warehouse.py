@@ -23,10 +23,11 @@ import pandas as pd
 
 from klaviyo_dagster.warehouse.connection import open_connection
 from klaviyo_dagster.warehouse.sql import normalize_type, qualified, quote_ident
-from klaviyo_dagster.warehouse.staging import STAGING_TABLE, Chunk, StagingArea
+from klaviyo_dagster.warehouse.staging import STAGING_TABLE, Chunk, StagingArea, staging_root, sweep_stale
 
 LOADED_AT = "_loaded_at"
 _WARNED_CLASH: set[str] = set()
+_SWEPT_TMP: list[bool] = []  # the system temp dir is swept of legacy staging once per process
 CURRENT_VIEW_SUFFIX = "_current"
 
 
@@ -152,6 +153,21 @@ class Warehouse:
             return _columns(conn, self.catalog, self.schema, name)
 
     # -- writes --------------------------------------------------------------------------------------
+    def sweep_staging(self) -> Path | None:
+        """Remove staging left by killed runs; return the staging root (None: the system temp dir, for an
+        in-memory database).
+
+        Runs before every write (a listing of a folder that is usually empty). Live runs' staging is never
+        touched: each holds a lock on its area. Once per process it also sweeps the system temp dir, where
+        releases before this one staged, of long-idle areas without a lock file.
+        """
+        root = staging_root(self.database)
+        sweep_stale(root, logger=self.log)
+        if root is not None and not _SWEPT_TMP:
+            _SWEPT_TMP.append(True)
+            sweep_stale(None, logger=self.log)
+        return root
+
     def replace_partitions(
         self,
         table: str,
@@ -177,8 +193,12 @@ class Warehouse:
             raise ValueError(f"partition column {partition_column!r} must be one of the declared columns")
         values = [_as_utc(v) for v in partition_values]
         started = time.monotonic()
+        root = self.sweep_staging()
         with StagingArea(
-            columns, extra_column_type=extra_column_type, memory_limit=self.staging_memory_limit
+            columns,
+            extra_column_type=extra_column_type,
+            memory_limit=self.staging_memory_limit,
+            directory=None if root is None else str(root),
         ) as staging:
             for chunk in chunks:
                 staging.append(chunk)
@@ -250,6 +270,18 @@ class Warehouse:
                 for setting, value in restore.items():
                     conn.execute(f"SET {setting} = {_literal(value)}")
         return added
+
+    def create_latest_partition_view(self, table: str, partition_column: str) -> str:
+        """(Re)create view ``<table>_current``: the rows of the table's latest partition (for snapshots,
+        the latest capture: a list deleted in Klaviyo is absent there, though older captures keep it)."""
+        view = self.qualified(table + CURRENT_VIEW_SUFFIX)
+        part = quote_ident(partition_column)
+        with self.connect() as conn:
+            conn.execute(
+                f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {quote_ident(table)} "
+                f"WHERE {part} = (SELECT max({part}) FROM {quote_ident(table)})"
+            )
+        return view
 
     def _bound_memory(self, conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
         """Cap DuckDB's memory while a big partition is copied in (it spills to disk instead of growing

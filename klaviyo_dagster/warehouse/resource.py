@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource, get_dagster_logger
+from dagster import ConfigurableResource, EnvVar, get_dagster_logger
 from pydantic import Field
 
 from klaviyo_dagster.warehouse.duckdb_warehouse import Warehouse
@@ -64,5 +64,10 @@ class WarehouseResource(ConfigurableResource):
         )
 
     def catalog(self) -> str:
-        """DuckDB's catalog name for the configured file (its stem), as fully qualified names use it."""
-        return Warehouse(self.resolved_database(), self.schema_).catalog
+        """DuckDB's catalog name for the configured file (its stem), as fully qualified names use it.
+
+        Also at definition time, when ``database`` may still be an unresolved `EnvVar`."""
+        database = self.database
+        if isinstance(database, EnvVar):
+            database = database.get_value()
+        return Warehouse(database or os.environ.get(DATABASE_ENV) or DEFAULT_DATABASE, self.schema_).catalog

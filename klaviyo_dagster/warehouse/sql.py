@@ -14,10 +14,36 @@ def sql_string(value: str) -> str:
 
 
 def table_parts(table: str) -> list[str]:
-    """``"schema.table"`` -> ``["schema", "table"]`` (validated: no empty or quoted parts)."""
-    parts = table.split(".")
-    if not 1 <= len(parts) <= 2 or not all(p and '"' not in p for p in parts):
-        raise ValueError(f"table name {table!r} must look like 'schema.table' or 'table'")
+    """``schema.table`` or ``table`` -> its parts, unquoted. A part may be a double-quoted identifier
+    holding any character (``"my-schema"."vip list.2026"``, ``""`` for a quote inside), as DuckDB reads it."""
+    parts: list[str] = []
+    buf, i, text = "", 0, table.strip()
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            j = i + 1
+            while True:
+                k = text.find('"', j)
+                if k < 0:
+                    raise ValueError(f"table name {table!r} has an unterminated quoted identifier")
+                if text[k + 1:k + 2] == '"':
+                    buf += text[j:k] + '"'
+                    j = k + 2
+                    continue
+                buf += text[j:k]
+                i = k + 1
+                break
+            continue
+        if ch == ".":
+            parts.append(buf)
+            buf, i = "", i + 1
+            continue
+        buf += ch
+        i += 1
+    parts.append(buf)
+    if not 1 <= len(parts) <= 2 or not all(p.strip() for p in parts):
+        raise ValueError(f"table name {table!r} must look like 'schema.table' or 'table' (double-quote a part "
+                         "holding dots or other characters: '\"my-schema\".\"vip.list\"')")
     return parts
 
 

@@ -1,15 +1,23 @@
 """A private staging DuckDB file for one write: rows arrive chunk by chunk, memory stays bounded.
 
-Each `StagingArea` lives in its own temporary directory (one per write, removed on close), so it never
-contends for the warehouse's write lock. Chunks are column-oriented (``{column: [values]}``) or a list of
+Each `StagingArea` lives in its own directory (one per write, removed on close), so it never contends for
+the warehouse's write lock. The directories sit inside the warehouse's own folder
+(``<folder>/.klaviyo_staging/``, see `staging_root`), never under ``$TMPDIR``: a run killed with SIGKILL
+can leave one behind, and `sweep_stale` removes those at the next write. Each area holds an exclusive
+``flock`` on its ``owner.lock`` for its whole life; the kernel drops it when the process dies however it
+dies, so a sweep can tell a dead run's leftovers (lock free) from a live run's staging (lock held) without
+trusting pids or ages. Chunks are column-oriented (``{column: [values]}``) or a list of
 row dicts; keys the table does not know yet become new columns (schema evolution). Values are inserted
 BY NAME and cast by DuckDB to the declared column types (ISO strings to TIMESTAMPTZ, JSON text to JSON).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +27,17 @@ import pandas as pd
 
 from klaviyo_dagster.warehouse.sql import quote_ident
 
+try:  # POSIX; elsewhere a dead owner is told by its pid
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 STAGING_TABLE = "rows"
+STAGING_DIR = ".klaviyo_staging"
+PREFIX = "klaviyo_staging_"
+LOCK_FILE = "owner.lock"
+# Staging left under $TMPDIR by releases before the lock file: removed once untouched this long.
+LEGACY_IDLE_SECONDS = 6 * 3600.0
 
 Chunk = Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]
 
@@ -51,7 +69,10 @@ class StagingArea:
         self.extra_column_type = extra_column_type
         self.rows = 0
         self.chunks = 0
-        self._dir = Path(tempfile.mkdtemp(prefix="klaviyo_staging_", dir=directory))
+        if directory is not None:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}_", dir=directory))
+        self._lock_fd: int | None = _hold_lock(self._dir)
         self.path = self._dir / "staging.duckdb"
         self._conn: duckdb.DuckDBPyConnection | None = duckdb.connect(
             str(self.path),
@@ -130,9 +151,116 @@ class StagingArea:
             self._conn.close()
             self._conn = None
         shutil.rmtree(self._dir, ignore_errors=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> StagingArea:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def staging_root(database: str) -> Path | None:
+    """Where the staging areas of ``database`` live: ``.klaviyo_staging`` next to the file (same disk,
+    same permissions, swept with it); None (the system temp dir) for an in-memory database."""
+    if not database or database == ":memory:":
+        return None
+    return Path(database).expanduser().resolve().parent / STAGING_DIR
+
+
+def _hold_lock(directory: Path) -> int | None:
+    """Create ``owner.lock`` (with our pid, for humans) in ``directory`` and hold an exclusive flock on it."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _owner_dead(directory: Path) -> bool | None:
+    """True when the area's owner is gone (its lock is free), False while it lives, None without a lock
+    file (an area being created this instant, or one from a release before lock files)."""
+    try:
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    try:
+        if fcntl is None:  # pragma: no cover - Windows: the pid written at creation
+            try:
+                pid = int(os.read(fd, 32) or b"0")
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError):
+                return True
+            except OSError:
+                return False
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # held: a live run is staging there
+        return True
+    finally:
+        os.close(fd)
+
+
+def _idle_seconds(directory: Path, now: float) -> float:
+    newest = directory.stat().st_mtime
+    for entry in directory.rglob("*"):
+        try:
+            newest = max(newest, entry.stat().st_mtime)
+        except OSError:
+            pass
+    return now - newest
+
+
+def _size(directory: Path) -> int:
+    total = 0
+    for entry in directory.rglob("*"):
+        try:
+            total += entry.stat().st_size if entry.is_file() else 0
+        except OSError:
+            pass
+    return total
+
+
+def sweep_stale(
+    root: Path | str | None, *, legacy_idle_seconds: float = LEGACY_IDLE_SECONDS, logger: logging.Logger | None = None
+) -> list[Path]:
+    """Remove staging areas under ``root`` (None: the system temp dir) whose owner died; return them.
+
+    An area whose ``owner.lock`` is still locked belongs to a live run and is never touched. One without a
+    lock file is removed only when nothing in it changed for ``legacy_idle_seconds`` (an area is locked
+    the instant after its directory is made, so only a pre-lock release leaves such a directory).
+    """
+    base = Path(root) if root is not None else Path(tempfile.gettempdir())
+    if not base.is_dir():
+        return []
+    removed: list[Path] = []
+    freed = 0
+    now = time.time()
+    for directory in sorted(base.glob(f"{PREFIX}*")):
+        if not directory.is_dir():
+            continue
+        try:
+            dead = _owner_dead(directory)
+            if dead is None:
+                dead = _idle_seconds(directory, now) >= legacy_idle_seconds
+            if not dead:
+                continue
+            size = _size(directory)
+        except OSError:
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        if not directory.exists():
+            removed.append(directory)
+            freed += size
+    if removed:
+        (logger or logging.getLogger(__name__)).info(
+            "Removed %d staging area(s) (%.1f MB) left in %s by runs that were killed before cleaning up",
+            len(removed), freed / 1e6, base,
+        )  # fmt: skip
+    return removed

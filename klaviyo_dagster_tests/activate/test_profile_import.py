@@ -7,7 +7,7 @@ from dagster import materialize
 
 from klaviyo_dagster.activate import ProfileImportSettings, run_profile_import
 from klaviyo_dagster.activate.profile_import import build_profile_import_asset
-from klaviyo_dagster.activate.state import LOG, STATE
+from klaviyo_dagster.activate.state import IMPORT_JOBS, LOG, STATE
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
 from klaviyo_dagster_tests.activate.conftest import write_calls
@@ -29,7 +29,7 @@ def _log(warehouse, sync_name: str, run_id: str) -> dict[str, tuple[str, str | N
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def test_only_new_and_changed_rows_are_sent_and_invalid_rows_are_rejected(sandbox, warehouse, new_client):
+def test_only_new_and_changed_rows_are_sent_and_invalid_rows_are_rejected(sandbox, warehouse, new_client, caplog):
     domain = "pi-one.example.com"
     warehouse.execute(
         "CREATE TABLE inputs.people_one AS SELECT 'user' || i || '@" + domain + "' AS email, "
@@ -45,7 +45,11 @@ def test_only_new_and_changed_rows_are_sent_and_invalid_rows_are_rejected(sandbo
     settings = ProfileImportSettings(table="inputs.people_one", sync_name="one")
 
     client = new_client()
+    caplog.set_level("INFO", logger="klaviyo_dagster.activate.profile_import")
     first = run_profile_import(client, warehouse, settings, run_id="r1")
+    summary = caplog.records[-1].getMessage()
+    assert summary.startswith("read 8 rows from inputs.people_one; 0 unchanged since the last sync")
+    assert summary.endswith("sent 5 profiles in 1 jobs: 5 imported, 0 failed, 0 pending, 3 rejected before sending")
     assert (first.rows, first.sent, first.imported, first.rejected, first.failed) == (8, 5, 5, 3, 0)
     assert write_calls(client) == 1 and len(first.job_ids) == 1
     landed = _profiles_at(sandbox, domain)
@@ -64,6 +68,10 @@ def test_only_new_and_changed_rows_are_sent_and_invalid_rows_are_rejected(sandbo
     client = new_client()
     again = run_profile_import(client, warehouse, settings, run_id="r2")
     assert (again.sent, again.unchanged, again.rejected) == (0, 8, 0)
+    # A run that sends nothing says why: every row is unchanged since the last sync state.
+    summary = caplog.records[-1].getMessage()
+    assert summary == (f"read 8 rows from inputs.people_one; 8 unchanged since the last sync (same content hash "
+                       f"as last imported, {STATE}; full_resync=True sends them anyway); nothing to send")
     assert client.stats.requests == 0  # not even a read: the diff happens in the warehouse
 
     warehouse.execute("UPDATE inputs.people_one SET first_name = 'Renamed' WHERE external_id = 'cust_one_2'")
@@ -140,7 +148,7 @@ def test_asset_reports_metadata_splits_jobs_and_dry_run_sends_nothing(sandbox, w
     assert sandbox.api_key not in str(meta)
 
 
-def test_a_job_still_running_at_max_wait_is_logged_pending_fails_the_asset_and_goes_again(
+def test_a_job_still_running_at_max_wait_is_logged_pending_fails_the_asset_and_is_polled_not_resent(
     sandbox, warehouse, new_client
 ):
     domain = "pi-slow.example.com"
@@ -153,22 +161,25 @@ def test_a_job_still_running_at_max_wait_is_logged_pending_fails_the_asset_and_g
         "warehouse": WarehouseResource(database=warehouse.database),
     }
     op = "klaviyo__profile_import"
-    sandbox.set_import_job_delay(120)  # Klaviyo is slow today: the job outlives max_wait_s
-    try:
+    with sandbox.semantics_override(import_job_seconds=3):  # Klaviyo is slow today: the job outlives max_wait_s
         slow = materialize([asset], resources=resources, raise_on_error=False,
                            run_config={"ops": {op: {"config": {"max_wait_s": 0.5}}}})
-    finally:
-        sandbox.set_import_job_delay(0)
     assert not slow.success
     failure = next(e for e in slow.all_events if e.is_failure).event_specific_data.error.to_string()
-    assert re.search(r"3 profiles are in Klaviyo jobs that did not finish within \d+ s", failure), failure
-    assert "raise max_wait_s" in failure
+    assert re.search(r"3 profiles have no confirmed outcome yet: in Klaviyo jobs that did not finish within \d+ s",
+                     failure), failure
+    assert "raise max_wait_s" in failure.lower()
     pending = warehouse.query(f"SELECT outcome, count(*) FROM {LOG} WHERE sync_name = 'slow' GROUP BY 1")
     assert pending == [("pending", 3)]
     assert warehouse.query(f"SELECT count(*) FROM {STATE} WHERE sync_name = 'slow'") == [(0,)]
+    (job_id,) = warehouse.query(f"SELECT job_id FROM {IMPORT_JOBS} WHERE sync_name = 'slow' AND status = 'open'")[0]
 
-    # Unknown outcome: the rows go again on the next run, and this time the job finishes.
-    retry = run_profile_import(new_client(), warehouse, ProfileImportSettings(table="inputs.people_slow",
-                                                                              sync_name="slow"))
-    assert (retry.sent, retry.imported, retry.pending) == (3, 3, 0)
+    # The next run polls the open job first and records its outcome; nothing goes in a second job.
+    client = new_client()
+    retry = run_profile_import(client, warehouse, ProfileImportSettings(table="inputs.people_slow",
+                                                                        sync_name="slow"))
+    assert (retry.resumed_jobs, retry.sent, retry.imported, retry.pending, retry.job_ids) == (1, 0, 3, 0, [])
+    assert write_calls(client) == 0
+    assert warehouse.query(f"SELECT job_id, status FROM {IMPORT_JOBS} WHERE sync_name = 'slow'") == [
+        (job_id, "complete")]
     assert len(_profiles_at(sandbox, domain)) == 3

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from klaviyo_dagster.factories import build_ingest_definitions
+from klaviyo_dagster.ingest import get_object
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.sandbox import run_sandbox
 from klaviyo_dagster.warehouse import Warehouse, WarehouseResource
@@ -86,7 +87,9 @@ def materialize(
     settings.update(klaviyo or {})
     resources = {"klaviyo": KlaviyoResource(**settings), "warehouse": WarehouseResource(database=str(db))}
     kwargs: dict[str, Any] = {}
-    if partition is not None:
+    if not get_object(name).incremental:
+        pass  # snapshots are unpartitioned: a run captures the current state
+    elif partition is not None:
         kwargs["partition_key"] = key(partition)
     else:
         assert start is not None and end is not None
@@ -225,6 +228,28 @@ def test_event_metric_selection_reads_one_pass_per_metric(handle: Any, db: Path)
     assert "'No Such Metric' is neither an id nor a name found at /api/metrics" in failure_text(bad)
 
 
+def test_event_metrics_naming_a_custom_metric_read_its_member_metrics(handle: Any, db: Path) -> None:
+    import requests
+
+    day = today() - timedelta(days=3)
+    headers = {"Authorization": f"Klaviyo-API-Key {handle.api_key}", "revision": "2026-07-15"}
+    custom = requests.get(f"{handle.base_url}/api/custom-metrics", params={"include": "metrics"},
+                          headers=headers, timeout=10).json()["data"]
+    engagement = next(c for c in custom if c["attributes"]["name"] == "Email engagement")
+    members = {m["id"] for m in engagement["relationships"]["metrics"]["data"]}
+    assert len(members) == 2
+    events = handle.truth.records("event", "datetime", day, day + timedelta(days=1))
+    want = Counter(e["relationships"]["metric"]["data"]["id"] for e in events
+                   if e["relationships"]["metric"]["data"]["id"] in members)
+    # by name, and by id (Klaviyo refuses a custom metric's id in the metric_id filter itself)
+    for selector in ("Email engagement", engagement["id"]):
+        result = materialize(handle, db, "events", partition=day, event_metrics=[selector])
+        assert result.success, failure_text(result)
+        wh = Warehouse(str(db))
+        got = Counter(r[0] for r in wh.query(f"SELECT metric_id FROM {wh.qualified('events')}"))
+        assert got == want and sum(got.values()) > 0
+
+
 def _midnight_record(handle: Any, rtype: str, field: str) -> tuple[str, datetime]:
     lo, hi = first_day(handle) + timedelta(days=2), today() - timedelta(days=2)
     for rec in handle.truth.records(rtype, field, lo, hi):
@@ -338,25 +363,41 @@ def test_schema_evolution_adds_missing_columns(handle: Any, db: Path) -> None:
 
 # -- snapshots -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,rtype", [("lists", "list"), ("segments", "segment"), ("metrics", "metric")])
-def test_snapshot_latest_partition_lands_truth(handle: Any, db: Path, name: str, rtype: str) -> None:
-    yesterday = today() - timedelta(days=1)
-    result = materialize(handle, db, name, partition=yesterday)
+def test_snapshot_captures_the_current_state_into_todays_partition(
+    handle: Any, db: Path, name: str, rtype: str
+) -> None:
+    result = materialize(handle, db, name)
     assert result.success, failure_text(result)
     wh = Warehouse(str(db))
     got = wh.query(f"SELECT id, _partition FROM {wh.qualified(name)}")
     assert sorted(r[0] for r in got) == sorted(r["id"] for r in handle.truth.records(rtype))
-    assert {r[1] for r in got} == {yesterday}
-    assert "captured_at" in metadata(result, name)
+    assert {r[1] for r in got} == {today()}  # the day it was captured, never a past day
+    meta = metadata(result, name)
+    assert meta["capture_day"] == key(today()) and "captured_at" in meta
 
 
-def test_snapshot_refuses_an_old_partition(handle: Any, db: Path) -> None:
-    old = today() - timedelta(days=10)
-    result = materialize(handle, db, "lists", partition=old)
-    assert not result.success
-    text = failure_text(result)
-    assert f"cannot capture a snapshot for {key(old)}" in text
-    assert f"oldest partition that can still be captured is {key(today() - timedelta(days=1))}" in text
-    assert not Path(db).exists() or not Warehouse(str(db)).table_exists("lists")
+def test_snapshot_assets_offer_no_past_partition_and_keep_one_capture_per_day(handle: Any, db: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        defs = build_ingest_definitions(objects=["lists", "events"], schedule=False)
+    by_name = {a.key.path[-1]: a for a in defs.assets}
+    assert by_name["lists"].partitions_def is None and by_name["lists"].backfill_policy is None
+    assert by_name["events"].partitions_def is not None
+    assert materialize(handle, db, "lists").success
+    wh = Warehouse(str(db))
+    table = wh.qualified("lists")
+    # An older capture (yesterday's) holding a list that has since been deleted in Klaviyo.
+    wh.execute(
+        f"INSERT INTO {table} BY NAME SELECT 'gone' AS id, 'Deleted list' AS name, "
+        "?::TIMESTAMPTZ AS _partition", [today() - timedelta(days=1)]
+    )
+    assert materialize(handle, db, "lists").success  # a second capture today replaces today's only
+    n_lists = len(handle.truth.records("list"))
+    per_day = dict(wh.query(f"SELECT _partition, count(*) FROM {table} GROUP BY 1"))
+    assert per_day == {today() - timedelta(days=1): 1, today(): n_lists}
+    current = wh.query(f"SELECT id, _partition FROM {wh.qualified('lists_current')}")
+    assert len(current) == n_lists and "gone" not in {r[0] for r in current}
+    assert {r[1] for r in current} == {today()}
 
 
 @pytest.mark.parametrize("name,kind,column", [
@@ -366,7 +407,7 @@ def test_snapshot_refuses_an_old_partition(handle: Any, db: Path) -> None:
 def test_memberships_land_every_member_of_every_group(
     handle: Any, db: Path, name: str, kind: str, column: str
 ) -> None:
-    result = materialize(handle, db, name, partition=today() - timedelta(days=1))
+    result = materialize(handle, db, name)
     assert result.success, failure_text(result)
     expected = {
         (group["id"], pid, joined)

@@ -38,20 +38,30 @@ def test_schedule_targets_yesterday_and_event_lookback() -> None:
     assert daily.partition_key == "2026-03-09"
     keys = {k.to_user_string() for k in daily.asset_selection}
     assert "klaviyo/events" not in keys
-    assert keys == {
-        "klaviyo/profiles", "klaviyo/campaigns", "klaviyo/flows", "klaviyo/templates", "klaviyo/lists",
-        "klaviyo/segments", "klaviyo/metrics", "klaviyo/list_memberships", "klaviyo/segment_memberships",
-    }  # fmt: skip
+    assert keys == {"klaviyo/profiles", "klaviyo/campaigns", "klaviyo/flows", "klaviyo/templates"}
+    assert daily.job_name is None  # the schedule's own job: klaviyo_ingest_incremental_job
     assert [k.to_user_string() for k in events.asset_selection] == ["klaviyo/events"]
     assert (events.tags[RANGE_START], events.tags[RANGE_END]) == ("2026-03-06", "2026-03-09")
     assert events.partition_key is None
 
 
+def test_snapshots_have_their_own_daily_schedule() -> None:
+    defs = build_ingest_definitions(start_date="2026-01-01")
+    schedule = defs.resolve_schedule_def("klaviyo_snapshots_daily")
+    assert schedule.job_name == "klaviyo_ingest_snapshots_job"
+    assert schedule.cron_schedule == defs.resolve_schedule_def("klaviyo_ingest_daily").cron_schedule
+    job = defs.resolve_job_def("klaviyo_ingest_snapshots_job")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
+        "klaviyo/lists", "klaviyo/segments", "klaviyo/metrics", "klaviyo/list_memberships",
+        "klaviyo/segment_memberships",
+    }  # fmt: skip
+
+
 def test_schedule_lookback_configurable_and_bounded_by_start_date() -> None:
-    defs = build_ingest_definitions(start_date="2026-03-01", lookback_days=7, objects=["events", "lists"])
+    defs = build_ingest_definitions(start_date="2026-03-01", lookback_days=7, objects=["events", "profiles"])
     daily, events = evaluate(defs, datetime(2026, 3, 4, 23, 0, tzinfo=UTC))
     assert daily.partition_key == "2026-03-03"
-    assert [k.to_user_string() for k in daily.asset_selection] == ["klaviyo/lists"]
+    assert [k.to_user_string() for k in daily.asset_selection] == ["klaviyo/profiles"]
     assert (events.tags[RANGE_START], events.tags[RANGE_END]) == ("2026-03-01", "2026-03-03")
 
     defs = build_ingest_definitions(start_date="2026-03-01", lookback_days=0, objects=["events"])

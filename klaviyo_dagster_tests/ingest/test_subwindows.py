@@ -8,6 +8,7 @@ and the whole concurrent path (probe, split, fan-out) equals the sandbox's truth
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,9 +19,17 @@ import pytest
 
 from klaviyo_dagster.client import KlaviyoClient
 from klaviyo_dagster.ingest import get_object
-from klaviyo_dagster.ingest.fetch import FetchOptions, Pass, iter_pages, plan_passes, sub_window_chain
+from klaviyo_dagster.ingest.fetch import (
+    MAX_SUBWINDOWS,
+    FetchOptions,
+    Pass,
+    iter_pages,
+    plan_passes,
+    sub_window_chain,
+    subwindow_parts,
+)
 from klaviyo_dagster.ingest.flatten import Flattener
-from klaviyo_dagster.ingest.windows import Window, inside, iso, split, split_at
+from klaviyo_dagster.ingest.windows import Window, estimate_pages, inside, iso, split, split_at
 from klaviyo_dagster.sandbox import run_sandbox
 
 UTC = timezone.utc
@@ -196,3 +205,36 @@ def test_429s_shrink_the_chains_and_lose_nothing(handle: Any) -> None:
     (state,) = [v for k, v in snap["by_endpoint"].items() if "events" in k]
     assert stats["throttled"] == 3 and stats["retries"] == 3
     assert state["cuts"] >= 1 and state["peak"] <= 12
+
+
+def test_subwindow_parts_of_a_first_page_within_one_second() -> None:
+    first = [{"attributes": {"updated": "2026-11-30T10:00:00+00:00"}}] * 10
+    estimate, _ = estimate_pages(first, "updated", Window(datetime(2026, 11, 30, tzinfo=UTC),
+                                                          datetime(2026, 12, 1, tzinfo=UTC)))
+    assert estimate == float("inf")
+    assert subwindow_parts(estimate) == MAX_SUBWINDOWS
+    assert subwindow_parts(5.0) == 2 and subwindow_parts(6.0 * 10) == 10
+
+
+def test_profiles_updated_in_the_same_second_are_read_once_each() -> None:
+    """A bulk import updates many profiles at one instant: the first page spans no time at all."""
+    with run_sandbox(seed=7, scale="small", rate_limits="off", semantics="import_job_seconds=0") as h:
+        # The generated data ends a minute before the sandbox's clock: this window holds only the import.
+        start = datetime.fromtimestamp(h.now_ms() // 1000, tz=UTC)
+        window = Window(start, start + timedelta(hours=1))
+        with client_for(h, max_concurrency=8) as client:
+            rows = [{"type": "profile", "attributes": {"email": f"same-second-{i}@example.com"}} for i in range(120)]
+            body = {"data": {"type": "profile-bulk-import-job",
+                             "attributes": {"profiles": {"data": rows}}}}
+            job = client.post("/api/profile-bulk-import-jobs", body)["data"]["id"]
+            for _ in range(200):
+                status = client.get(f"/api/profile-bulk-import-jobs/{job}")["data"]["attributes"]["status"]
+                if status == "complete":
+                    break
+                time.sleep(0.05)
+            assert status == "complete"
+            truth = Counter(r["id"] for r in h.truth.records("profile", "updated", window.start, window.end))
+            got = read_ids(client, "profiles", window, page_size=10)
+            chains = client.pool.snapshot()["chains"]
+    assert len(truth) == 120 and got == truth
+    assert chains > 2  # the dense window was split

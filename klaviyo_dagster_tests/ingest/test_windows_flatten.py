@@ -9,7 +9,7 @@ import pytest
 
 from klaviyo_dagster.ingest.flatten import Flattener
 from klaviyo_dagster.ingest.objects import OBJECTS, get_object
-from klaviyo_dagster.ingest.windows import Window, cursor_filter, snapshot_refusal
+from klaviyo_dagster.ingest.windows import Window, cursor_filter
 
 UTC = timezone.utc
 D = datetime(2026, 3, 10, tzinfo=UTC)
@@ -48,18 +48,6 @@ def test_window_clamp_days_and_filters() -> None:
     )
     with pytest.raises(ValueError, match="timezone-aware"):
         Window(datetime(2026, 1, 1), D)
-
-
-def test_snapshot_refusal() -> None:
-    day = Window(D, D + timedelta(days=1))
-    lag = timedelta(days=1)
-    assert snapshot_refusal(day, D + timedelta(days=1, hours=3), lag) is None  # yesterday: fine
-    assert snapshot_refusal(day, D + timedelta(hours=3), lag) is None  # today, in progress: fine
-    msg = snapshot_refusal(day, D + timedelta(days=5), lag)
-    assert msg is not None
-    assert "cannot capture a snapshot for 2026-03-10" in msg
-    assert "oldest partition that can still be captured is 2026-03-14" in msg
-    assert "never fabricated" in msg
 
 
 def profile(pid: str, updated: str | None, **attrs) -> dict:

@@ -233,29 +233,30 @@ SERVED_ELSEWHERE = [  # real Klaviyo operations the package does not use: the sa
 ALL_QUERY_PARAMS = sorted({n for op in OPERATIONS.values() for n in iter_declared_query_params(op)})
 
 
-def is_datetime(field_name: str) -> bool:
-    return field_name in {"created", "updated", "datetime", "timestamp"} or field_name.endswith(("_at", ".timestamp"))
+def example_value(field_name: str, vtype: dict[str, Any]) -> str:
+    """A valid value of one filter field, as the spec's `x-klaviyo-filters` types it."""
+    if vtype.get("enum"):
+        return f"'{vtype['enum'][0]}'" if field_name != "messages.channel" else "'sms'"
+    if vtype.get("format") == "date-time":
+        return "2020-01-01T00:00:00Z"
+    return {"boolean": "true", "number": "1", "integer": "1"}.get(vtype.get("type", ""), "'x'")
 
 
-def filter_expressions(op_key: str, allowed: dict[str, list[str]]) -> list[str]:
-    """One filter expression per allowed (field, operator) pair, with a value of a plausible type."""
+def filter_expressions(op_key: str, filters: dict[str, dict[str, Any]], forms: tuple[str, ...] = ()) -> list[str]:
+    """One filter expression per allowed (field, value form, operator), with a value of the field's type."""
     out = []
-    for field_name, operators in allowed.items():
-        if is_datetime(field_name):
-            value = "2020-01-01T00:00:00Z"
-        elif field_name == "archived" or field_name.startswith("is_"):
-            value = "true"
-        elif field_name == "messages.channel":
-            value = "'sms'"
-        else:
-            value = "'x'"
-        for operator in operators:
-            if operator == "has":
-                out.append(f"has({field_name})")
-            elif operator in ("any", "contains-any", "contains-all"):
-                out.append(f"{operator}({field_name},[{value.replace(chr(39), chr(34))}])")
-            else:
-                out.append(f"{operator}({field_name},{value})")
+    for field_name, entry in filters.items():
+        value = example_value(field_name, entry.get("value") or {})
+        for form, operators in entry["operators"].items():
+            if forms and form not in forms:
+                continue
+            for operator in operators:
+                if form == "none":
+                    out.append(f"{operator}({field_name})")
+                elif form == "list":
+                    out.append(f"{operator}({field_name},[{value.replace(chr(39), chr(34))}])")
+                else:
+                    out.append(f"{operator}({field_name},{value})")
     if op_key == "GET /api/campaigns":  # the channel filter is required on campaigns
         out = [e if "messages.channel" in e else f"equals(messages.channel,'email'),{e}" for e in out]
     return out
@@ -336,6 +337,7 @@ def discover_ids(handle: Any) -> dict[str, str]:
         "metric": first_id(handle, "/api/metrics"),
         "flow": first_id(handle, "/api/flows"),
         "template": first_id(handle, "/api/templates"),
+        "custom-metric": first_id(handle, "/api/custom-metrics"),
     }
     # Two jobs of two good and two bad rows: every job collection then has a second page at page[size]=1.
     for _ in range(2):
@@ -359,7 +361,7 @@ def value_for(op_key: str, name: str, param: dict[str, Any], handle: Any, path: 
     """Valid values of one declared query parameter (several for `filter`: every allowed pair)."""
     schema = param.get("schema", {})
     if name == "filter":
-        return filter_expressions(op_key, param.get("allowed") or {})
+        return filter_expressions(op_key, param.get("filters") or {})
     if name == "page[size]":
         return ["1"]
     if name == "page[cursor]":
@@ -420,13 +422,23 @@ def sweep() -> dict[str, list[str]]:
                 jobs.append((op_key, method, path, {**base_query(op_key), name: "1"}, body, False, name))
             if "filter" in declared:  # a field the operation does not allow, and a disallowed operator
                 jobs.append((op_key, method, path, {"filter": "equals(nonsense,'x')"}, body, False, "filter"))
-                allowed = declared["filter"].get("allowed") or {}
-                for field_name, operators in allowed.items():
-                    missing = [o for o in ("equals", "greater-than", "less-or-equal") if o not in operators]
+                filters = declared["filter"].get("filters") or {}
+                for field_name, entry in filters.items():  # an operator the field does not take
+                    allowed = {o for ops in entry["operators"].values() for o in ops}
+                    missing = [o for o in ("equals", "greater-than", "less-or-equal") if o not in allowed]
                     if missing and field_name != "messages.channel":
-                        expr = filter_expressions(op_key, {field_name: [missing[0]]})[0]
-                        jobs.append((op_key, method, path, {"filter": expr}, body, False, "filter"))
+                        one = {field_name: {**entry, "operators": {"single": [missing[0]]}}}
+                        jobs.append((op_key, method, path, {"filter": filter_expressions(op_key, one)[0]}, body,
+                                     False, "filter"))
                         break
+                for field_name, entry in filters.items():  # an operator in a value form the field does not take
+                    forms = entry["operators"]
+                    for form, other in (("single", "list"), ("list", "single")):
+                        wrong = [o for o in forms.get(form, []) if o not in forms.get(other, [])]
+                        if wrong and field_name != "messages.channel":
+                            one = {field_name: {**entry, "operators": {other: wrong[:1]}}}
+                            jobs.append((op_key, method, path, {"filter": filter_expressions(op_key, one)[0]},
+                                         body, False, "filter"))
         for method, template in SERVED_ELSEWHERE:
             path = template.replace("{list}", ids["list"]).replace("{profile}", ids["profile"])
             jobs.append((f"{method} {template}", method, path, {}, None, False, ""))

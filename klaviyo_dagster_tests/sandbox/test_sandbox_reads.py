@@ -347,7 +347,7 @@ def test_filter_grammar_and_offsets_and_has(http, klaviyo_sandbox):
     b, _ = all_pages(http, sb, "/api/events/", {"filter": alt, "page[size]": 1000})
     assert a == b and a
     ts = int(day.timestamp())
-    c, _ = all_pages(http, sb, "/api/events/", {"filter": f"greater-or-equal(timestamp,{iso(day)}),"
+    c, _ = all_pages(http, sb, "/api/events/", {"filter": f"greater-or-equal(timestamp,{ts}),"
                                                           f"less-than(datetime,{iso(day + timedelta(hours=6))})"})
     assert c == a and ts > 0
     flows = sb.truth.records("flow")

@@ -16,7 +16,8 @@ REVISION = "2026-07-15"
 def sb(klaviyo_sandbox_factory):
     # the lenient answers to the open questions (each switch's other values: test_semantics.py)
     return klaviyo_sandbox_factory(seed=7, scale="300:2000",
-                                   semantics="import_invalid_row=job_error,identity_conflict=merge")
+                                   semantics="import_invalid_row=job_error,identity_conflict=merge,"
+                                             "import_error_payload=original")
 
 
 @pytest.fixture

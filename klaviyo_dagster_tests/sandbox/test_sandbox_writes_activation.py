@@ -126,7 +126,9 @@ def lists_by_opt_in(http, sb, process):
     return [g["id"] for g in sb.truth.records("list") if g["attributes"].get("opt_in_process") == process]
 
 
-def test_subscribe_and_unsubscribe_change_consent_and_membership(http, sb):
+@pytest.mark.parametrize("scope", ["list_only", "global"])
+def test_subscribe_and_unsubscribe_change_consent_and_membership(http, sb, scope):
+    sb.set_semantics(unsubscribe_with_list=scope)
     single = lists_by_opt_in(http, sb, "single_opt_in")[0]
     email = "consent.one@example.com"
     sub = {"email": email, "subscriptions": {"email": {"marketing": {"consent": "SUBSCRIBED"}}}}
@@ -141,11 +143,19 @@ def test_subscribe_and_unsubscribe_change_consent_and_membership(http, sb):
     r = post(http, sb, "/api/profile-subscription-bulk-delete-jobs",
              consent_job("profile-subscription-bulk-delete-job", [unsub], single))
     assert r.status_code == 202, r.text
-    assert until(lambda: subscriptions_of(http, sb, email)["email"]["marketing"]["consent"] == "UNSUBSCRIBED")
+    assert until(lambda: pid not in {p for p, _ in sb.truth.members("list", single)})
     marketing = subscriptions_of(http, sb, email)["email"]["marketing"]
-    assert marketing["can_receive_email_marketing"] is False
-    assert [s["reason"] for s in marketing["suppression"]] == ["UNSUBSCRIBE"]
-    assert pid not in {p for p, _ in sb.truth.members("list", single)}
+    if scope == "global":
+        assert marketing["consent"] == "UNSUBSCRIBED" and marketing["can_receive_email_marketing"] is False
+        assert [s["reason"] for s in marketing["suppression"]] == ["UNSUBSCRIBE"]
+    else:  # a list member is suppressed for that list only and keeps its consent
+        assert marketing["consent"] == "SUBSCRIBED"
+        assert [(s["list_id"], s["reason"]) for s in marketing["list_suppressions"]] == [(single, "USER_SUPPRESSED")]
+    outsider = {"email": "not.a.member@example.com", "subscriptions": {"email": {"marketing": {"consent": "UNSUBSCRIBED"}}}}
+    post(http, sb, "/api/profile-subscription-bulk-delete-jobs",
+         consent_job("profile-subscription-bulk-delete-job", [outsider], single))
+    assert until(lambda: (s := subscriptions_of(http, sb, "not.a.member@example.com"))
+                 and s["email"]["marketing"]["consent"] == "UNSUBSCRIBED")  # non-members: globally, as the spec warns
 
 
 def test_double_opt_in_list_changes_nothing_until_confirmed(http, sb):

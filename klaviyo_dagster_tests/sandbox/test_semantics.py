@@ -36,7 +36,7 @@ def http(sb):
 
 def test_defaults_are_the_strict_answers_and_bad_specs_name_the_switch():
     mine = {"list_add_unknown_id": "400", "import_invalid_row": "request_400", "identity_conflict": "error",
-            "unknown_import_id": "error", "import_job_seconds": 0.3}
+            "unknown_import_id": "error", "import_job_seconds": 0.3, "import_error_payload": "null"}
     snap = Semantics().snapshot()
     assert set(snap) == set(SWITCHES) and {k: snap[k] for k in mine} == mine
     assert parse_semantics("list_add_unknown_id=ignore, import_job_seconds=2.5") == {
@@ -107,8 +107,14 @@ def test_import_invalid_row_modes(sb, http, mode):
         assert r.status_code == 202
         attrs, _ = wait_complete(http, sb, r.json()["data"]["id"])
         assert (attrs["completed_count"], attrs["failed_count"]) == (2, 2)
-        errs = http.get(f"{sb.base_url}/api/profile-bulk-import-jobs/{r.json()['data']['id']}/import-errors/",
-                        timeout=10).json()["data"]
+        url = f"{sb.base_url}/api/profile-bulk-import-jobs/{r.json()['data']['id']}/import-errors/"
+        errs = http.get(url, timeout=10).json()["data"]
+        assert [e["attributes"]["original_payload"] for e in errs] == [None, None]  # import_error_payload=null
+        assert [e["attributes"]["source"]["pointer"] for e in errs] == [
+            "/data/attributes/profiles/data/1/attributes/email",
+            "/data/attributes/profiles/data/3/attributes/phone_number"]
+        with sb.semantics_override(import_error_payload="original"):
+            errs = http.get(url, timeout=10).json()["data"]
         assert [e["attributes"]["original_payload"] for e in errs] == [bad_rows[1], bad_rows[3]]
         return
     assert r.status_code == 400
