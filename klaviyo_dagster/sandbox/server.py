@@ -291,8 +291,8 @@ class SandboxServer:
         try:
             return self._admin(method, path, body)
         finally:
-            if method != "GET" and not path.rstrip("/").endswith(("/stats", "/latency")):
-                self.page_cache.clear()  # admin changes (faults, late events, deletions, ...) may change data
+            if method != "GET" and path[len("/__sandbox/"):].strip("/") not in ADMIN_KEEPS_DATA:
+                self.page_cache.clear()  # other admin changes (late events, deletions, ...) may change data
 
     def _admin(self, method: str, path: str, body: bytes) -> Response:
         name = path[len("/__sandbox/"):].strip("/")
@@ -302,7 +302,7 @@ class SandboxServer:
                 data = orjson.loads(body)
             except orjson.JSONDecodeError:
                 return json_response(400, {"error": "admin routes take a JSON body"})
-        if method != "GET" and name not in ("stats", "latency"):
+        if method != "GET" and name not in ADMIN_KEEPS_DATA:
             self.page_cache.clear()
         if name == "latency" and method == "GET":
             return json_response(200, self.latency.describe())
@@ -377,6 +377,9 @@ def default_api_key(seed: int) -> str:
     """The deterministic private key a sandbox accepts when none is given: pk_ + 34 hex digits."""
     return "pk_" + "".join(f"{h(seed, 'api-key', k):016x}" for k in range(3))[:34]
 
+
+# Admin routes whose changes leave the data as it was (rate limits and faults act before the page cache).
+ADMIN_KEEPS_DATA = frozenset({"stats", "latency", "rate-limits", "faults", "page-cache", "health"})
 
 # Collection reads whose answers depend only on the URL and the data (not on the clock): page-cacheable.
 CACHED_OPERATIONS = frozenset({
