@@ -206,7 +206,8 @@ def stop(server: DevServer, grace: float = 30.0) -> list[int]:
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(group_pids(g) for g in groups):
+    # poll() reaps the devserver once it exits (else it lingers as a zombie of this process's group).
+    while time.monotonic() < deadline and (server.proc.poll() is None or any(group_pids(g) for g in groups)):
         time.sleep(0.3)
     killed = [pid for g in groups for pid in group_pids(g)]
     for g in groups:
