@@ -29,7 +29,7 @@ from klaviyo_dagster.ingest.windows import Window, cursor_filter, estimate_pages
 
 # A windowed pass is split once its first page shows at least this many pages in the window.
 SPLIT_MIN_PAGES = 4
-PAGES_PER_SUBWINDOW = 6
+PAGES_PER_SUBWINDOW = 4
 MAX_SUBWINDOWS = 64
 
 

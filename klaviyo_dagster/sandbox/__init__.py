@@ -118,6 +118,11 @@ class SandboxHandle:
         """The sandbox clock (epoch ms)."""
         return self._server.clock_ms()
 
+    def restart(self, downtime: float = 0.0) -> None:
+        """Stop the server as if it crashed (connections refused, open ones reset), `downtime` seconds
+        later serve again on the same port with the same account state."""
+        self._server.restart(downtime)
+
     def stop(self) -> None:
         self._server.stop()
 

@@ -141,6 +141,17 @@ class SandboxServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def restart(self, downtime: float = 0.0) -> None:
+        """Stop serving like a crashed server (listening socket closed, open keep-alive connections reset
+        at their next request), stay down `downtime` seconds, then serve again on the same port with the
+        same account state (data, writes, jobs, counters)."""
+        self._http.stopped = True  # type: ignore[attr-defined]
+        self.stop()
+        time.sleep(downtime)
+        self._http = _Server(("127.0.0.1", self.port), _Handler)
+        self._http.sandbox = self  # type: ignore[attr-defined]
+        self.start()
+
     def _maybe_auto_release(self) -> None:
         if self.late_release_after is not None and self.store.late_pending() > 0:
             if self.clock_ms() - self._t0_wall * 1000 >= self.late_release_after * 1000:
@@ -244,7 +255,7 @@ class SandboxServer:
             status = int(fault.status)
             err = ApiError(status, "throttled" if status == 429 else "error",
                            f"injected fault: HTTP {status} (sandbox fault injection)")
-            if status == 429:
+            if status == 429 and getattr(fault, "retry_after", 1):  # retry_after 0: no Retry-After at all
                 extra.setdefault("Retry-After", str(getattr(fault, "retry_after", 1)))
             return json_response(status, err.doc(), extra), None, op_key
         if fault is not None and fault.kind == "slow":
@@ -291,8 +302,8 @@ class SandboxServer:
         try:
             return self._admin(method, path, body)
         finally:
-            if method != "GET" and not path.rstrip("/").endswith(("/stats", "/latency")):
-                self.page_cache.clear()  # admin changes (faults, late events, deletions, ...) may change data
+            if method != "GET" and path[len("/__sandbox/"):].strip("/") not in ADMIN_KEEPS_DATA:
+                self.page_cache.clear()  # other admin changes (late events, deletions, ...) may change data
 
     def _admin(self, method: str, path: str, body: bytes) -> Response:
         name = path[len("/__sandbox/"):].strip("/")
@@ -302,7 +313,7 @@ class SandboxServer:
                 data = orjson.loads(body)
             except orjson.JSONDecodeError:
                 return json_response(400, {"error": "admin routes take a JSON body"})
-        if method != "GET" and name not in ("stats", "latency"):
+        if method != "GET" and name not in ADMIN_KEEPS_DATA:
             self.page_cache.clear()
         if name == "latency" and method == "GET":
             return json_response(200, self.latency.describe())
@@ -385,6 +396,9 @@ def default_api_key(seed: int) -> str:
     return "pk_" + "".join(f"{h(seed, 'api-key', k):016x}" for k in range(3))[:34]
 
 
+# Admin routes whose changes leave the data as it was (rate limits and faults act before the page cache).
+ADMIN_KEEPS_DATA = frozenset({"stats", "latency", "rate-limits", "faults", "page-cache", "health"})
+
 # Collection reads whose answers depend only on the URL and the data (not on the clock): page-cacheable.
 CACHED_OPERATIONS = frozenset({
     "GET /api/profiles", "GET /api/events", "GET /api/metrics", "GET /api/lists", "GET /api/segments",
@@ -424,6 +438,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         started = time.monotonic()
         sandbox: SandboxServer = self.server.sandbox  # type: ignore[attr-defined]
+        if getattr(self.server, "stopped", False):  # a connection that outlived its (re)started server
+            self._reset()
+            return
         split = urlsplit(self.path)
         path = split.path
         try:
