@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SANDBOX_PORT ?= 8765
 
+CHROMIUM ?= /usr/bin/chromium
+
 .PHONY: demo test dev bench lint spec clean
 
 $(STAMP): pyproject.toml setup.cfg
@@ -17,8 +19,16 @@ $(STAMP): pyproject.toml setup.cfg
 demo: $(STAMP)
 	$(BIN)/python -m klaviyo_dagster.demo
 
-## test: lint, then the whole suite against the in-process sandbox
-test: $(STAMP)
+# The browser test drives Debian's chromium (Playwright's own browser download does not work offline):
+# installed once with apt-get when missing (root, as in CI, or through sudo).
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser test (apt-get)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "chromium is missing: run 'apt-get install chromium' as root" >&2; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium
+
+## test: lint, then the whole suite against the in-process sandbox (and a real browser on `make dev`)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check klaviyo_dagster klaviyo_dagster_tests bench scripts
 	$(BIN)/python -m pytest -q
 

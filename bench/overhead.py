@@ -1,10 +1,9 @@
 """`overhead`: rows/s of a whole events partition materialization / a bare fetch-and-decode loop.
 
-Rate limits off (sandbox `off`, client `rate_limit_scale=0`). The materialization is the real asset run
-in-process through Dagster (fetch, flatten, stage, swap into DuckDB, checks); the bare loop is
-`requests` + `orjson` over exactly the same pages (the asset's pass: same filter and page size). Runs
-alternate (bare, asset, bare, asset, ...) and each side keeps its fastest, to damp the noise of a shared
-machine. Then one more materialization runs under cProfile (not timed) and its top functions are kept.
+Rate limits off. Both sides read recorded pages served from memory by bench/replay.py (a server that costs
+next to nothing, so the denominator is not bound by the sandbox's CPU, as it was when both read the
+sandbox itself); the measurement is hot_path's (see bench/hot_path.py). `bare_loop` (requests + orjson
+following links.next) and `profile_materialization` (cProfile of one run) are shared helpers.
 """
 
 from __future__ import annotations
@@ -12,21 +11,16 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
-import tempfile
 import time
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import requests
 
-from bench.common import UTC, Figure, ratio
-from bench.materialize import materialize_partition, quiet_dagster
+from bench.common import Figure, ratio
+from bench.materialize import materialize_partition
 from bench.sandbox_proc import SandboxProcess
-from klaviyo_dagster.ingest import get_object
-from klaviyo_dagster.ingest.fetch import FetchOptions, plan_passes
-from klaviyo_dagster.ingest.windows import Window, parse_partition_key
 
 
 def bare_loop(base_url: str, api_key: str, path: str, params: dict[str, str]) -> dict[str, Any]:
@@ -71,35 +65,23 @@ def profile_materialization(day: str, sb: SandboxProcess, db: str, top: int = 25
 
 
 def run(quick: bool = False, repeats: int = 2) -> list[Figure]:
-    quiet_dagster()
-    rows_per_day = 40_000 if quick else 150_000
-    scale = f"2000:{rows_per_day * 2}"
-    day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
-    start = parse_partition_key(day)
-    obj = get_object("events")
-    one = next(iter(plan_passes(None, obj, Window(start, start + timedelta(days=1)), FetchOptions())))
+    """The asset / bare ratio against the replay server (hot_path's measurement when it ran just before)."""
+    from bench import hot_path
+
     t0 = time.perf_counter()
-    bare_runs: list[dict[str, Any]] = []
-    asset_runs: list[dict[str, Any]] = []
-    with SandboxProcess(scale=scale, span_days=2) as sb, tempfile.TemporaryDirectory() as tmp:
-        bare_loop(sb.base_url, sb.api_key, one.path, dict(one.params))  # warm the sandbox's caches
-        for i in range(repeats):
-            bare_runs.append(bare_loop(sb.base_url, sb.api_key, one.path, dict(one.params)))
-            r = materialize_partition("events", day, sb.base_url, sb.api_key, f"{tmp}/w{i}.duckdb")
-            asset_runs.append({k: r[k] for k in ("rows", "seconds")} | {"pages": r["metadata"].get("api", {}).get("pages")})
-        profile = profile_materialization(day, sb, f"{tmp}/profiled.duckdb")
-    bare = min(bare_runs, key=lambda r: r["seconds"])
-    asset = min(asset_runs, key=lambda r: r["seconds"])
-    bare_rps, asset_rps = bare["rows"] / bare["seconds"], asset["rows"] / asset["seconds"]
-    value = ratio(asset_rps, bare_rps)
-    print(f"  overhead: asset {asset_rps:,.0f} rows/s, bare {bare_rps:,.0f} rows/s", flush=True)
-    top = ", ".join(f"{r['function']} {r['tottime_share'] * 100:.0f}%" for r in profile["top_by_tottime"][:4])
-    return [Figure("overhead", value, 0.8, ">=",
+    rows_per_day = 40_000 if quick else 196_000
+    m = dict(hot_path.LAST) if hot_path.LAST.get("rows_per_day") == rows_per_day else hot_path.measure(
+        rows_per_day, repeats)
+    asset_rps, bare_rps = m["asset_rows_per_s"], m["bare_rows_per_s"]
+    print(f"  overhead: asset {asset_rps:,.0f} rows/s, bare {bare_rps:,.0f} rows/s (replay server CPU "
+          f"{m['server_cpu_share']:.1%})", flush=True)
+    return [Figure("overhead", ratio(asset_rps, bare_rps), 0.8, ">=",
                    measurements={"asset_rows_per_s": asset_rps, "bare_rows_per_s": bare_rps,
-                                 "asset_runs": asset_runs, "bare_runs": bare_runs,
-                                 "same_rows": bare["rows"] == asset["rows"], "profile": profile},
-                   settings={"object": "events", "partition": day, "rows_per_day": rows_per_day,
-                             "page_size": obj.page_size, "sandbox_scale": scale, "span_days": 2,
-                             "repeats": repeats, "rate_limits": "off"},
+                                 "server_cpu_share": m["server_cpu_share"], "asset_runs": m["asset_runs"],
+                                 "bare_runs": m["bare_runs"], "same_rows": m["bare"]["rows"] == m["asset"]["rows"],
+                                 "load_avg_1_5_15": m["load_avg_1_5_15"]},
+                   settings={"object": "events", "rows_per_day": rows_per_day, "page_size": 1000,
+                             "server": "bench/replay.py (recorded pages from memory)", "rate_limits": "off"},
                    seconds=time.perf_counter() - t0,
-                   note=f"events partition, asset rows/s / bare fetch+decode rows/s; profile top: {top}")]
+                   note="events partition, asset rows/s / bare fetch+decode rows/s, both against recorded pages "
+                        f"served from memory (server CPU {m['server_cpu_share']:.1%} of a core)")]

@@ -22,14 +22,16 @@ from bench.common import Figure, machine_info, now_iso, table
 BENCHMARKS = {  # key -> module (each has run(quick=...) -> list[Figure])
     "rate_limit_utilisation": "bench.rate_limit",
     "vs_naive": "bench.vs_naive",
+    "latency_utilisation": "bench.latency_utilisation",
+    "hot_path": "bench.hot_path",
     "overhead": "bench.overhead",
     "memory": "bench.memory",
     "activation": "bench.activation",
     "concurrency": "bench.concurrency",
     "recovery_after_throttling": "bench.recovery",
 }
-ALIASES = {"rate_limit": "rate_limit_utilisation", "rate": "rate_limit_utilisation", "naive": "vs_naive",
-           "recovery": "recovery_after_throttling"}
+ALIASES = {"latency": "latency_utilisation", "hot": "hot_path", "rate_limit": "rate_limit_utilisation",
+           "rate": "rate_limit_utilisation", "naive": "vs_naive", "recovery": "recovery_after_throttling"}
 HERE = Path(__file__).resolve().parent
 
 

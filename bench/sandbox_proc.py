@@ -22,13 +22,28 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def stop_child(proc: subprocess.Popen) -> None:
+    """End exactly this child process (SIGTERM, then SIGKILL after 10 s) and close its stdout."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 class SandboxProcess:
     """One sandbox server in a child process."""
 
     def __init__(self, *, scale: str = "small", rate_limits: str = "off", seed: int = 42,
-                 span_days: float = 30.0, start_timeout: float = 120.0) -> None:
+                 span_days: float = 30.0, start_timeout: float = 120.0, latency: str = "off",
+                 page_cache_mb: float = 256.0) -> None:
         cmd = [sys.executable, "-m", "klaviyo_dagster.sandbox", "--port", "0", "--seed", str(seed), "--scale", scale,
-               "--rate-limits", rate_limits, "--span-days", str(span_days)]
+               "--rate-limits", rate_limits, "--span-days", str(span_days), "--latency", latency,
+               "--page-cache-mb", str(page_cache_mb)]
         self.scale, self.rate_limits = scale, rate_limits
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True, cwd=ROOT,
@@ -62,6 +77,9 @@ class SandboxProcess:
         self.admin("POST", "rate-limits", {"mode": mode})
         self.rate_limits = mode
 
+    def set_latency(self, spec: str) -> None:
+        self.admin("POST", "latency", {"latency": spec})
+
     def stats(self, reset: bool = False) -> dict[str, int]:
         """Requests served per operation (429s included); `reset` clears the counters after reading."""
         return self.admin("DELETE" if reset else "GET", "stats")["requests"]
@@ -76,15 +94,7 @@ class SandboxProcess:
         return {**os.environ, "KLAVIYO_BASE_URL": self.base_url, "KLAVIYO_API_KEY": self.api_key}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_child(self.proc)
         self._stderr.close()
 
     def __enter__(self) -> SandboxProcess:

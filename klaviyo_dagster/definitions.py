@@ -3,7 +3,7 @@
 Configuration comes from the environment so the same module serves the sandbox, CI and a real account:
 `KLAVIYO_API_KEY`, `KLAVIYO_BASE_URL` (default https://a.klaviyo.com), `KLAVIYO_DUCKDB_PATH` (default
 data/warehouse.duckdb), `KLAVIYO_START_DATE` (first daily partition, default 2024-01-01),
-`KLAVIYO_EVENT_LOOKBACK_DAYS` (default 3) and `KLAVIYO_DEMO_MODELS` (1: add the demo SQL models that build
+`KLAVIYO_EVENT_LOOKBACK_DAYS` (default 7) and `KLAVIYO_DEMO_MODELS` (1: add the demo SQL models that build
 activation's input tables; `make demo` and `make dev` set it, a real account's location leaves it off).
 For anything else use the YAML component (`KlaviyoComponent`) or `build_ingest_definitions(...)`.
 """
@@ -15,6 +15,7 @@ import os
 import dagster as dg
 
 from klaviyo_dagster.automation.executors import run_executor
+from klaviyo_dagster.automation.schedules import DEFAULT_LOOKBACK_DAYS
 from klaviyo_dagster.factories import build_activation_definitions, build_ingest_definitions
 from klaviyo_dagster.ingest import DEFAULT_START_DATE
 from klaviyo_dagster.resources import KlaviyoResource
@@ -53,7 +54,7 @@ def build_definitions(
         start_date=start_date or os.environ.get("KLAVIYO_START_DATE") or DEFAULT_START_DATE,
         lookback_days=lookback_days
         if lookback_days is not None
-        else int(os.environ.get("KLAVIYO_EVENT_LOOKBACK_DAYS", "3")),
+        else int(os.environ.get("KLAVIYO_EVENT_LOOKBACK_DAYS", str(DEFAULT_LOOKBACK_DAYS))),
         resources=resources,
     )
     activation = build_activation_definitions(

@@ -25,11 +25,15 @@ from klaviyo_dagster.automation.jobs import (
 from klaviyo_dagster.automation.schedules import (
     DEFAULT_CRON,
     DEFAULT_LOOKBACK_DAYS,
+    DEFAULT_SWEEP_CRON,
     SCHEDULE_NAME,
+    SWEEP_JOB,
+    SWEEP_SCHEDULE,
     build_ingest_schedule,
+    build_sweep_job,
 )
 from klaviyo_dagster.automation.sensors import build_activation_schedule, build_table_change_sensor
-from klaviyo_dagster.ingest import build_ingest_assets
+from klaviyo_dagster.ingest import build_ingest_assets, build_sweep_assets
 from klaviyo_dagster.translator import DagsterKlaviyoTranslator
 from klaviyo_dagster.warehouse import WarehouseResource
 
@@ -56,9 +60,15 @@ def build_ingest_definitions(
     resources: Mapping[str, Any] | None = None,
     translator: DagsterKlaviyoTranslator | None = None,
     warehouse_resource_key: str = "warehouse",
+    deletion_sweeps: bool = True,
+    sweep_cron: str = DEFAULT_SWEEP_CRON,
+    max_deleted_share: float = 0.5,
     **asset_options: Any,
 ) -> dg.Definitions:
     """Assets ``klaviyo/<object>`` (+ checks), the ingest jobs and schedules (``klaviyo_ingest_daily`` ...).
+
+    ``deletion_sweeps``: also ``klaviyo/<object>_deleted`` for the objects Klaviyo deletes from (profiles,
+    campaigns, flows, templates), job ``klaviyo_deletion_sweep`` and its schedule (``sweep_cron``, weekly).
 
     ``asset_options`` are `klaviyo_dagster.ingest.build_ingest_assets`'s (``start_date``, ``objects``,
     ``event_metrics``, ``profile_subscriptions``, ``profile_predictive_analytics``, ``campaign_channels``,
@@ -97,7 +107,18 @@ def build_ingest_definitions(
         schedules.append(
             build_snapshot_schedule(snapshots_job, cron_schedule, name=_names(translator, SNAPSHOT_SCHEDULE))
         )
-    return dg.Definitions(assets=list(assets.values()), jobs=jobs, schedules=schedules,
+    sweeps = build_sweep_assets(
+        translator=translator, warehouse_resource_key=warehouse_resource_key, default_schema=default_schema,
+        catalog=catalog, max_deleted_share=max_deleted_share, **asset_options,
+    ) if deletion_sweeps else {}  # fmt: skip
+    if sweeps:
+        sweep_job, sweep_schedules = build_sweep_job(
+            [a.key for a in sweeps.values()], cron_schedule=sweep_cron, schedule=schedule,
+            job_name=_names(translator, SWEEP_JOB), schedule_name=_names(translator, SWEEP_SCHEDULE),
+        )  # fmt: skip
+        jobs.append(sweep_job)
+        schedules.extend(sweep_schedules)
+    return dg.Definitions(assets=[*assets.values(), *sweeps.values()], jobs=jobs, schedules=schedules,
                           resources=dict(resources or {}))
 
 

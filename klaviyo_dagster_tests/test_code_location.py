@@ -19,14 +19,18 @@ def test_every_object_and_both_activation_assets_are_defined(defs: dg.Definition
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert {f"klaviyo/{o.name}" for o in OBJECTS} <= keys
     assert {"klaviyo/profile_import", "klaviyo/list_membership_sync"} <= keys
-    assert {s.name for s in defs.schedules} == {"klaviyo_ingest_daily", "klaviyo_snapshots_daily", "klaviyo_activation_schedule"}
+    assert {s.name for s in defs.schedules} == {
+        "klaviyo_ingest_daily", "klaviyo_snapshots_daily", "klaviyo_activation_schedule", "klaviyo_deletion_sweep_weekly"}
+    swept = {f"klaviyo/{o.name}_deleted" for o in OBJECTS if o.sweep is not None}
+    assert "klaviyo/profiles_deleted" in swept and swept <= keys
     assert {s.name for s in defs.sensors} == {"klaviyo_activation_inputs_sensor"}
     assert set(defs.resources) == {"klaviyo", "warehouse"}
 
 
 def test_every_asset_that_calls_klaviyo_shares_one_concurrency_pool(defs: dg.Definitions) -> None:
     calling = [a for a in defs.assets if "klaviyo" in getattr(a, "required_resource_keys", set())]
-    assert len(calling) == len(OBJECTS) + 2
+    sweeps = [o for o in OBJECTS if o.sweep is not None]
+    assert len(calling) == len(OBJECTS) + len(sweeps) + 2
     assert {a.node_def.pool for a in calling} == {KLAVIYO_POOL}
 
 

@@ -74,7 +74,8 @@ def test_translator_options_reach_every_asset() -> None:
             build_activation_definitions("inputs.people", "inputs.audience", translator=translator),
         ))
     assert set(specs) == {"crm/klaviyo/profiles", "crm/klaviyo/events", "crm/klaviyo/profile_import",
-                          "crm/klaviyo/list_membership_sync", "inputs/people", "inputs/audience"}
+                          "crm/klaviyo/list_membership_sync", "inputs/people", "inputs/audience",
+                          "crm/klaviyo/profiles_deleted"}  # the deletion sweep sits beside its object
     for key in ("crm/klaviyo/profiles", "crm/klaviyo/events"):
         assert specs[key].group_name == "raw_klaviyo" and specs[key].automation_condition == on_cron
         assert specs[key].owners == ["team:data"] and specs[key].tags["source"] == "klaviyo"
@@ -135,7 +136,8 @@ def test_two_accounts_in_one_code_location(two_sandboxes, tmp_path: Path) -> Non
     defs.resolve_implicit_global_asset_job_def()  # the location loads: no key, job or name collides
     assert {s.name for s in defs.schedules} == {
         "klaviyo_ingest_daily", "klaviyo_eu_ingest_daily", "klaviyo_snapshots_daily", "klaviyo_eu_snapshots_daily",
-        "klaviyo_activation_schedule", "klaviyo_eu_activation_schedule"}
+        "klaviyo_activation_schedule", "klaviyo_eu_activation_schedule",
+        "klaviyo_deletion_sweep_weekly", "klaviyo_eu_deletion_sweep_weekly"}
     assert {s.name for s in defs.sensors} == {"klaviyo_activation_inputs_sensor", "klaviyo_eu_activation_inputs_sensor"}
     eu_profiles = defs.resolve_assets_def(dg.AssetKey(["klaviyo_eu", "profiles"]))
     assert eu_profiles.required_resource_keys >= {"klaviyo_eu", "warehouse"}

@@ -264,7 +264,24 @@ class _ListRun:
             for plan, target in plans:
                 self._apply(plan, target)
         self.result.duration_s = time.monotonic() - started
+        self._log_summary()
         return self.result
+
+    def _log_summary(self) -> None:
+        """One line per run: what was read, what was already right (and why), what was sent."""
+        r, s = self.result, self.settings
+        audience, kept = r.total("audience"), r.total("kept")
+        adds, removes, imports = r.total("adds"), r.total("removes"), r.total("imports")
+        verb = "would send (dry run)" if s.dry_run else "sent"
+        why = "already members in Klaviyo, left alone" if kept else "none were already members"
+        if not (adds or removes or imports):
+            tail = "nothing to send: Klaviyo's membership already equals the audience"
+        else:
+            tail = (f"{verb} {adds} adds, {removes} removes, {imports} imports of unknown people"
+                    + (f" ({r.total('import_failed')} failed, {r.total('rejected')} rejected)"
+                       if r.total("import_failed") or r.total("rejected") else ""))
+        self.log.info(f"read {audience} audience rows from {s.table} for {len(r.lists)} list(s); "
+                      f"{kept} unchanged ({why}); {tail}")
 
     def _target(self, list_id: str | None, list_name: str | None) -> _Target:
         s = self.settings

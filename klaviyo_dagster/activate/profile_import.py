@@ -266,7 +266,24 @@ class _Run:
         while self.inflight:
             self._finish(self.inflight.popleft())
         r.duration_s = time.monotonic() - started
+        self._log_summary()
         return r
+
+    def _log_summary(self) -> None:
+        """One line per run: what was read, what was found unchanged (and why), what was sent."""
+        r, s = self.result, self.settings
+        unchanged = (f"{r.unchanged} unchanged since the last sync (same content hash as last imported, "
+                     f"{state.STATE}; full_resync=True sends them anyway)") if not s.full_resync \
+            else "0 skipped as unchanged (full_resync)"
+        duplicates = f", {r.duplicates} repeated identities merged" if r.duplicates else ""
+        if not r.sent:
+            sent = "nothing to send" + (f" ({r.rejected} rejected before sending)" if r.rejected else "")
+        elif s.dry_run:
+            sent = f"would send {r.sent} profiles in {len(r.job_profiles)} jobs (dry run)"
+        else:
+            sent = (f"sent {r.sent} profiles in {len(r.job_ids)} jobs: {r.imported} imported, {r.failed} failed, "
+                    f"{r.pending} pending, {r.rejected} rejected before sending")
+        self.log.info(f"read {r.rows} rows from {s.table}{duplicates}; {unchanged}; {sent}")
 
     def _record_rejects(self, rejects: list[tuple[str, str, str]]) -> None:
         self.result.rejected += len(rejects)

@@ -19,7 +19,7 @@ ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 SCHEDULE_NAME = "klaviyo_ingest_daily"
 DEFAULT_CRON = "15 2 * * *"  # 02:15 UTC: a little after midnight so yesterday is complete
-DEFAULT_LOOKBACK_DAYS = 3
+DEFAULT_LOOKBACK_DAYS = 7  # Estuary measured events arriving more than 4 days late and re-reads 7
 
 
 def build_ingest_schedule(
@@ -83,3 +83,33 @@ def build_ingest_schedule(
         return requests
 
     return _schedule
+
+
+SWEEP_JOB = "klaviyo_deletion_sweep"
+SWEEP_SCHEDULE = "klaviyo_deletion_sweep_weekly"
+DEFAULT_SWEEP_CRON = "0 4 * * 0"  # Sundays 04:00 UTC: every id of each deletable object, once a week
+
+
+def build_sweep_job(
+    asset_keys: Sequence[dg.AssetKey],
+    *,
+    cron_schedule: str = DEFAULT_SWEEP_CRON,
+    job_name: str = SWEEP_JOB,
+    schedule_name: str = SWEEP_SCHEDULE,
+    schedule: bool = True,
+    default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
+) -> tuple[dg.UnresolvedAssetJobDefinition, list[dg.ScheduleDefinition]]:
+    """The deletion sweep job over ``asset_keys`` (the ``<object>_deleted`` assets) and its weekly schedule."""
+    job = dg.define_asset_job(
+        job_name, selection=list(asset_keys),
+        description="Find what Klaviyo deleted: read every id of each deletable object and record the missing ones.",
+    )  # fmt: skip
+    schedules = []
+    if schedule:
+        schedules.append(dg.ScheduleDefinition(
+            name=schedule_name, job=job, cron_schedule=cron_schedule, execution_timezone="UTC",
+            default_status=default_status,
+            description=f"Deletion sweep ({cron_schedule} UTC): ids Klaviyo no longer has leave the _current views.",
+        ))  # fmt: skip
+    return job, schedules
+

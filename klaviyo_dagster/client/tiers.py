@@ -102,6 +102,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/custom-metrics/{id}/relationships/metrics", Tier.S),
     Route("GET", "/api/flows", Tier.S),
     Route("GET", "/api/flows/{id}", Tier.S),
+    Route("GET", "/api/campaign-messages/{id}", Tier.M),
+    Route("GET", "/api/flow-actions/{id}", Tier.S),
+    Route("GET", "/api/flow-actions/{id}/flow-messages", Tier.S),
+    Route("GET", "/api/flow-messages/{id}", Tier.S),
+    Route("GET", "/api/tags", Tier.S),
+    Route("GET", "/api/tags/{id}", Tier.S),
     Route("GET", "/api/templates", Tier.L),
     Route("GET", "/api/templates/{id}", Tier.L),
     Route("GET", "/api/lists", Tier.L),
@@ -210,6 +216,10 @@ _SCOPE_NAMES: dict[str, tuple[str, ...]] = {
     "profile-suppression-bulk-create-jobs": ("profiles", "subscriptions"),
     "profile-suppression-bulk-delete-jobs": ("subscriptions",),
     "data-privacy-deletion-jobs": ("data-privacy",),
+    # Messages and actions are read with their campaign's or flow's scope.
+    "campaign-messages": ("campaigns",),
+    "flow-actions": ("flows",),
+    "flow-messages": ("flows",),
 }
 
 

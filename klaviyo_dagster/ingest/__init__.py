@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
 import dagster as dg
 
@@ -21,6 +22,7 @@ from klaviyo_dagster.ingest.assets import (
 )
 from klaviyo_dagster.ingest.fetch import FetchOptions
 from klaviyo_dagster.ingest.objects import OBJECTS, KlaviyoObject, get_object
+from klaviyo_dagster.ingest.sweep import build_sweep_asset
 from klaviyo_dagster.translator import DagsterKlaviyoTranslator
 
 DEFAULT_START_DATE = "2024-01-01"
@@ -36,6 +38,7 @@ __all__ = [
     "KlaviyoObject",
     "asset_key",
     "build_ingest_assets",
+    "build_sweep_assets",
     "daily_partitions",
     "get_object",
 ]
@@ -85,6 +88,48 @@ def build_ingest_assets(
       which schema (None: the warehouse resource's; ``default_schema`` and ``catalog`` name it in metadata).
     """
     chosen = [get_object(n) for n in objects] if objects is not None else list(OBJECTS)
+    settings = _settings(
+        event_metrics=event_metrics, profile_subscriptions=profile_subscriptions,
+        profile_predictive_analytics=profile_predictive_analytics, campaign_channels=campaign_channels,
+        include_archived=include_archived, chunk_rows=chunk_rows,
+        translator=translator, klaviyo_resource_key=klaviyo_resource_key,
+        warehouse_resource_key=warehouse_resource_key, schema=schema, default_schema=default_schema, catalog=catalog,
+    )  # fmt: skip
+    partitions_def = daily_partitions(start_date)
+    return {obj.name: build_ingest_asset(obj, partitions_def, settings) for obj in chosen}
+
+
+def build_sweep_assets(
+    *,
+    objects: Sequence[str] | None = None,
+    max_deleted_share: float = 0.5,
+    **options: Any,
+) -> dict[str, dg.AssetsDefinition]:
+    """``{object name: asset}``: the deletion sweep ``klaviyo/<object>_deleted`` of every chosen object that
+    Klaviyo can delete from (entries with ``sweep``: profiles, campaigns, flows, templates). ``options``
+    as `build_ingest_assets` (channels, archived, translator, resource keys, schema); a sweep that would mark
+    more than ``max_deleted_share`` of the held ids deleted is refused."""
+    chosen = [get_object(n) for n in objects] if objects is not None else list(OBJECTS)
+    options.pop("start_date", None)
+    settings = _settings(**options)
+    return {o.name: build_sweep_asset(o, settings, max_deleted_share) for o in chosen if o.sweep is not None}
+
+
+def _settings(
+    *,
+    event_metrics: Sequence[str] | None = None,
+    profile_subscriptions: bool = True,
+    profile_predictive_analytics: bool = False,
+    campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
+    include_archived: bool = True,
+    chunk_rows: int = 10_000,
+    translator: DagsterKlaviyoTranslator | None = None,
+    klaviyo_resource_key: str = "klaviyo",
+    warehouse_resource_key: str = "warehouse",
+    schema: str | None = None,
+    default_schema: str = "klaviyo",
+    catalog: str = "warehouse",
+) -> IngestSettings:
     channels = tuple(campaign_channels)
     unknown = sorted(set(channels) - set(CAMPAIGN_CHANNELS))
     if unknown or not channels:
@@ -108,7 +153,7 @@ def build_ingest_assets(
         "archived": ("false", "true") if include_archived else ("false",),
     }
     translator = translator or DagsterKlaviyoTranslator()
-    settings = IngestSettings(
+    return IngestSettings(
         options=FetchOptions(fan_out=fan_out, additional_fields=additional),
         chunk_rows=chunk_rows,
         translator=translator,
@@ -119,5 +164,3 @@ def build_ingest_assets(
         catalog=catalog,
         pool=POOL if translator.name_prefix == "klaviyo" else f"{translator.name_prefix}_api",
     )
-    partitions_def = daily_partitions(start_date)
-    return {obj.name: build_ingest_asset(obj, partitions_def, settings) for obj in chosen}

@@ -191,6 +191,7 @@ def materialize_object(
                 chunks,
                 primary_key=obj.primary_key,
                 latest_by=[obj.cursor_column] if obj.incremental and obj.cursor_column else None,
+                **obj.current_view(),
             )
             stats = client.stats.snapshot()
         if not obj.incremental:

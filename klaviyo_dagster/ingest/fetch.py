@@ -23,12 +23,13 @@ from typing import Any, Protocol
 
 from klaviyo_dagster.client.pool import Chain, Spawn
 from klaviyo_dagster.client.tiers import Tier
+from klaviyo_dagster.ingest.children import iter_child_pages
 from klaviyo_dagster.ingest.objects import FanOut, KlaviyoObject
 from klaviyo_dagster.ingest.windows import Window, cursor_filter, estimate_pages, inside, split, split_at
 
 # A windowed pass is split once its first page shows at least this many pages in the window.
 SPLIT_MIN_PAGES = 4
-PAGES_PER_SUBWINDOW = 6
+PAGES_PER_SUBWINDOW = 4
 MAX_SUBWINDOWS = 64
 
 
@@ -215,6 +216,9 @@ def iter_pages(
     client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions
 ) -> Iterator[Page]:
     """``(records, pass values)`` for every page of every pass, as they arrive (concurrently when it can)."""
+    if obj.parent is not None:  # read through the parent entry's passes (children.py)
+        yield from iter_child_pages(client, obj, window, options, plan_passes)
+        return
     pool = getattr(client, "pool", None)
     if pool is None or pool.max_workers <= 1:
         for one in plan_passes(client, obj, window, options):

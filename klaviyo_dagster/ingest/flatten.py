@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from klaviyo_dagster.ingest.children import PARENT_KEY
 from klaviyo_dagster.ingest.objects import PARTITION_COLUMN, Column, KlaviyoObject
 from klaviyo_dagster.ingest.windows import Window
 from klaviyo_dagster.warehouse import LOADED_AT
@@ -61,6 +62,27 @@ def _parse_utc(raw: Any) -> datetime | None:
 ColumnBuilder = Callable[[list[Mapping[str, Any]], list[Mapping[str, Any]], Mapping[str, Any]], list[Any]]
 
 
+def _getter(key: str) -> Callable[[Mapping[str, Any]], Any]:
+    """``mapping -> value`` for ``key``; a dotted key walks into nested objects (``definition.channel``)."""
+    if "." not in key:
+        return lambda m: m.get(key)
+    parts = key.split(".")
+
+    def get(m: Mapping[str, Any]) -> Any:
+        value: Any = m
+        for part in parts:
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(part)
+        return value
+
+    return get
+
+
+def _parents(recs: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [r.get(PARENT_KEY) or _EMPTY for r in recs]
+
+
 def _builder(col: Column) -> ColumnBuilder:
     """A function (records, attributes, pass values) -> column values for one page."""
     kind, _, key = col.source.partition(".")
@@ -71,13 +93,17 @@ def _builder(col: Column) -> ColumnBuilder:
         return lambda recs, attrs, extra: _related_ids(recs, key)
     if kind == "pass":
         return lambda recs, attrs, extra: [extra.get(key)] * len(recs)
-    if kind != "attributes":
+    if kind not in ("attributes", "parent"):
         raise ValueError(f"column {col.name}: unknown source {col.source!r}")
-    if sql_type == "JSON":
-        return lambda recs, attrs, extra: [_json(a.get(key)) for a in attrs]
-    if sql_type == "VARCHAR":
-        return lambda recs, attrs, extra: [_text(a.get(key)) for a in attrs]
-    return lambda recs, attrs, extra: [a.get(key) for a in attrs]
+    get = _getter(key)
+    convert = _json if sql_type == "JSON" else _text if sql_type == "VARCHAR" else None
+    if kind == "parent":
+        if convert is None:
+            return lambda recs, attrs, extra: [get(p) for p in _parents(recs)]
+        return lambda recs, attrs, extra: [convert(get(p)) for p in _parents(recs)]
+    if convert is None:
+        return lambda recs, attrs, extra: [get(a) for a in attrs]
+    return lambda recs, attrs, extra: [convert(get(a)) for a in attrs]
 
 
 class Flattener:
@@ -106,12 +132,14 @@ class Flattener:
         self.names = [c.name for c in obj.columns]
         self.builders = [_builder(c) for c in obj.columns]
         self.known_attributes = frozenset(
-            c.source.partition(".")[2] for c in obj.columns if c.source.startswith("attributes.")
+            c.source.split(".")[1] for c in obj.columns if c.source.startswith("attributes.")
         )
         taken = {c.name.lower() for c in obj.columns} | {PARTITION_COLUMN, LOADED_AT}
         self._taken = taken
         self.extra_columns: dict[str, str] = {}  # attribute -> column name
         self.cursor_key = obj.cursor
+        # Children are partitioned by their parent's cursor (``_parent`` of each record).
+        self.cursor_of_parent = obj.parent is not None
         self.rows = 0
         self.dropped = 0
         self._day_cache: dict[Any, str] = {}
@@ -124,7 +152,7 @@ class Flattener:
         recs = list(records)
         attrs = [r.get("attributes") or _EMPTY for r in recs]
         if self.cursor_key is not None:
-            keep, parts = self._partitions(attrs)
+            keep, parts = self._partitions(_parents(recs) if self.cursor_of_parent else attrs)
             if keep is not None:
                 self.dropped += len(recs) - len(keep)
                 recs = [recs[i] for i in keep]

@@ -6,21 +6,31 @@ into several API passes. Adding an object means adding an entry here, not writin
 `flatten`, `assets` and the warehouse read everything from the entry.
 
 Column sources: ``id``; ``attributes.<name>``; ``relationships.<name>`` (the related resource's id);
-``pass.<name>`` (a value fixed by the fan-out pass, e.g. the campaign channel or the list id).
+``pass.<name>`` (a value fixed by the fan-out pass, e.g. the campaign channel or the list id);
+``parent.<name>`` (``id`` or an attribute of the parent record a child row was read through).
 Sync modes: ``incremental`` (a partition = records whose cursor lies in [day, next day), filtered
 server-side), ``snapshot`` (a partition = the state captured for that day), ``membership`` (a snapshot
-of each list's or segment's members, one pass per group).
+of each list's or segment's members, one pass per group), ``derived`` (a snapshot computed in the
+warehouse from another landed table: no API calls).
+
+Children (``parent=Parent(...)``) are read through another entry's passes: ``include`` rows are the
+resources the parent read carries in ``included`` (campaign messages, flow actions: no extra requests);
+``linkage`` rows are the parent's relationship linkage (tag links); ``each`` reads ``path`` once per
+linked id (flow messages: one request per flow action). An incremental child is partitioned by its
+parent's cursor, so a day's run reads only the parents that changed that day, and its ``_current``
+view keeps the rows of each parent's latest version. ``sweep=Sweep(...)`` adds a periodic id sweep:
+``<name>_deleted`` and a ``_current`` view without the ids the latest sweep no longer saw.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from klaviyo_dagster.client.tiers import Tier
 
-SyncMode = Literal["incremental", "snapshot", "membership"]
+SyncMode = Literal["incremental", "snapshot", "membership", "derived"]
 
 PARTITION_COLUMN = "_partition"
 
@@ -78,6 +88,39 @@ class Groups:
 
 
 @dataclass(frozen=True)
+class Parent:
+    """How a child object is reached through its parent entry (see the module docstring).
+
+    ``object``: the parent entry's name; ``relationship``: the JSON:API relationship on the parent
+    (``campaign-messages``, ``tags``, ``flow-actions``); ``via``: ``include`` (rows = the included
+    resources of that relationship), ``linkage`` (rows = the linkage entries, one per parent and linked
+    id) or ``each`` (one read of the child's path per linked id, stamped as pass value ``key``).
+    ``params``: added to the parent's passes besides ``include`` (sparse fieldsets that keep the parent
+    read small: only what the child needs).
+    """
+
+    object: str
+    relationship: str
+    via: Literal["include", "linkage", "each"] = "include"
+    key: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+    # ``each``: linked resources whose included attribute (dotted path) has one of these values are not
+    # read (e.g. flow actions that can carry no message: time delays, branches), saving their requests.
+    skip: tuple[str, tuple[str, ...]] | None = None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A periodic read of every id of an object, to find the ids Klaviyo deleted.
+
+    ``params``: the query of the sweep's read (a small sparse fieldset: the sweep needs only ids).
+    The sweeps run together in one weekly job (automation/schedules.py, ``sweep_cron`` to change it).
+    """
+
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class KlaviyoObject:
     """One Klaviyo object: where it lives and how it lands in ``klaviyo.<name>``."""
 
@@ -99,10 +142,21 @@ class KlaviyoObject:
     fan_out: tuple[FanOut, ...] = ()
     additional_fields: tuple[AdditionalField, ...] = ()
     groups: Groups | None = None
+    parent: Parent | None = None
+    sweep: Sweep | None = None
+    # derived objects: the landed object they are computed from (SQL in warehouse/derived.py)
+    derived_from: str | None = None
 
     @property
     def incremental(self) -> bool:
         return self.sync == "incremental"
+
+    @property
+    def cursor_source(self) -> str | None:
+        """Where a row's cursor value comes from: ``attributes.<cursor>`` or, for children, ``parent.<cursor>``."""
+        if self.cursor is None:
+            return None
+        return f"{'parent' if self.parent is not None else 'attributes'}.{self.cursor}"
 
     @property
     def cursor_column(self) -> str | None:
@@ -110,9 +164,27 @@ class KlaviyoObject:
         if self.cursor is None:
             return None
         for col in self.columns:
-            if col.source == f"attributes.{self.cursor}":
+            if col.source == self.cursor_source:
                 return col.name
         raise ValueError(f"{self.name}: cursor {self.cursor!r} has no column")
+
+    def column_from(self, source: str) -> str | None:
+        """The name of the column whose source is ``source`` (None when there is none)."""
+        return next((c.name for c in self.columns if c.source == source), None)
+
+    def current_view(self) -> dict[str, Any]:
+        """Keyword arguments for the warehouse's ``<name>_current`` view (see warehouse/current.py)."""
+        version_of = None
+        exclude: list[tuple[str, str]] = []
+        if self.sweep is not None:
+            exclude.append((self.primary_key[0], f"{self.name}_deleted"))
+        if self.parent is not None:
+            parent_key = self.column_from("parent.id")
+            if parent_key is not None and self.cursor_column is not None:
+                version_of = (parent_key, self.cursor_column)
+            if parent_key is not None and get_object(self.parent.object).sweep is not None:
+                exclude.append((parent_key, f"{self.parent.object}_deleted"))
+        return {"version_of": version_of, "exclude_deleted": tuple(exclude)}
 
     def sql_columns(self) -> dict[str, str]:
         """``{column: type}`` for the warehouse, partition column included."""
@@ -158,7 +230,7 @@ def _membership(kind: str) -> KlaviyoObject:
     )
 
 
-OBJECTS: tuple[KlaviyoObject, ...] = (
+_BASE: tuple[KlaviyoObject, ...] = (
     KlaviyoObject(
         name="profiles",
         path="/api/profiles",
@@ -178,6 +250,7 @@ OBJECTS: tuple[KlaviyoObject, ...] = (
             Column("subscriptions", "attributes.subscriptions", "JSON"),
             Column("predictive_analytics", "attributes.predictive_analytics", "JSON"),
         ),  # fmt: skip
+        sweep=Sweep({"fields[profile]": "id"}),
         additional_fields=(
             AdditionalField("subscriptions", "additional-fields[profile]", default=True),
             # Asking for predictive analytics moves the call to a slower bucket (10/s, 150/m).
@@ -209,6 +282,7 @@ OBJECTS: tuple[KlaviyoObject, ...] = (
     KlaviyoObject(
         name="campaigns",
         path="/api/campaigns",
+        sweep=Sweep({"fields[campaign]": "id"}),
         description="Klaviyo campaigns of every channel (email, sms, mobile_push), archived included, "
         "partitioned by the day they were last updated (`updated_at`).",
         sync="incremental",
@@ -248,6 +322,7 @@ OBJECTS: tuple[KlaviyoObject, ...] = (
     KlaviyoObject(
         name="flows",
         path="/api/flows",
+        sweep=Sweep({"fields[flow]": "id"}),
         description="Klaviyo flows, archived included, partitioned by the day they were last updated.",
         sync="incremental",
         primary_key=("id",),
@@ -265,6 +340,7 @@ OBJECTS: tuple[KlaviyoObject, ...] = (
     KlaviyoObject(
         name="templates",
         path="/api/templates",
+        sweep=Sweep({"fields[template]": "id"}),
         description="Klaviyo templates (HTML, text, AMP), partitioned by the day they were last updated.",
         sync="incremental",
         primary_key=("id",),
@@ -316,7 +392,126 @@ OBJECTS: tuple[KlaviyoObject, ...] = (
     ),
     _membership("list"),
     _membership("segment"),
+    KlaviyoObject(
+        name="tags",
+        path="/api/tags",
+        description="Snapshot of Klaviyo tags and the tag group each belongs to.",
+        sync="snapshot",
+        primary_key=("id",),
+        page_size=50,
+        tier=Tier.S,
+        params={"include": "tag-group"},
+        columns=(ID, *_attrs("name"), Column("tag_group_id", "relationships.tag-group")),
+    ),
 )
+_PARENTS = {o.name: o for o in _BASE}
+# Flow action types that hold no message (the spec's action definitions without a message): their
+# /flow-messages would be empty, so flow_messages does not spend an S-tier request on them.
+NO_MESSAGE_ACTIONS = (
+    "time-delay", "conditional-branch", "trigger-branch", "update-profile", "target-date",
+    "countdown-delay", "back-in-stock-delay", "list-update", "multi-branch-split", "action-output-split",
+)  # fmt: skip
+
+
+def _child(**entry: Any) -> KlaviyoObject:
+    """A child entry read through its parent's passes: path, tier, page size and window come from it."""
+    link: Parent = entry["parent"]
+    base = _PARENTS[link.object]
+    defaults: dict[str, Any] = {"path": base.path, "tier": base.tier, "page_size": base.page_size}
+    if entry.get("sync", "incremental") == "incremental":
+        defaults.update(
+            sync="incremental",
+            cursor=base.cursor,
+            lower_op=base.lower_op,
+            upper_op=base.upper_op,
+            lower_slack_seconds=base.lower_slack_seconds,
+        )
+    if link.via == "each" and "path" not in entry:
+        raise ValueError(f"{entry['name']}: a child read once per linked id needs its own path")
+    return KlaviyoObject(**{**defaults, **entry})
+
+
+def _tag_links(parent: str, rtype: str) -> KlaviyoObject:
+    """``<rtype>_tags``: which tags each campaign (flow, list, segment) carries, from ``include=tags``."""
+    owner = f"{rtype}_id"
+    return _child(
+        name=f"{rtype}_tags",
+        description=f"Snapshot of the tags on every {rtype}: one row per {rtype} and tag, read as "
+        f"`include=tags` on the {parent} passes (no request per tag).",
+        sync="snapshot",
+        primary_key=(owner, "tag_id"),
+        columns=(Column(owner, "parent.id"), Column("tag_id", "id")),
+        # Only the linkage is needed: the smallest sparse fieldsets the spec allows.
+        parent=Parent(parent, "tags", via="linkage", params={f"fields[{rtype}]": "id", "fields[tag]": "name"}),
+    )
+
+
+_CHILDREN: tuple[KlaviyoObject, ...] = (
+    _child(
+        name="campaign_messages",
+        description="The messages of every campaign (channel, label, content, send times, template id), "
+        "read as `include=campaign-messages` on the campaigns passes and partitioned by the campaign's "
+        "`updated_at`, so a day's run reads only the campaigns that changed that day.",
+        primary_key=("id",),
+        columns=(
+            ID,
+            Column("campaign_id", "parent.id"),
+            Column("campaign_updated_at", "parent.updated_at", TS),
+            Column("channel", "attributes.definition.channel"),
+            Column("label", "attributes.definition.label"),
+            Column("content", "attributes.definition.content", "JSON"),
+            Column("template_id", "relationships.template"),
+            *_attrs("send_times:JSON", f"created_at:{TS}", f"updated_at:{TS}", "definition:JSON"),
+        ),
+        parent=Parent("campaigns", "campaign-messages", params={"fields[campaign]": "updated_at"}),
+    ),
+    _child(
+        name="flow_actions",
+        description="The actions of every flow (type and definition), read as `include=flow-actions` on "
+        "the flows passes and partitioned by the flow's `updated`: a day's run reads only changed flows.",
+        primary_key=("id",),
+        columns=(
+            ID,
+            Column("flow_id", "parent.id"),
+            Column("flow_updated", "parent.updated", TS),
+            Column("action_type", "attributes.definition.type"),
+            *_attrs(f"created:{TS}", f"updated:{TS}", "definition:JSON"),
+        ),
+        parent=Parent("flows", "flow-actions", params={"fields[flow]": "updated"}),
+    ),
+    _child(
+        name="flow_messages",
+        path="/api/flow-actions/{id}/flow-messages",
+        description="The messages of every flow action, one read per action of the flows that changed "
+        "(flow actions come from `include=flow-actions` on the flows passes), partitioned by the flow's "
+        "`updated` so a day's run spends the 60/m tier only on changed flows.",
+        primary_key=("id",),
+        tier=Tier.S,
+        page_size=50,
+        columns=(
+            ID,
+            Column("flow_action_id", "pass.flow_action_id"),
+            Column("flow_id", "parent.id"),
+            Column("flow_updated", "parent.updated", TS),
+            Column("template_id", "attributes.definition.template_id"),
+            *_attrs("channel", f"created:{TS}", f"updated:{TS}", "definition:JSON"),
+        ),
+        parent=Parent(
+            "flows",
+            "flow-actions",
+            via="each",
+            key="flow_action_id",
+            params={"fields[flow]": "updated", "fields[flow-action]": "definition"},
+            skip=("definition.type", NO_MESSAGE_ACTIONS),
+        ),
+    ),
+    _tag_links("campaigns", "campaign"),
+    _tag_links("flows", "flow"),
+    _tag_links("lists", "list"),
+    _tag_links("segments", "segment"),
+)
+
+OBJECTS: tuple[KlaviyoObject, ...] = _BASE + _CHILDREN
 
 
 OBJECTS_BY_NAME: dict[str, KlaviyoObject] = {o.name: o for o in OBJECTS}

@@ -62,6 +62,11 @@ class SandboxHandle:
         """Make late-arriving events visible (all pending ones, or the next `count`); returns how many."""
         return self._server.release_late_events(count)
 
+    def delete_profile(self, profile_id: str) -> bool:
+        """Delete a profile at once, with its memberships, consent and events, as Klaviyo's data-privacy
+        deletion does (also `POST /__sandbox/delete-profile {"id": ...}`); False when there is none."""
+        return self._server.delete_profile(profile_id)
+
     @property
     def semantics(self) -> Any:
         """The switches for behaviours Klaviyo leaves open (`sandbox/semantics.py`)."""
@@ -112,6 +117,11 @@ class SandboxHandle:
     def now_ms(self) -> int:
         """The sandbox clock (epoch ms)."""
         return self._server.clock_ms()
+
+    def restart(self, downtime: float = 0.0) -> None:
+        """Stop the server as if it crashed (connections refused, open ones reset), `downtime` seconds
+        later serve again on the same port with the same account state."""
+        self._server.restart(downtime)
 
     def stop(self) -> None:
         self._server.stop()

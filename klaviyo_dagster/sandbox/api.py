@@ -22,7 +22,8 @@ from klaviyo_dagster.sandbox.timeline import iso
 POINT_FIELDS = ("id", "profile_id", "email", "phone_number", "external_id")
 PLURAL = {"profile": "profiles", "event": "events", "list": "lists", "segment": "segments", "metric": "metrics",
           "campaign": "campaigns", "campaign-message": "campaign-messages", "flow": "flows",
-          "flow-action": "flow-actions", "template": "templates", "profile-bulk-import-job": "profile-bulk-import-jobs"}
+          "flow-action": "flow-actions", "flow-message": "flow-messages", "template": "templates", "tag": "tags",
+          "tag-group": "tag-groups", "profile-bulk-import-job": "profile-bulk-import-jobs"}
 
 
 @dataclass
@@ -140,23 +141,45 @@ class ReadApi:
         rtype = rec["type"]
         path = f"/api/{PLURAL[rtype]}/{rec['id']}/"
         rels: dict[str, Any] | None = None
+        base = self.base_url
+
+        # Every relationship named in `include` carries `data` (null when nothing is linked).
+        def linked(name: str, ltype: str, ids: list[str] | None) -> dict[str, Any]:
+            data = [{"type": ltype, "id": i} for i in ids or ()] if ids is not None else None
+            return rel(base, path, name, data, with_data=name in p.include)
+
+        def one(name: str, ltype: str, rid: str | None) -> dict[str, Any]:
+            return rel(base, path, name, {"type": ltype, "id": rid} if rid else None, with_data=name in p.include)
+
+        # Linkage of tags only when asked for (include=tags), like Klaviyo.
+        def tags() -> dict[str, Any]:
+            return linked("tags", "tag", rec.get("tag_ids", []) if "tags" in p.include else None)
+
         if rtype == "campaign":
-            rels = {"campaign-messages": rel(self.base_url, path, "campaign-messages",
-                                             [{"type": "campaign-message", "id": m} for m in rec["message_ids"]]),
-                    "tags": rel(self.base_url, path, "tags")}
+            rels = {"campaign-messages": linked("campaign-messages", "campaign-message", rec["message_ids"]),
+                    "tags": tags()}
         elif rtype == "flow":
-            rels = {"flow-actions": rel(self.base_url, path, "flow-actions",
-                                        [{"type": "flow-action", "id": a} for a in rec["action_ids"]]),
-                    "tags": rel(self.base_url, path, "tags")}
+            rels = {"flow-actions": linked("flow-actions", "flow-action", rec["action_ids"]), "tags": tags()}
         elif rtype in ("list", "segment"):
-            rels = {"profiles": rel(self.base_url, path, "profiles"), "tags": rel(self.base_url, path, "tags")}
+            rels = {"profiles": rel(base, path, "profiles"), "tags": tags()}
         elif rtype == "metric":
-            rels = {"flow-triggers": rel(self.base_url, path, "flow-triggers")}
+            rels = {"flow-triggers": rel(base, path, "flow-triggers")}
         elif rtype == "campaign-message":
-            rels = {"campaign": rel(self.base_url, path, "campaign", {"type": "campaign", "id": rec["campaign_id"]})}
+            rels = {"campaign": one("campaign", "campaign", rec["campaign_id"]),
+                    "template": one("template", "template", rec.get("template_id")),
+                    "image": one("image", "image", rec.get("image_id"))}
         elif rtype == "flow-action":
-            rels = {"flow": rel(self.base_url, path, "flow", {"type": "flow", "id": rec["flow_id"]})}
-        return resource(rtype, rec["id"], rec["attributes"], self.base_url, path, p.fields, rels)
+            rels = {"flow": one("flow", "flow", rec["flow_id"]),
+                    "flow-messages": linked("flow-messages", "flow-message", rec.get("message_ids", []))}
+        elif rtype == "flow-message":
+            rels = {"flow-action": one("flow-action", "flow-action", rec["action_id"]),
+                    "template": one("template", "template", rec.get("template_id"))}
+        elif rtype == "tag":
+            rels = {"tag-group": one("tag-group", "tag-group", rec["tag_group_id"]),
+                    **{name: rel(base, path, name) for name in ("lists", "segments", "campaigns", "flows")}}
+        elif rtype == "tag-group":
+            rels = {"tags": linked("tags", "tag", rec["tag_ids"])}
+        return resource(rtype, rec["id"], rec["attributes"], base, path, p.fields, rels)
 
     # ---- generic paging -------------------------------------------------------------------------------
     def _size(self, p: Params, default: int) -> int:
@@ -315,12 +338,14 @@ class ReadApi:
         attrs = dict(g.attributes)
         if count:
             attrs["profile_count"] = self.store.member_count(st)
-        return {"type": g.kind, "id": g.id, "attributes": attrs}
+        return {"type": g.kind, "id": g.id, "attributes": attrs, "tag_ids": g.tag_ids}
 
     def get_groups(self, req: Request, kind: str) -> dict[str, Any]:
         with self.store.lock:
             recs = [self.group_rec(st) for st in self.store.groups[kind].values()]
-        return self.memory_collection(req, recs, 10, lambda r: self.simple_resource(r, req.params))
+        p = req.params
+        return self.memory_collection(req, recs, 10, lambda r: self.simple_resource(r, p),
+                                      lambda items: self.included(items, p))
 
     def get_group(self, req: Request, kind: str) -> dict[str, Any]:
         st = self.store.group(kind, req.ids["id"])
@@ -328,7 +353,7 @@ class ReadApi:
             raise not_found(kind, req.ids["id"])
         p = req.params
         rec = self.group_rec(st, count=p.extra(kind, "profile_count"))
-        return single(self.simple_resource(rec, p), self.base_url, req.path, p.raw, [] if p.include else None)
+        return single(self.simple_resource(rec, p), self.base_url, req.path, p.raw, self.included([rec], p))
 
     def get_members(self, req: Request, kind: str, ids_only: bool) -> dict[str, Any]:
         p, store = req.params, self.store
@@ -394,22 +419,40 @@ class ReadApi:
             return [r for r in recs if not r["attributes"].get("archived")]
         return recs
 
-    def _children_included(self, items: list[dict[str, Any]], p: Params, include: str, children: list[dict[str, Any]],
-                           ids_field: str) -> list[dict[str, Any]] | None:
-        """The `included` of campaigns (campaign-messages) or flows (flow-actions) when `include` asks for it."""
+    # Which record field lists the linked ids of each relationship, and where the linked records live.
+    _LINKS = {"campaign-messages": ("message_ids", "campaign_messages"), "flow-actions": ("action_ids", "flow_actions"),
+              "flow-messages": ("message_ids", "flow_messages"), "tags": ("tag_ids", "tags"),
+              "tag-group": ("tag_group_id", "tag_groups"), "campaign": ("campaign_id", "campaigns"),
+              "flow": ("flow_id", "flows"), "flow-action": ("action_id", "flow_actions"),
+              "template": ("template_id", "templates")}
+
+    def included(self, items: list[dict[str, Any]], p: Params) -> list[dict[str, Any]] | None:
+        """The `included` of a compound document: every resource linked from `items` through a relationship
+        named in `include` (each once); None when nothing was asked for."""
         if not p.include:
             return None
-        if include not in p.include:
-            return []
-        by_id = {c["id"]: c for c in children}
-        return [self.simple_resource(by_id[cid], p) for item in items for cid in item[ids_field]]
+        base = self.store.base
+        out: list[dict[str, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for name in p.include:
+            link = self._LINKS.get(name)
+            if link is None:
+                continue
+            ids_field, collection_name = link
+            by_id = base.index(collection_name)
+            for item in items:
+                linked = item.get(ids_field)
+                for lid in [linked] if isinstance(linked, str) else linked or ():
+                    target = by_id.get(lid)
+                    if target is not None and (target["type"], lid) not in seen:
+                        seen.add((target["type"], lid))
+                        out.append(self.simple_resource(target, p))
+        return out
 
     def _messages_included(self, items: list[dict[str, Any]], p: Params) -> list[dict[str, Any]] | None:
-        return self._children_included(items, p, "campaign-messages", self.store.base.campaign_messages,
-                                       "message_ids")
+        return self.included(items, p)
 
-    def _actions_included(self, items: list[dict[str, Any]], p: Params) -> list[dict[str, Any]] | None:
-        return self._children_included(items, p, "flow-actions", self.store.base.flow_actions, "action_ids")
+    _actions_included = _messages_included
 
     def _get_one(self, req: Request, records: list[dict[str, Any]], rtype: str,
                  included: Any) -> dict[str, Any]:
@@ -431,6 +474,29 @@ class ReadApi:
 
     def get_flow(self, req: Request) -> dict[str, Any]:
         return self._get_one(req, self.store.base.flows, "flow", self._actions_included)
+
+    def get_tags(self, req: Request) -> dict[str, Any]:
+        p = req.params
+        return self.memory_collection(req, self.store.base.tags, 50, lambda r: self.simple_resource(r, p),
+                                      lambda items: self.included(items, p))
+
+    def get_by_id(self, req: Request, collection_name: str, rtype: str) -> dict[str, Any]:
+        """One resource of a small collection by id (tags, flow actions, flow and campaign messages)."""
+        rec = self.store.base.index(collection_name).get(req.ids["id"])
+        if rec is None:
+            raise not_found(rtype, req.ids["id"])
+        p = req.params
+        return single(self.simple_resource(rec, p), self.base_url, req.path, p.raw, self.included([rec], p))
+
+    def get_action_messages(self, req: Request) -> dict[str, Any]:
+        """GET /api/flow-actions/{id}/flow-messages."""
+        base = self.store.base
+        action = base.index("flow_actions").get(req.ids["id"])
+        if action is None:
+            raise not_found("flow-action", req.ids["id"])
+        messages = base.index("flow_messages")
+        recs = [messages[m] for m in action["message_ids"]]
+        return self.memory_collection(req, recs, 50, lambda r: self.simple_resource(r, req.params))
 
     def get_templates(self, req: Request) -> dict[str, Any]:
         return self.memory_collection(req, self.store.base.templates, 10,

@@ -1,9 +1,11 @@
 """The sandbox's small collections, built once at start: metrics, lists, segments, campaigns (and their
-messages), flows (and their actions) and templates, deterministic from the seed.
+messages), flows (and their actions and the actions' messages), templates, tags and tag groups,
+deterministic from the seed.
 
 Sizes grow with the profile count (12 lists / 60 campaigns / 24 flows at small scale). Timestamps come
 from a `Timeline` over the data span, so some records sit on UTC midnights; some campaigns and flows are
-archived; flows cover every status and trigger type; campaigns every channel.
+archived; flows cover every status and trigger type; campaigns every channel. Tags are linked to some
+campaigns, flows, lists and segments (none, one or several each); some tags are linked to nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from klaviyo_dagster.sandbox.ids import encode_ulid, h, rng, short_id
+from klaviyo_dagster.sandbox.ids import det_uuid, encode_ulid, h, rng, short_id
 from klaviyo_dagster.sandbox.timeline import DAY_MS, Timeline, iso
 
 INTEGRATIONS = {
@@ -34,6 +36,9 @@ SEGMENT_NAMES = ["Engaged 30 Days", "Repeat Buyers", "High CLV", "At Risk", "New
 FLOW_TRIGGERS = ["Added to List", "Date Based", "Low Inventory", "Metric", "Price Drop", "Unconfigured"]
 FLOW_STATUSES = ["draft", "manual", "live"]
 CAMPAIGN_STATUSES = ["Sent", "Sent", "Sent", "Draft", "Scheduled", "Cancelled", "Sending"]
+TAG_GROUPS = [("Default", False, True), ("Season", True, False), ("Team", False, False)]
+TAG_NAMES = ["spring", "summer", "fall", "holiday", "retention", "acquisition", "vip", "promo", "welcome",
+             "winback", "growth", "lifecycle", "unused", "archive"]
 
 @dataclass
 class SmallSizes:
@@ -62,6 +67,7 @@ class Group:
     attributes: dict[str, Any]
     share: int  # members per 10,000 profiles
     offset_ms: int  # joined_group_at = profile created + offset
+    tag_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +79,17 @@ class Catalog:
     campaign_messages: list[dict[str, Any]] = field(default_factory=list)
     flows: list[dict[str, Any]] = field(default_factory=list)
     flow_actions: list[dict[str, Any]] = field(default_factory=list)
+    flow_messages: list[dict[str, Any]] = field(default_factory=list)
+    tags: list[dict[str, Any]] = field(default_factory=list)
+    tag_groups: list[dict[str, Any]] = field(default_factory=list)
+
+    def index(self, name: str) -> dict[str, dict[str, Any]]:
+        """``{id: record}`` of collection ``name`` (e.g. "flow_actions"), built once."""
+        cache = self.__dict__.setdefault("_indexes", {})
+        found = cache.get(name)
+        if found is None:
+            found = cache[name] = {r["id"]: r for r in getattr(self, name)}
+        return found
 
 
 def build_catalog(seed: int, n_profiles: int, data_start: int, data_end: int, span_ms: int) -> Catalog:
@@ -158,11 +175,13 @@ def build_catalog(seed: int, n_profiles: int, data_start: int, data_end: int, sp
             definition = {"channel": "mobile_push", "notification_type": "standard",
                           "content": {"title": "New drop", "body": "See what's new"}}
         out.campaigns.append({"type": "campaign", "id": cid, "attributes": attrs, "channel": channel,
-                               "message_ids": [mid]})
+                               "message_ids": [mid], "tag_ids": []})
         out.campaign_messages.append({"type": "campaign-message", "id": mid, "attributes": {
             "definition": definition,
             "send_times": [{"datetime": iso(scheduled), "is_local": False}] if scheduled else [],
-            "created_at": iso(created), "updated_at": iso(updated)}, "campaign_id": cid})
+            "created_at": iso(created), "updated_at": iso(updated)}, "campaign_id": cid,
+            "template_id": out.templates[k % len(out.templates)]["id"],
+            "image_id": str(10_000_000 + h(seed, "campaign-image", k) % 89_999_999)})
 
     out.flows, out.flow_actions = [], []
     action_seq = 0
@@ -188,13 +207,49 @@ def build_catalog(seed: int, n_profiles: int, data_start: int, data_end: int, sp
             else:
                 definition = {"id": aid, "type": "time-delay", "links": {"next": nxt},
                               "data": {"unit": "days", "value": 1 + a}}
+            message_ids = []
+            if a % 2 == 0:  # a send-email action has one message (an A/B-tested one, two)
+                for v in range(2 if (k + a) % 5 == 0 else 1):
+                    msg_id = short_id(seed, "flow-message", len(out.flow_messages))
+                    message_ids.append(msg_id)
+                    message = dict(definition["data"]["message"])
+                    message["subject_line"] = f"{message['subject_line']}{' (B)' if v else ''}"
+                    out.flow_messages.append({"type": "flow-message", "id": msg_id, "attributes": {
+                        "channel": "email", "created": iso(created), "updated": iso(updated),
+                        "definition": message}, "action_id": aid, "template_id": message["template_id"]})
             actions.append({"type": "flow-action", "id": aid, "attributes": {
                 "created": iso(created), "updated": iso(updated), "definition": definition},
-                "flow_id": fid})
+                "flow_id": fid, "message_ids": message_ids})
         out.flow_actions.extend(actions)
         out.flows.append({"type": "flow", "id": fid, "attributes": {
             "name": f"{trigger} flow #{k + 1}", "status": FLOW_STATUSES[(k + k // 6) % 3],
             "archived": k % 5 == 2, "created": iso(created), "updated": iso(updated),
-            "trigger_type": trigger}, "action_ids": action_ids})
+            "trigger_type": trigger}, "action_ids": action_ids, "tag_ids": []})
+
+    _build_tags(out, seed)
 
     return out
+
+
+def _build_tags(out: Catalog, seed: int) -> None:
+    """Tag groups, tags, and each tag's links to campaigns, flows, lists and segments (stored on them)."""
+    out.tag_groups = [{"type": "tag-group", "id": det_uuid(seed, "tag-group", g), "attributes": {
+        "name": name, "exclusive": exclusive, "default": default}, "tag_ids": []}
+        for g, (name, exclusive, default) in enumerate(TAG_GROUPS)]
+    out.tags = []
+    for k, name in enumerate(TAG_NAMES):
+        group = out.tag_groups[k % len(out.tag_groups)]
+        tid = det_uuid(seed, "tag", k)
+        group["tag_ids"].append(tid)
+        out.tags.append({"type": "tag", "id": tid, "attributes": {"name": name}, "tag_group_id": group["id"]})
+    linkable = [t["id"] for t in out.tags if t["attributes"]["name"] not in ("unused", "archive")]
+    owners: list[dict[str, Any] | Group] = [*out.campaigns, *out.flows, *out.groups["list"], *out.groups["segment"]]
+    for k, owner in enumerate(owners):
+        n = h(seed, "tag-links", k) % 4  # 0..3 tags (a quarter carry none)
+        chosen = [linkable[(h(seed, "tag-pick", k, j)) % len(linkable)] for j in range(n)]
+        ids = list(dict.fromkeys(chosen))
+        if isinstance(owner, Group):
+            owner.tag_ids = ids
+        else:
+            owner["tag_ids"] = ids
+

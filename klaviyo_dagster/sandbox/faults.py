@@ -12,7 +12,7 @@ by commas, each ``[OPGLOB=]KIND:WHEN[@PARAM]``:
 - ``WHEN``: a share of requests, ``0.05`` (5 %); or ``nextN``: the next N matching requests
   (``503:next3``); or ``everyK``: every Kth matching request (``429:every10``: the 10th, 20th, ...).
 - ``PARAM``: for ``slow`` the delay in seconds (default 1.0); for ``429`` the ``Retry-After`` seconds
-  (default 1); for ``truncate`` the fraction of the body that is sent (default 0.5).
+  (default 1; ``@0``: no ``Retry-After`` header at all, counted as ``429-no-retry-after``); for ``truncate`` the fraction of the body that is sent (default 0.5).
 - ``OPGLOB``: optional operation key glob (fnmatch), e.g. ``GET /api/profiles`` or ``GET /api/lists*``;
   without it the rule matches every operation.
 
@@ -123,6 +123,8 @@ class FaultRule:
         if self.kind == "reset":
             return Fault(kind="reset", label="reset")
         status = int(self.kind)
+        if status == 429 and param == 0:  # a 429 without Retry-After: the client must pick its own wait
+            return Fault(kind="status", label="429-no-retry-after", status=429, retry_after=0)
         retry_after = max(1, math.ceil(param)) if status == 429 else 1
         return Fault(kind="status", label=self.kind, status=status, retry_after=retry_after)
 
@@ -269,8 +271,9 @@ class FaultInjector:
                         break
             if chosen is None:
                 return None
-            self._counts[chosen.kind] = self._counts.get(chosen.kind, 0) + 1
-            return chosen.fault()
+            fault = chosen.fault()
+            self._counts[fault.label] = self._counts.get(fault.label, 0) + 1
+            return fault
 
     @property
     def counts(self) -> dict[str, int]:

@@ -141,6 +141,17 @@ class SandboxServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def restart(self, downtime: float = 0.0) -> None:
+        """Stop serving like a crashed server (listening socket closed, open keep-alive connections reset
+        at their next request), stay down `downtime` seconds, then serve again on the same port with the
+        same account state (data, writes, jobs, counters)."""
+        self._http.stopped = True  # type: ignore[attr-defined]
+        self.stop()
+        time.sleep(downtime)
+        self._http = _Server(("127.0.0.1", self.port), _Handler)
+        self._http.sandbox = self  # type: ignore[attr-defined]
+        self.start()
+
     def _maybe_auto_release(self) -> None:
         if self.late_release_after is not None and self.store.late_pending() > 0:
             if self.clock_ms() - self._t0_wall * 1000 >= self.late_release_after * 1000:
@@ -152,6 +163,12 @@ class SandboxServer:
         n = self.store.release_late_events(count)
         self.page_cache.clear()
         return n
+
+    def delete_profile(self, profile_id: str) -> bool:
+        """Delete a profile now, as a data-privacy deletion would (Store.delete_profile); False when unknown."""
+        deleted = self.store.delete_profile(profile_id)
+        self.page_cache.clear()
+        return deleted
 
     def _cacheable(self, method: str, op_key: str) -> bool:
         """Whether this answer may come from (and go to) the page cache right now."""
@@ -188,6 +205,11 @@ class SandboxServer:
             "GET /api/campaigns": r.get_campaigns, "GET /api/campaigns/{id}": r.get_campaign,
             "GET /api/flows": r.get_flows, "GET /api/flows/{id}": r.get_flow,
             "GET /api/templates": r.get_templates, "GET /api/templates/{id}": r.get_template,
+            "GET /api/tags": r.get_tags, "GET /api/tags/{id}": lambda q: r.get_by_id(q, "tags", "tag"),
+            "GET /api/campaign-messages/{id}": lambda q: r.get_by_id(q, "campaign_messages", "campaign-message"),
+            "GET /api/flow-actions/{id}": lambda q: r.get_by_id(q, "flow_actions", "flow-action"),
+            "GET /api/flow-actions/{id}/flow-messages": r.get_action_messages,
+            "GET /api/flow-messages/{id}": lambda q: r.get_by_id(q, "flow_messages", "flow-message"),
             "POST /api/lists": w.create_list,
             "POST /api/lists/{id}/relationships/profiles": lambda q: w.change_members(q, add=True),
             "DELETE /api/lists/{id}/relationships/profiles": lambda q: w.change_members(q, add=False),
@@ -233,7 +255,7 @@ class SandboxServer:
             status = int(fault.status)
             err = ApiError(status, "throttled" if status == 429 else "error",
                            f"injected fault: HTTP {status} (sandbox fault injection)")
-            if status == 429:
+            if status == 429 and getattr(fault, "retry_after", 1):  # retry_after 0: no Retry-After at all
                 extra.setdefault("Retry-After", str(getattr(fault, "retry_after", 1)))
             return json_response(status, err.doc(), extra), None, op_key
         if fault is not None and fault.kind == "slow":
@@ -280,8 +302,8 @@ class SandboxServer:
         try:
             return self._admin(method, path, body)
         finally:
-            if method != "GET" and not path.rstrip("/").endswith(("/stats", "/latency")):
-                self.page_cache.clear()  # admin changes (faults, late events, deletions, ...) may change data
+            if method != "GET" and path[len("/__sandbox/"):].strip("/") not in ADMIN_KEEPS_DATA:
+                self.page_cache.clear()  # other admin changes (late events, deletions, ...) may change data
 
     def _admin(self, method: str, path: str, body: bytes) -> Response:
         name = path[len("/__sandbox/"):].strip("/")
@@ -291,7 +313,7 @@ class SandboxServer:
                 data = orjson.loads(body)
             except orjson.JSONDecodeError:
                 return json_response(400, {"error": "admin routes take a JSON body"})
-        if method != "GET" and name not in ("stats", "latency"):
+        if method != "GET" and name not in ADMIN_KEEPS_DATA:
             self.page_cache.clear()
         if name == "latency" and method == "GET":
             return json_response(200, self.latency.describe())
@@ -339,6 +361,13 @@ class SandboxServer:
                 return json_response(400, {"error": str(e)})
             snapshot = getattr(self.faults, "snapshot", None)
             return json_response(200, result if result is not None else snapshot() if snapshot else {"ok": True})
+        if name == "delete-profile" and method == "POST":
+            pid = data.get("id") if isinstance(data, dict) else None
+            if not isinstance(pid, str) or not pid:
+                return json_response(400, {"error": 'send {"id": "<profile id>"}'})
+            if not self.delete_profile(pid):
+                return json_response(404, {"error": f"no profile with id {pid!r}"})
+            return json_response(200, {"deleted": pid})
         if name == "semantics" and method == "GET":
             return json_response(200, self.semantics.snapshot())
         if name == "semantics" and method in ("POST", "PUT"):
@@ -350,7 +379,7 @@ class SandboxServer:
         if name == "health":
             return json_response(200, {"ok": True, "base_url": self.base_url})
         return json_response(404, {"error": f"unknown admin route {path}; see /__sandbox/health, stats, "
-                                            "late-events, rate-limits, faults, latency, page-cache, semantics"})
+                                            "late-events, rate-limits, faults, latency, page-cache, semantics, delete-profile"})
 
 
 def _recorder_from_env() -> Any:
@@ -366,6 +395,9 @@ def default_api_key(seed: int) -> str:
     """The deterministic private key a sandbox accepts when none is given: pk_ + 34 hex digits."""
     return "pk_" + "".join(f"{h(seed, 'api-key', k):016x}" for k in range(3))[:34]
 
+
+# Admin routes whose changes leave the data as it was (rate limits and faults act before the page cache).
+ADMIN_KEEPS_DATA = frozenset({"stats", "latency", "rate-limits", "faults", "page-cache", "health"})
 
 # Collection reads whose answers depend only on the URL and the data (not on the clock): page-cacheable.
 CACHED_OPERATIONS = frozenset({
@@ -406,6 +438,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         started = time.monotonic()
         sandbox: SandboxServer = self.server.sandbox  # type: ignore[attr-defined]
+        if getattr(self.server, "stopped", False):  # a connection that outlived its (re)started server
+            self._reset()
+            return
         split = urlsplit(self.path)
         path = split.path
         try:

@@ -19,7 +19,8 @@ from klaviyo_dagster.sandbox.timeline import dt_to_ms, ms_to_dt
 
 _ALIASES = {"profiles": "profile", "events": "event", "lists": "list", "segments": "segment", "metrics": "metric",
             "campaigns": "campaign", "flows": "flow", "templates": "template",
-            "campaign-messages": "campaign-message", "flow-actions": "flow-action"}
+            "campaign-messages": "campaign-message", "flow-actions": "flow-action", "flow-messages": "flow-message",
+            "tags": "tag", "tag-groups": "tag-group"}
 
 
 class Truth:
@@ -40,10 +41,11 @@ class Truth:
         if rtype in ("list", "segment"):
             return [r.simple_resource(r.group_rec(st), p) for st in s.groups[rtype].values()]
         source = {"metric": s.all_metrics(), "campaign": b.campaigns, "flow": b.flows, "template": b.templates,
-                  "campaign-message": b.campaign_messages, "flow-action": b.flow_actions}.get(rtype)
+                  "campaign-message": b.campaign_messages, "flow-action": b.flow_actions,
+                  "flow-message": b.flow_messages, "tag": b.tags, "tag-group": b.tag_groups}.get(rtype)
         if source is None:
             raise ValueError(f"unknown type {rtype!r}; use one of profile, event, list, segment, metric, "
-                             "campaign, campaign-message, flow, flow-action, template")
+                             "campaign, campaign-message, flow, flow-action, flow-message, template, tag, tag-group")
         out = []
         for rec in source:
             res = r.simple_resource(rec, p)
@@ -100,6 +102,19 @@ class Truth:
                 pid = s.base.profile_id(s.base.member_index(st.group, ref[1])) if ref[0] == "b" else ref[1]
                 out.append((pid, ms_to_dt(pos[0])))
         return out
+
+    def links(self, rtype: str, relationship: str = "tags") -> list[tuple[str, str]]:
+        """(owner id, linked id) pairs: e.g. ``links("campaign")`` -> every (campaign id, tag id), and
+        ``links("flow-action", "flow-messages")``, ``links("flow", "flow-actions")``."""
+        rtype = _ALIASES.get(rtype, rtype)
+        field = {"tags": "tag_ids", "flow-actions": "action_ids", "flow-messages": "message_ids",
+                 "campaign-messages": "message_ids"}[relationship]
+        with self._store.lock:
+            if rtype in ("list", "segment"):
+                return [(st.group.id, t) for st in self._store.groups[rtype].values() for t in st.group.tag_ids]
+            b = self._store.base
+            source = {"campaign": b.campaigns, "flow": b.flows, "flow-action": b.flow_actions}[rtype]
+            return [(rec["id"], linked) for rec in source for linked in rec.get(field, ())]
 
     def date_range(self) -> tuple[datetime, datetime]:
         """(first, last) datetimes the base profile/event data spans."""

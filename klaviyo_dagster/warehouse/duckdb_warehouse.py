@@ -22,13 +22,17 @@ import duckdb
 import pandas as pd
 
 from klaviyo_dagster.warehouse.connection import open_connection
+from klaviyo_dagster.warehouse.current import (
+    CURRENT_VIEW_SUFFIX,
+    LOADED_AT,
+    current_view_sql,
+    ensure_deleted_table,
+)
 from klaviyo_dagster.warehouse.sql import normalize_type, qualified, quote_ident
 from klaviyo_dagster.warehouse.staging import STAGING_TABLE, Chunk, StagingArea, staging_root, sweep_stale
 
-LOADED_AT = "_loaded_at"
 _WARNED_CLASH: set[str] = set()
 _SWEPT_TMP: list[bool] = []  # the system temp dir is swept of legacy staging once per process
-CURRENT_VIEW_SUFFIX = "_current"
 
 
 @dataclass
@@ -179,6 +183,8 @@ class Warehouse:
         primary_key: Sequence[str] | None = None,
         latest_by: Sequence[str] | None = None,
         extra_column_type: str = "JSON",
+        version_of: tuple[str, str] | None = None,
+        exclude_deleted: Sequence[tuple[str, str]] = (),
     ) -> WriteResult:
         """Replace exactly ``partition_values`` of ``schema.table`` with the rows of ``chunks``.
 
@@ -186,7 +192,10 @@ class Warehouse:
         (TIMESTAMPTZ, day starts in UTC). Keys of a chunk not in ``columns`` are added as columns of
         ``extra_column_type`` (in staging and in the table). With ``primary_key``, the last staged row
         of each key wins. With ``latest_by`` (columns, newest first), a view ``<table>_current`` keeps
-        the latest row of each primary key. Every staged row must fall in one of ``partition_values``.
+        the latest row of each primary key; ``version_of`` (parent key, parent cursor) keeps only rows of
+        each parent's latest version, ``exclude_deleted`` ((column, deleted table) pairs) leaves out rows
+        whose column is in a ``<object>_deleted`` table (see current.py). Every staged row must fall in
+        one of ``partition_values``.
         A failure anywhere before the final commit leaves the table untouched.
         """
         if partition_column not in columns:
@@ -214,9 +223,13 @@ class Warehouse:
             staging.seal()
             staging_seconds = time.monotonic() - started
             commit_started = time.monotonic()
-            added = self._commit(
-                table, staged_columns, partition_column, values, str(staging.path), primary_key, latest_by
-            )
+            view = (
+                {"primary_key": primary_key, "latest_by": latest_by, "version_of": version_of,
+                 "exclude": tuple(exclude_deleted)}
+                if primary_key and latest_by
+                else None
+            )  # fmt: skip
+            added = self._commit(table, staged_columns, partition_column, values, str(staging.path), view)
         result = WriteResult(
             table=f"{self.schema}.{table}",
             rows=rows,
@@ -237,8 +250,7 @@ class Warehouse:
         partition_column: str,
         values: list[datetime],
         staging_path: str,
-        primary_key: Sequence[str] | None,
-        latest_by: Sequence[str] | None,
+        view: Mapping[str, Any] | None,
     ) -> list[str]:
         target = self.qualified(table)
         with self.connect() as conn:
@@ -259,8 +271,8 @@ class Warehouse:
                         f"FROM _stg.{STAGING_TABLE}",
                         [datetime.now(timezone.utc)],
                     )
-                    if primary_key and latest_by:
-                        self._create_current_view(conn, table, primary_key, latest_by)
+                    if view is not None:
+                        self.create_current_view(conn, table, **view)
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
@@ -320,21 +332,23 @@ class Warehouse:
                 )
         return added
 
-    def _create_current_view(
+    def create_current_view(
         self,
         conn: duckdb.DuckDBPyConnection,
         table: str,
         primary_key: Sequence[str],
         latest_by: Sequence[str],
+        version_of: tuple[str, str] | None = None,
+        exclude: Sequence[tuple[str, str]] = (),
     ) -> None:
-        key = ", ".join(quote_ident(k) for k in primary_key)
-        order = ", ".join(f"{quote_ident(c)} DESC NULLS LAST" for c in [*latest_by, LOADED_AT])
-        # The body names the table bare: DuckDB binds a view in its own schema, and a bare name keeps
-        # working when the file (hence the catalog name) is renamed or copied.
+        """(Re)create ``<table>_current`` on ``conn`` (inside the caller's transaction; see current.py)."""
+        for _, deleted in exclude:
+            ensure_deleted_table(conn, self.qualified(deleted))
         conn.execute(
-            f"CREATE OR REPLACE VIEW {self.qualified(table + CURRENT_VIEW_SUFFIX)} AS "
-            f"SELECT * FROM {quote_ident(table)} "
-            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
+            current_view_sql(
+                self.qualified(table + CURRENT_VIEW_SUFFIX), table, primary_key, latest_by,
+                version_of=version_of, exclude=exclude,
+            )  # fmt: skip
         )
 
 

@@ -38,7 +38,21 @@ def profiles_enriched_sql(profile_columns: list[str], source_schema: str, vip_mi
         "SELECT e.profile_id, count(DISTINCT e.id) AS order_count, max(e.datetime) AS last_order_at "
         f"FROM {s}.events e JOIN {s}.metrics m ON m.id = e.metric_id "
         "WHERE m.name = 'Placed Order' GROUP BY e.profile_id) o ON o.profile_id = p.id"
+        + _one_row_per_identity(profile_columns)
     )
+
+
+def _one_row_per_identity(profile_columns: list[str]) -> str:
+    """QUALIFY keeping one row per identity as activation keys it (email, else phone, else external id, else
+    id): two Klaviyo profiles sharing an email (a merge pending, a re-created profile) would otherwise be two
+    rows of one person, which the profile import warns about. The most recently updated one wins."""
+    # '' counts as missing (NULL || ... is NULL), as in the profile import's identity.
+    parts = [f"'email:' || nullif(lower(trim(p.{quote_ident('email')})), '')"] if "email" in profile_columns else []
+    parts += [f"'{c}:' || nullif(trim(CAST(p.{quote_ident(c)} AS VARCHAR)), '')"
+              for c in ("phone_number", "external_id") if c in profile_columns]
+    order = "p.updated DESC NULLS LAST, p.id" if "updated" in profile_columns else "p.id"
+    identity = "coalesce(" + ", ".join([*parts, "'id:' || p.id"]) + ")"
+    return f" QUALIFY row_number() OVER (PARTITION BY {identity} ORDER BY {order}) = 1"
 
 
 def build_profiles_enriched(warehouse: Any, table: str, source_schema: str, vip_min_orders: int) -> dict[str, int]:

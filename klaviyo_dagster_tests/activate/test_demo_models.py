@@ -68,3 +68,29 @@ def test_models_then_activation_put_the_vip_tier_and_list_into_klaviyo(sandbox, 
     plan = synced.lists[0]
     assert plan.created and plan.adds == len(vips)
     assert {p for p, _ in sandbox.truth.members("list", plan.list_id)} == vips
+
+
+def test_profiles_enriched_has_one_row_per_identity(tmp_path) -> None:
+    """Two Klaviyo profiles of one person (same email, another case) become one row: the profile import would
+    otherwise warn that a row repeats an identity."""
+    from klaviyo_dagster.warehouse import Warehouse
+    from klaviyo_dagster.warehouse.models import build_profiles_enriched
+
+    wh = Warehouse(str(tmp_path / "wh.duckdb"))
+    wh.execute("CREATE SCHEMA klaviyo")
+    wh.execute(
+        "CREATE TABLE klaviyo.profiles_current AS SELECT * FROM (VALUES "
+        "('p1', 'Ann@Example.com', NULL, NULL, TIMESTAMPTZ '2026-01-01'), "
+        "('p2', 'ann@example.com ', NULL, NULL, TIMESTAMPTZ '2026-02-01'), "
+        "('p3', '', '+14155550100', NULL, TIMESTAMPTZ '2026-01-01'), "
+        "('p4', NULL, '+14155550100', NULL, TIMESTAMPTZ '2026-01-02'), "
+        "('p5', NULL, NULL, NULL, TIMESTAMPTZ '2026-01-01'), "
+        "('p6', NULL, NULL, NULL, TIMESTAMPTZ '2026-01-01')"
+        ") t(id, email, phone_number, external_id, updated)"
+    )
+    wh.execute("CREATE TABLE klaviyo.events (id VARCHAR, profile_id VARCHAR, metric_id VARCHAR, datetime TIMESTAMPTZ)")
+    wh.execute("CREATE TABLE klaviyo.metrics (id VARCHAR, name VARCHAR)")
+    facts = build_profiles_enriched(wh, "inputs.people", "klaviyo", 3)
+    assert facts["rows"] == 4
+    got = sorted(r[0] for r in wh.query("SELECT klaviyo_profile_id FROM inputs.people"))
+    assert got == ["p2", "p4", "p5", "p6"]  # the latest updated of each person; no-identifier rows stay apart

@@ -36,7 +36,9 @@ def _ids_by_email(sandbox, emails: list[str]) -> dict[str, str]:
             if p["attributes"].get("email") in wanted}
 
 
-def test_list_is_created_once_converges_to_the_audience_and_a_rerun_is_a_noop(sandbox, warehouse, known, new_client):
+def test_list_is_created_once_converges_to_the_audience_and_a_rerun_is_a_noop(
+    sandbox, warehouse, known, new_client, caplog
+):
     name = "Activation test A"
     by_id = list(known["id"][:6])
     by_email = list(known["email"][6:8])  # known to the warehouse only by email
@@ -57,9 +59,14 @@ def test_list_is_created_once_converges_to_the_audience_and_a_rerun_is_a_noop(sa
     assert warehouse.query(f"SELECT list_id FROM {LIST_REGISTRY} WHERE list_name = ?", [name]) == [(plan.list_id,)]
 
     client = new_client()
+    caplog.set_level("INFO", logger="klaviyo_dagster.activate.list_sync")
     again = run_list_sync(client, warehouse, settings, run_id="a2")
     assert (again.lists[0].kept, again.lists[0].adds, again.lists[0].removes, again.lists[0].imports) == (10, 0, 0, 0)
     assert write_calls(client) == 0
+    # The run says what it read, what it left alone and why, and that it sent nothing.
+    assert caplog.records[-1].getMessage() == (
+        "read 10 audience rows from inputs.aud_a for 1 list(s); 10 unchanged (already members in Klaviyo, left "
+        "alone); nothing to send: Klaviyo's membership already equals the audience")
 
     # one member leaves, one joins (10% < the 20% guard)
     rows = [r for r in rows if r[1] != by_id[0]] + [(name, known["id"][20], None)]
@@ -67,6 +74,7 @@ def test_list_is_created_once_converges_to_the_audience_and_a_rerun_is_a_noop(sa
     client = new_client()
     third = run_list_sync(client, warehouse, settings, run_id="a3")
     assert (third.lists[0].adds, third.lists[0].removes) == (1, 1)
+    assert caplog.records[-1].getMessage().endswith("; sent 1 adds, 1 removes, 0 imports of unknown people")
     assert write_calls(client) == 2
     expected = (expected - {by_id[0]}) | {known["id"][20]}
     assert _members(sandbox, plan.list_id) == expected

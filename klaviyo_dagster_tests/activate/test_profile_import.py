@@ -29,7 +29,7 @@ def _log(warehouse, sync_name: str, run_id: str) -> dict[str, tuple[str, str | N
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def test_only_new_and_changed_rows_are_sent_and_invalid_rows_are_rejected(sandbox, warehouse, new_client):
+def test_only_new_and_changed_rows_are_sent_and_invalid_rows_are_rejected(sandbox, warehouse, new_client, caplog):
     domain = "pi-one.example.com"
     warehouse.execute(
         "CREATE TABLE inputs.people_one AS SELECT 'user' || i || '@" + domain + "' AS email, "
@@ -45,7 +45,11 @@ def test_only_new_and_changed_rows_are_sent_and_invalid_rows_are_rejected(sandbo
     settings = ProfileImportSettings(table="inputs.people_one", sync_name="one")
 
     client = new_client()
+    caplog.set_level("INFO", logger="klaviyo_dagster.activate.profile_import")
     first = run_profile_import(client, warehouse, settings, run_id="r1")
+    summary = caplog.records[-1].getMessage()
+    assert summary.startswith("read 8 rows from inputs.people_one; 0 unchanged since the last sync")
+    assert summary.endswith("sent 5 profiles in 1 jobs: 5 imported, 0 failed, 0 pending, 3 rejected before sending")
     assert (first.rows, first.sent, first.imported, first.rejected, first.failed) == (8, 5, 5, 3, 0)
     assert write_calls(client) == 1 and len(first.job_ids) == 1
     landed = _profiles_at(sandbox, domain)
@@ -64,6 +68,10 @@ def test_only_new_and_changed_rows_are_sent_and_invalid_rows_are_rejected(sandbo
     client = new_client()
     again = run_profile_import(client, warehouse, settings, run_id="r2")
     assert (again.sent, again.unchanged, again.rejected) == (0, 8, 0)
+    # A run that sends nothing says why: every row is unchanged since the last sync state.
+    summary = caplog.records[-1].getMessage()
+    assert summary == (f"read 8 rows from inputs.people_one; 8 unchanged since the last sync (same content hash "
+                       f"as last imported, {STATE}; full_resync=True sends them anyway); nothing to send")
     assert client.stats.requests == 0  # not even a read: the diff happens in the warehouse
 
     warehouse.execute("UPDATE inputs.people_one SET first_name = 'Renamed' WHERE external_id = 'cust_one_2'")

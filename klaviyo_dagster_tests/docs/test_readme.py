@@ -45,7 +45,7 @@ def test_readme_yaml_route_comes_first_and_its_defs_yaml_is_what_the_scaffolder_
         scope: dict = {}
         exec(_block_after(text, "### The Python route", "```python\n"), scope)  # noqa: S102
     assert {s.name for s in scope["defs"].schedules} == {"klaviyo_ingest_daily", "klaviyo_snapshots_daily",
-                                                         "klaviyo_activation_schedule"}
+                                                         "klaviyo_activation_schedule", "klaviyo_deletion_sweep_weekly"}
 
 
 def test_readme_lists_every_sandbox_semantics_switch() -> None:

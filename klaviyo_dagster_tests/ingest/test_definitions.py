@@ -20,7 +20,11 @@ def defs() -> dg.Definitions:
 
 def test_every_object_is_an_asset_in_the_klaviyo_pool(defs: dg.Definitions) -> None:
     assets = {a.key.to_user_string(): a for a in defs.assets}
-    assert sorted(assets) == sorted(f"klaviyo/{o.name}" for o in OBJECTS)
+    sweeps = {f"klaviyo/{o.name}_deleted" for o in OBJECTS if o.sweep is not None}
+    assert sorted(set(assets) - sweeps) == sorted(f"klaviyo/{o.name}" for o in OBJECTS)
+    assert sweeps == {f"klaviyo/{n}_deleted" for n in ("profiles", "campaigns", "flows", "templates")}
+    for key in sweeps:  # one weekly run over every id: not partitioned, same pool
+        assert assets[key].partitions_def is None and assets[key].op.pool == "klaviyo_api"
     for obj in OBJECTS:
         a = assets[f"klaviyo/{obj.name}"]
         spec = a.specs_by_key[a.key]
@@ -76,6 +80,7 @@ def test_named_ingest_jobs_have_one_backfill_policy_each_and_schedules_target_th
         "klaviyo_ingest_daily": "klaviyo_ingest_incremental_job",
         "klaviyo_snapshots_daily": "klaviyo_ingest_snapshots_job",
         "klaviyo_activation_schedule": "klaviyo_activation_job",
+        "klaviyo_deletion_sweep_weekly": "klaviyo_deletion_sweep",
     }
     # Small runs execute in the run's own process (no per-step process start-up).
     assert {j.executor_def.name for j in jobs.values()} == {"in_process"}

@@ -38,10 +38,13 @@ def test_schedule_targets_yesterday_and_event_lookback() -> None:
     assert daily.partition_key == "2026-03-09"
     keys = {k.to_user_string() for k in daily.asset_selection}
     assert "klaviyo/events" not in keys
-    assert keys == {"klaviyo/profiles", "klaviyo/campaigns", "klaviyo/flows", "klaviyo/templates"}
+    assert keys == {
+        "klaviyo/profiles", "klaviyo/campaigns", "klaviyo/flows", "klaviyo/templates",
+        "klaviyo/campaign_messages", "klaviyo/flow_actions", "klaviyo/flow_messages"}
     assert daily.job_name is None  # the schedule's own job: klaviyo_ingest_incremental_job
     assert [k.to_user_string() for k in events.asset_selection] == ["klaviyo/events"]
-    assert (events.tags[RANGE_START], events.tags[RANGE_END]) == ("2026-03-06", "2026-03-09")
+    # 7 days of lookback by default: Estuary measured events arriving more than 4 days late.
+    assert (events.tags[RANGE_START], events.tags[RANGE_END]) == ("2026-03-02", "2026-03-09")
     assert events.partition_key is None
 
 
@@ -53,7 +56,8 @@ def test_snapshots_have_their_own_daily_schedule() -> None:
     job = defs.resolve_job_def("klaviyo_ingest_snapshots_job")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
         "klaviyo/lists", "klaviyo/segments", "klaviyo/metrics", "klaviyo/list_memberships",
-        "klaviyo/segment_memberships",
+        "klaviyo/segment_memberships", "klaviyo/tags", "klaviyo/campaign_tags", "klaviyo/flow_tags",
+        "klaviyo/list_tags", "klaviyo/segment_tags",
     }  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from klaviyo_dagster.client import KlaviyoClient
 from klaviyo_dagster.ingest import get_object
 from klaviyo_dagster.ingest.fetch import (
     MAX_SUBWINDOWS,
+    PAGES_PER_SUBWINDOW,
     FetchOptions,
     Pass,
     iter_pages,
@@ -213,7 +214,7 @@ def test_subwindow_parts_of_a_first_page_within_one_second() -> None:
                                                           datetime(2026, 12, 1, tzinfo=UTC)))
     assert estimate == float("inf")
     assert subwindow_parts(estimate) == MAX_SUBWINDOWS
-    assert subwindow_parts(5.0) == 2 and subwindow_parts(6.0 * 10) == 10
+    assert subwindow_parts(5.0) == 2 and subwindow_parts(PAGES_PER_SUBWINDOW * 10.0) == 10
 
 
 def test_profiles_updated_in_the_same_second_are_read_once_each() -> None:

@@ -19,7 +19,8 @@ def test_every_entry_is_consistent() -> None:
     names = [o.name for o in OBJECTS]
     assert names == [
         "profiles", "events", "campaigns", "flows", "templates", "lists", "segments", "metrics",
-        "list_memberships", "segment_memberships",
+        "list_memberships", "segment_memberships", "tags", "campaign_messages", "flow_actions", "flow_messages",
+        "campaign_tags", "flow_tags", "list_tags", "segment_tags",
     ]  # fmt: skip
     for obj in OBJECTS:
         cols = obj.sql_columns()

@@ -51,3 +51,22 @@ def call(
     return (session or requests).request(
         method, handle.base_url + path, params=params, data=data, headers=headers, timeout=timeout
     )
+
+
+def first_id_of(fetch: Callable[[str, dict[str, str] | None], dict[str, Any]], kind: str) -> str:
+    """The id of a first resource of ``kind`` (the path segment, e.g. ``flows``), with ``fetch(path, params)``
+    returning a JSON document. Kinds without a collection of their own are found through their parent:
+    campaign messages via campaigns, flow actions (one that sends a message) via flows, flow messages via
+    that action."""
+    if kind == "campaign-messages":
+        return fetch("/api/campaigns", {"filter": "equals(messages.channel,'email')",
+                                        "include": "campaign-messages"})["included"][0]["id"]
+    if kind in ("flow-actions", "flow-messages"):
+        actions = fetch("/api/flows", {"include": "flow-actions"})["included"]
+        action = next(a["id"] for a in actions if a["attributes"]["definition"]["type"] == "send-email")
+        if kind == "flow-actions":
+            return action
+        return fetch(f"/api/flow-actions/{action}/flow-messages", None)["data"][0]["id"]
+    params = {"filter": "equals(messages.channel,'email')"} if kind == "campaigns" else None
+    return fetch(f"/api/{kind}", params)["data"][0]["id"]
+

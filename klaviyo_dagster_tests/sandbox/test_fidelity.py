@@ -28,7 +28,7 @@ from klaviyo_dagster.sandbox.fidelity import (
     validate_recorded,
 )
 from klaviyo_dagster.spec import load_subset
-from klaviyo_dagster_tests.sandbox.sandbox_http import call, sandbox
+from klaviyo_dagster_tests.sandbox.sandbox_http import call, first_id_of, sandbox
 
 pytest_plugins = ["klaviyo_dagster_tests.fidelity_plugin"]
 
@@ -221,7 +221,7 @@ def test_every_operation_declares_its_query_parameters() -> None:
 # --- over HTTP: parameters -------------------------------------------------------------------------------
 
 SERVED_ELSEWHERE = [  # real Klaviyo operations the package does not use: the sandbox must not serve them
-    ("GET", "/api/tags"),
+    ("GET", "/api/tag-groups"),
     ("GET", "/api/coupons"),
     ("GET", "/api/catalog-items"),
     ("POST", "/api/profiles"),
@@ -337,8 +337,11 @@ def discover_ids(handle: Any) -> dict[str, str]:
         "metric": first_id(handle, "/api/metrics"),
         "flow": first_id(handle, "/api/flows"),
         "template": first_id(handle, "/api/templates"),
+        "tag": first_id(handle, "/api/tags"),
         "custom-metric": first_id(handle, "/api/custom-metrics"),
     }
+    for kind in ("campaign-messages", "flow-actions", "flow-messages"):  # no collections of their own
+        ids[kind[:-1]] = first_id_of(lambda path, params: call(handle, "GET", path, params).json(), kind)
     # Two jobs of two good and two bad rows: every job collection then has a second page at page[size]=1.
     for _ in range(2):
         job = call(handle, "POST", "/api/profile-bulk-import-jobs", json_body=request_body("POST /api/profile-bulk-import-jobs", ids))

@@ -165,8 +165,12 @@ def test_late_events_released_show_through_the_cache() -> None:
         assert sb.late_events_pending() > 0
         released = sb.release_late_events()
         assert count() == before + released
-        # and over the admin route
+        # switching rate limits or latency keeps the pages (the data did not change) ...
         assert sb.page_cache_stats()["pages"] > 0
+        requests.post(f"{sb.base_url}/__sandbox/rate-limits", json={"mode": "off"}, timeout=10)
+        requests.post(f"{sb.base_url}/__sandbox/latency", json={"latency": "off"}, timeout=10)
+        assert sb.page_cache_stats()["pages"] > 0
+        # ... a release over the admin route empties it
         requests.post(f"{sb.base_url}/__sandbox/late-events", json={}, timeout=10)
         assert sb.page_cache_stats()["pages"] == 0
 

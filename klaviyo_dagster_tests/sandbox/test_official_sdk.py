@@ -21,6 +21,7 @@ import requests
 
 from klaviyo_dagster.sandbox import run_sandbox
 from klaviyo_dagster.spec import load_subset
+from klaviyo_dagster_tests.sandbox.sandbox_http import first_id_of
 
 REVISION = "2026-07-15"
 MAX_PAGES = 12
@@ -69,7 +70,7 @@ def arguments(world: Any, op_key: str, op: dict) -> tuple[list[str], dict[str, A
     if "{id}" in template:
         kind = template.split("/")[2]
         positional = [job if kind == "profile-bulk-import-jobs" else
-                      s.get(f"{sb.base_url}/api/{kind}").json()["data"][0]["id"]]
+                      first_id_of(lambda path, params: s.get(sb.base_url + path, params=params).json(), kind)]
     kwargs: dict[str, Any] = {}
     query: dict[str, str] = {}
     if op_key == "GET /api/campaigns":

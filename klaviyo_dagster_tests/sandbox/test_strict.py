@@ -13,6 +13,7 @@ import requests
 
 from klaviyo_dagster.sandbox import revisions
 from klaviyo_dagster.spec import load_subset
+from klaviyo_dagster_tests.sandbox.sandbox_http import first_id_of
 
 REVISION = "2026-07-15"
 
@@ -204,9 +205,7 @@ def _concrete(sb, http, op):
     template = op.split(" ", 1)[1]
     if "{" not in template:
         return template
-    kind = template.split("/")[2]
-    params = {"filter": "equals(messages.channel,'email')"} if kind == "campaigns" else None
-    first = get(http, sb, f"/api/{kind}", params).json()["data"][0]["id"]
+    first = first_id_of(lambda path, params: get(http, sb, path, params).json(), template.split("/")[2])
     return template.replace("{id}", first).replace("{job_id}", first)
 
 
