@@ -224,18 +224,21 @@ def test_lock_holder_names_a_sibling_step_of_this_run(tmp_path) -> None:
     # Here: two children of this test process, one asking about the other.
     path = tmp_path / "locked.duckdb"
     duckdb.connect(str(path)).close()
-    holder = _hold_lock(path, 3)
+    holder = _hold_lock(path, 60)  # ended below once the probe has seen the lock
     try:
         assert holder.stdout.readline().strip() == "locked"
+        # Meet the lock before the (slow, under load) import of the package, so the hold cannot lapse first.
         probe = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(
                 f"""
                 import duckdb
-                from klaviyo_dagster.warehouse.connection import lock_holder
                 try:
                     duckdb.connect({str(path)!r})
+                    message = None
                 except duckdb.IOException as exc:
-                    print(lock_holder(str(exc)))
+                    message = str(exc)
+                from klaviyo_dagster.warehouse.connection import lock_holder
+                print(lock_holder(message) if message else "no lock met")
                 """
             )],
             capture_output=True, text=True, timeout=60, check=True,
@@ -244,6 +247,7 @@ def test_lock_holder_names_a_sibling_step_of_this_run(tmp_path) -> None:
         assert lock_holder("Conflicting lock is held in /usr/bin/python3 (PID 1)").startswith("another process (PID 1")
         assert lock_holder("Could not set lock on file") == "another process"
     finally:
+        holder.kill()
         holder.wait(timeout=30)
 
 
