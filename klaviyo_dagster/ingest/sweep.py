@@ -15,9 +15,10 @@ from typing import Any
 import dagster as dg
 
 from klaviyo_dagster.client import KlaviyoError
-from klaviyo_dagster.ingest.assets import GROUP, IngestSettings, asset_key
+from klaviyo_dagster.ingest.assets import IngestSettings, asset_key
 from klaviyo_dagster.ingest.fetch import FetchOptions, plan_passes
 from klaviyo_dagster.ingest.objects import KlaviyoObject
+from klaviyo_dagster.translator import KlaviyoAssetProps
 from klaviyo_dagster.warehouse.deletions import SweepRefused, record_sweep
 
 UTC = timezone.utc
@@ -49,16 +50,30 @@ def sweep_key(obj: KlaviyoObject, settings: IngestSettings) -> dg.AssetKey:
 def build_sweep_asset(obj: KlaviyoObject, settings: IngestSettings, max_deleted_share: float) -> dg.AssetsDefinition:
     """``klaviyo/<object>_deleted`` for one swept entry."""
 
-    @dg.asset(
-        key=sweep_key(obj, settings),
-        deps=[asset_key(obj, settings.translator)],
+    # Through the translator like every other asset (owners, tags, groups, automation from YAML apply here
+    # too); the key stays beside the object's own, whatever the translator made of that one.
+    spec = settings.translator.get_asset_spec(KlaviyoAssetProps(
+        role="ingest",
+        name=f"{obj.name}_deleted",
         description=f"Ids of `{obj.name}` that Klaviyo deleted, found by a periodic sweep of every id "
         f"(weekly by default); `{obj.name}_current` leaves them out.",
+        table=settings.table_name(f"{obj.name}_deleted"),
+        deps=(asset_key(obj, settings.translator),),
+        metadata={"klaviyo/api_path": obj.path, "klaviyo/sync_mode": "sweep"},
+    )).replace_attributes(key=sweep_key(obj, settings))
+
+    @dg.asset(
+        key=spec.key,
+        deps=spec.deps,
+        description=spec.description,
         pool=settings.pool,
-        group_name=GROUP,
-        kinds={"klaviyo", "duckdb"},
+        group_name=spec.group_name,
+        owners=spec.owners,
+        tags=spec.tags,
+        kinds=spec.kinds,
+        automation_condition=spec.automation_condition,
         required_resource_keys={settings.klaviyo_resource_key, settings.warehouse_resource_key},
-        metadata={"dagster/table_name": settings.table_name(f"{obj.name}_deleted")},
+        metadata=spec.metadata,
     )
     def _sweep(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         started = datetime.now(UTC)

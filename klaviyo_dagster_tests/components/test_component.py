@@ -10,6 +10,7 @@ import yaml
 
 from klaviyo_dagster import KlaviyoComponent
 from klaviyo_dagster.components.scaffolder import default_attributes
+from klaviyo_dagster.ingest.objects import OBJECTS
 
 
 def _defs(attributes: dict) -> dg.Definitions:
@@ -42,10 +43,13 @@ def test_env_templates_become_env_vars_so_the_key_is_never_shown(monkeypatch: py
     monkeypatch.delenv("KLAVIYO_BASE_URL")
     assert _defs(default_attributes()).resources["klaviyo"].base_url == "https://a.klaviyo.com"
 
+# Every object of the table, and the deletion sweep of each object that has one.
+INGEST_KEYS = {f"klaviyo/{o.name}" for o in OBJECTS} | {f"klaviyo/{o.name}_deleted" for o in OBJECTS if o.sweep}
+
 
 def test_scaffolded_attributes_build_every_object_and_no_activation_by_default() -> None:
     specs = _specs(_defs(default_attributes()))
-    assert len(specs) == 10 and all(k.startswith("klaviyo/") for k in specs)
+    assert set(specs) == INGEST_KEYS
     assert {s.tags["klaviyo/role"] for s in specs.values()} == {"ingest"}  # the scaffolded translation
 
 
@@ -62,7 +66,8 @@ def test_yaml_translation_automation_and_activation() -> None:
     }
     defs = _defs(attrs)
     specs = _specs(defs)
-    assert set(specs) == {"klaviyo/profiles", "klaviyo/events", "activation_inputs/profiles_enriched",
+    assert set(specs) == {"klaviyo/profiles", "klaviyo/profiles_deleted", "klaviyo/events",
+                          "activation_inputs/profiles_enriched",
                           "activation_inputs/vip_audience", "klaviyo/profile_import", "klaviyo/list_membership_sync"}
     assert specs["klaviyo/events"].group_name == "crm_ingest"
     assert specs["klaviyo/profile_import"].group_name == "crm_activation"
@@ -100,9 +105,11 @@ def test_two_accounts_are_two_yaml_blocks_with_their_own_keys() -> None:
     merged = dg.Definitions.merge(_defs(us), _defs(eu))
     merged.resolve_implicit_global_asset_job_def()
     specs = _specs(merged)
-    assert len(specs) == 20
+    assert set(specs) == INGEST_KEYS | {k.replace("klaviyo/", "klaviyo_eu/", 1) for k in INGEST_KEYS}
     assert specs["klaviyo_eu/profiles"].metadata["dagster/table_name"] == "warehouse.klaviyo_eu.profiles"
     assert set(merged.resources) == {"klaviyo", "warehouse", "klaviyo_eu", "warehouse_eu"}
     assert merged.resources["warehouse_eu"].schema_ == "klaviyo_eu"
     assert {s.name for s in merged.schedules} == {"klaviyo_ingest_daily", "klaviyo_eu_ingest_daily",
-                                                  "klaviyo_snapshots_daily", "klaviyo_eu_snapshots_daily"}
+                                                  "klaviyo_snapshots_daily", "klaviyo_eu_snapshots_daily",
+                                                  "klaviyo_deletion_sweep_weekly",
+                                                  "klaviyo_eu_deletion_sweep_weekly"}

@@ -20,6 +20,7 @@ import duckdb
 import pytest
 import yaml
 
+from klaviyo_dagster.ingest.objects import OBJECTS
 from klaviyo_dagster.sandbox import run_sandbox
 
 BIN = Path(sys.executable).parent
@@ -107,7 +108,7 @@ def test_scaffold_check_list_and_materialize_from_yaml_only(project, sandbox) ->
     assert attrs["klaviyo"]["api_key"] == "{{ env.KLAVIYO_API_KEY }}"
     assert set(attrs["ingest"]) >= {"start_date", "objects", "event_metrics", "campaign_channels", "lookback_days",
                                     "include_archived", "profile_subscriptions"}
-    assert len(attrs["ingest"]["objects"]) == 10 and attrs["activation"]["enabled"] is False
+    assert attrs["ingest"]["objects"] == [o.name for o in OBJECTS] and attrs["activation"]["enabled"] is False
     assert "translation" in attrs
 
     # The user's edits, in YAML: fewer objects, an owner, a prefix of their own.
@@ -120,12 +121,15 @@ def test_scaffold_check_list_and_materialize_from_yaml_only(project, sandbox) ->
     listed = dg(project, "list", "defs", "--json")
     listing = json.loads(listed.stdout)
     assets = {a["asset_key"]: a for a in listing["assets"]}
-    assert set(assets) == {"crm/klaviyo/profiles", "crm/klaviyo/lists"}
+    assert set(assets) == {"crm/klaviyo/profiles", "crm/klaviyo/profiles_deleted", "crm/klaviyo/lists"}
+    # The deletion sweep goes through the same translation as the object it sweeps.
+    assert assets["crm/klaviyo/profiles_deleted"]["owners"] == [{"team": "crm"}]
     lists = assets["crm/klaviyo/lists"]
     assert lists["group_name"] == "klaviyo_ingest" and set(lists["kinds"]) == {"klaviyo", "duckdb"}
     assert lists["owners"] == [{"team": "crm"}]
     assert {"key": "klaviyo/role", "value": "ingest"} in lists["tags"]
-    assert sorted(s["name"] for s in listing["schedules"]) == ["crm_klaviyo_ingest_daily", "crm_klaviyo_snapshots_daily"]
+    assert sorted(s["name"] for s in listing["schedules"]) == [
+        "crm_klaviyo_deletion_sweep_weekly", "crm_klaviyo_ingest_daily", "crm_klaviyo_snapshots_daily"]
     for out in (checked, listed):
         assert sandbox.api_key not in out.stdout + out.stderr
 
