@@ -48,9 +48,9 @@ class ReportingWarehouse(Warehouse):
         mark("commit-begin")
         return super()._ensure_table(conn, table, columns)
 
-    def _create_current_view(self, conn, table, primary_key, latest_by):  # type: ignore[no-untyped-def, override]
-        mark("commit-inserted")
-        return super()._create_current_view(conn, table, primary_key, latest_by)
+    def create_current_view(self, conn, table, *args, **kw):  # type: ignore[no-untyped-def, override]
+        mark("commit-inserted")  # called inside the transaction, after the insert, before COMMIT
+        return super().create_current_view(conn, table, *args, **kw)
 
 
 class ReportingWarehouseResource(WarehouseResource):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from klaviyo_dagster.ingest.objects import OBJECTS
 from klaviyo_dagster_tests.ui.harness import ROOT, DevServer, dev_server, group_pids
 
 UTC = timezone.utc
@@ -74,8 +75,7 @@ def test_runs_launched_through_the_webserver_succeed_quietly(server: DevServer) 
         # In-process executor: every step ran in the run's own process.
         assert all(s["status"] == "SUCCESS" for s in run["stepStats"])
     steps = {s["stepKey"] for s in server.run(inc)["stepStats"]}
-    assert steps == {"klaviyo__campaigns", "klaviyo__events", "klaviyo__flows", "klaviyo__profiles",
-                     "klaviyo__templates"}
+    assert steps == {f"klaviyo__{o.name}" for o in OBJECTS if o.incremental}
 
 
 def _latest_run_ids(server: DevServer, n: int = 50) -> set[str]:
