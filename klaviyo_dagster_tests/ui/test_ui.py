@@ -29,8 +29,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHOTS = ROOT / "docs" / "img"
-INGEST_OBJECTS = ["campaigns", "events", "flows", "list_memberships", "lists", "metrics", "profiles",
-                  "segment_memberships", "segments", "templates"]
+INGEST_OBJECTS = [o.name for o in OBJECTS]
 
 
 def day(offset: int) -> str:
@@ -113,7 +112,8 @@ def test_browser_lineage_one_partition_and_the_readme_range_path(server: DevServ
                                  lambda _: page.get_by_role("button", name="Skip").click())
 
         # The lineage of the ingest group shows every asset (a tall window: the graph draws what is in view).
-        page.set_viewport_size({"width": 1400, "height": 2600})
+        # (about 210 px a node in one column: tall enough for every object, its sweep and the models' links)
+        page.set_viewport_size({"width": 1400, "height": 6400})
         page.goto(f"{server.url}/locations/klaviyo/asset-groups/klaviyo_ingest/lineage", wait_until="networkidle")
         for name in INGEST_OBJECTS:
             page.get_by_text(name, exact=True).first.wait_for()
@@ -150,8 +150,9 @@ def test_browser_lineage_one_partition_and_the_readme_range_path(server: DevServ
         backfill = server.wait_backfill(backfill_id)
         runs = backfill["runs"]
         assert runs and all(r["status"] == "SUCCESS" for r in runs), backfill
-        # One run for the range of incremental objects (single-run policy), one capture of the snapshots.
-        assert len(runs) == 2, runs
+        # One run for the range of incremental objects (single-run policy), one capture of the snapshots,
+        # one deletion sweep (unpartitioned too, like the snapshots).
+        assert len(runs) == 3, runs
         for r in runs:
             assert warnings_of(server, r["runId"]) == []
 
