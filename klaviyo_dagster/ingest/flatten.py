@@ -68,6 +68,9 @@ def _parse_utc(raw: Any) -> datetime | None:
     return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
+# A raw chunk holds at most about this many body bytes (DuckDB needs ~2-3x that within the staging
+# connection's memory limit, 128 MB by default; 25 pages of 1 MB ran out of 64 MB).
+RAW_CHUNK_BYTES = 8 << 20
 _RAW_KINDS = frozenset({"id", "attributes", "relationships", "pass"})
 
 
@@ -300,7 +303,9 @@ class Flattener:
     @property
     def full(self) -> bool:
         raw = self._raw
-        return self._buf_rows >= self.chunk_rows or (raw is not None and len(raw) * self._raw_page_rows >= self.chunk_rows)
+        if raw is not None and (len(raw) * self._raw_page_rows >= self.chunk_rows or raw.size >= RAW_CHUNK_BYTES):
+            return True
+        return self._buf_rows >= self.chunk_rows
 
     def take(self) -> dict[str, list[Any]] | None:
         """The buffered chunk (None when empty); the buffer starts over."""

@@ -59,7 +59,7 @@ class Warehouse:
         *,
         connection_config: Mapping[str, Any] | None = None,
         logger: logging.Logger | None = None,
-        staging_memory_limit: str = "64MB",
+        staging_memory_limit: str = "128MB",
         commit_memory_limit: str | None = "128MB",
     ) -> None:
         self.database = database

@@ -32,7 +32,6 @@ from klaviyo_dagster.warehouse.sql import quote_ident
 
 # DuckDB type a column is read as inside json_transform (the staging insert casts it to the declared type).
 _READ_AS = {"JSON": "JSON", "BIGINT": "BIGINT", "INTEGER": "INTEGER", "BOOLEAN": "BOOLEAN", "DOUBLE": "DOUBLE"}
-_PAGES = "_json_pages"
 _ROWS = "_json_rows"
 
 
@@ -80,9 +79,11 @@ class JsonPages:
     bounds: list[tuple[datetime | None, datetime | None]] = field(default_factory=list)
     rows: int = 0
     dropped: int = 0
+    size: int = 0  # body bytes
 
     def add(self, body: bytes, values: Mapping[str, Any], lower: datetime | None = None,
             upper: datetime | None = None) -> None:
+        self.size += len(body)
         self.bodies.append(body)
         self.values.append(values)
         self.bounds.append((lower, upper))
@@ -116,35 +117,34 @@ def _ref(path: Sequence[str]) -> str:
 
 
 def new_keys(conn: duckdb.DuckDBPyConnection, chunk: JsonPages) -> list[str]:
-    """Members of ``extras_under`` in the chunk's resources that the layout does not know, first seen first.
-
-    Loads the chunk's pages into the temp table the staging insert reads (call before `stage_pages`).
-    """
+    """Members of ``extras_under`` in the chunk's resources that the layout does not know, first seen first."""
     layout = chunk.layout
-    names = [c.page_value for c in layout.columns if c.page_value is not None]
-    lists = "".join(f", unnest(?::VARCHAR[]) AS {quote_ident('v_' + n)}" for n in names)
-    params: list[Any] = [chunk.bodies, [lo for lo, _ in chunk.bounds], [hi for _, hi in chunk.bounds]]
-    params += [[None if v.get(n) is None else str(v.get(n)) for v in chunk.values] for n in names]
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE {_PAGES} AS SELECT * REPLACE (decode(doc) AS doc) FROM (SELECT "
-        f"unnest(?::BLOB[]) AS doc, unnest(?::TIMESTAMPTZ[]) AS lo, unnest(?::TIMESTAMPTZ[]) AS hi{lists})",
-        params,
-    )
     if layout.extras_under is None:
         return []
     keys = conn.execute(
-        f"SELECT key FROM (SELECT key, row_number() OVER () AS n FROM (SELECT unnest(flatten("
-        f"json_keys(doc, ?))) AS key FROM {_PAGES})) WHERE key IS NOT NULL GROUP BY key ORDER BY min(n)",
-        ["$.data[*]." + json.dumps(layout.extras_under)],
+        "SELECT key FROM (SELECT key, row_number() OVER () AS n FROM (SELECT unnest(flatten(json_keys("
+        "decode(b), ?))) AS key FROM (SELECT unnest(?::BLOB[]) AS b))) WHERE key IS NOT NULL "
+        "GROUP BY key ORDER BY min(n)",
+        ["$.data[*]." + json.dumps(layout.extras_under), chunk.bodies],
     ).fetchall()
     known = layout.known()
     return [k for (k,) in keys if k not in known]
 
 
+def _pages(chunk: JsonPages) -> tuple[str, list[Any]]:
+    """A subquery of the chunk's pages (``doc``, ``lo``, ``hi``, a ``v_<name>`` per pass value) and its params."""
+    names = [c.page_value for c in chunk.layout.columns if c.page_value is not None]
+    lists = "".join(f", unnest(?::VARCHAR[]) AS {quote_ident('v_' + n)}" for n in names)
+    params: list[Any] = [chunk.bodies, [lo for lo, _ in chunk.bounds], [hi for _, hi in chunk.bounds]]
+    params += [[None if v.get(n) is None else str(v.get(n)) for v in chunk.values] for n in names]
+    sql = f"(SELECT unnest(?::BLOB[]) AS doc, unnest(?::TIMESTAMPTZ[]) AS lo, unnest(?::TIMESTAMPTZ[]) AS hi{lists})"
+    return sql, params
+
+
 def stage_pages(conn: duckdb.DuckDBPyConnection, table: str, chunk: JsonPages, extras: Sequence[str]) -> int:
     """Insert the chunk's rows into ``table`` (columns named by the layout, ``extras`` already added).
 
-    Call `new_keys` first (it loads the pages). Sets ``chunk.rows`` and ``chunk.dropped``; returns the rows.
+    Sets ``chunk.rows`` and ``chunk.dropped``; returns the rows.
     """
     layout = chunk.layout
     select, params = [], []
@@ -170,10 +170,11 @@ def stage_pages(conn: duckdb.DuckDBPyConnection, table: str, chunk: JsonPages, e
         select.append("TRUE AS _interior, TRUE AS _inside")
     structure = json.dumps({"data": [_struct(layout, extras)]}).replace("'", "''")
     carried = ", ".join(["lo", "hi", *(quote_ident("v_" + c.page_value) for c in layout.columns if c.page_value)])
+    pages, page_params = _pages(chunk)
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS SELECT {', '.join(select)} "
-        f"FROM (SELECT {carried}, unnest(json_transform(doc, '{structure}').data) AS r FROM {_PAGES})",
-        params,
+        f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS SELECT {', '.join(select)} FROM (SELECT {carried}, "
+        f"unnest(json_transform(decode(doc), '{structure}').data) AS r FROM {pages})",
+        [*params, *page_params],
     )
     names = [quote_ident(c.name) for c in layout.columns]
     names += [quote_ident(layout.extra_name(k)) for k in extras] + [part]
@@ -183,7 +184,7 @@ def stage_pages(conn: duckdb.DuckDBPyConnection, table: str, chunk: JsonPages, e
         "WHERE _interior AND _inside"
     ).fetchone()
     conn.execute(f"DROP TABLE {_ROWS}")
-    conn.execute(f"DROP TABLE {_PAGES}")
     chunk.dropped = int(dropped[0]) if dropped else 0
     chunk.rows = int(rows[0]) if rows else 0
+    chunk.bodies, chunk.values, chunk.bounds = [], [], []  # staged: the bytes are not needed any more
     return chunk.rows

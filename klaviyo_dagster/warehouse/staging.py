@@ -63,7 +63,7 @@ class StagingArea:
         columns: Mapping[str, str],
         *,
         extra_column_type: str = "JSON",
-        memory_limit: str = "64MB",
+        memory_limit: str = "128MB",
         directory: str | None = None,
     ) -> None:
         self.columns: dict[str, str] = dict(columns)
@@ -83,6 +83,10 @@ class StagingArea:
         self._conn.execute("SET TimeZone = 'UTC'")
         ddl = ", ".join(f"{quote_ident(n)} {t}" for n, t in self.columns.items())
         self._conn.execute(f"CREATE TABLE {STAGING_TABLE} ({ddl})")
+        # One transaction for the whole staging, committed by `seal`: appends then go straight to the file
+        # (DuckDB writes large transaction-local data optimistically) instead of through the WAL and a
+        # checkpoint; measured 2.7 instead of 4.7 ms of CPU per 1,000 events. Closing unsealed discards it.
+        self._conn.execute("BEGIN TRANSACTION")
 
     @property
     def conn(self) -> duckdb.DuckDBPyConnection:
@@ -167,6 +171,7 @@ class StagingArea:
     def seal(self) -> None:
         """Checkpoint and close the connection so the file can be ATTACHed read-only elsewhere."""
         if self._conn is not None:
+            self._conn.execute("COMMIT")
             self._conn.execute("CHECKPOINT")
             self._conn.close()
             self._conn = None
