@@ -25,7 +25,10 @@ from klaviyo_dagster.automation.jobs import (
 from klaviyo_dagster.automation.schedules import (
     DEFAULT_CRON,
     DEFAULT_LOOKBACK_DAYS,
+    DEFAULT_REPORT_CRON,
     DEFAULT_SWEEP_CRON,
+    REPORTING_JOB,
+    REPORTING_SCHEDULE,
     SCHEDULE_NAME,
     SWEEP_JOB,
     SWEEP_SCHEDULE,
@@ -50,11 +53,6 @@ def _warehouse_facts(resources: Mapping[str, Any] | None, key: str) -> tuple[str
     if not isinstance(resource, WarehouseResource):
         resource = WarehouseResource()
     return resource.catalog(), resource.schema_
-
-
-REPORTING_JOB = "klaviyo_reporting_job"
-REPORTING_SCHEDULE = "klaviyo_reporting_daily"
-DEFAULT_REPORT_CRON = "45 2 * * *"  # after the ingest schedule; one request per report and day
 
 
 def build_ingest_definitions(

@@ -20,6 +20,10 @@ ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 SCHEDULE_NAME = "klaviyo_ingest_daily"
 DEFAULT_CRON = "15 2 * * *"  # 02:15 UTC: a little after midnight so yesterday is complete
 DEFAULT_LOOKBACK_DAYS = 7  # Estuary measured events arriving more than 4 days late and re-reads 7
+# Reporting API assets (ingest/reports.py): their own job and daily schedule, yesterday's partition.
+REPORTING_JOB = "klaviyo_reporting_job"
+REPORTING_SCHEDULE = "klaviyo_reporting_daily"
+DEFAULT_REPORT_CRON = "45 2 * * *"  # after the ingest schedule; one request per report and day
 
 
 def build_ingest_schedule(

@@ -254,3 +254,44 @@ def test_a_filter_narrows_the_report(klaviyo_sandbox: Any) -> None:
     assert some == [r for r in everything if r["groupings"]["flow_id"] == flow]
 
 
+
+
+def test_reports_have_their_own_job_and_daily_schedule() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        defs = build_ingest_definitions(
+            objects=["events"], reports=True, deletion_sweeps=False, start_date="2026-01-01",
+            resources={"klaviyo": KlaviyoResource(api_key="pk_test"), "warehouse": WarehouseResource(database=":memory:")})
+        jobs = {n: defs.resolve_job_def(n) for n in ("klaviyo_reporting_job", "klaviyo_ingest_incremental_job")}
+    reports = {f"klaviyo/{n}" for n in ("campaign_values", "flow_values", "flow_series")}
+    selected = {n: {k.to_user_string() for k in j.asset_layer.executable_asset_keys} for n, j in jobs.items()}
+    assert selected == {"klaviyo_reporting_job": reports, "klaviyo_ingest_incremental_job": {"klaviyo/events"}}
+    schedule = defs.resolve_schedule_def("klaviyo_reporting_daily")
+    tick = datetime(2026, 3, 5, 2, 45, tzinfo=UTC)
+    with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
+        requests = schedule.evaluate_tick(context).run_requests
+    assert [(r.partition_key, {k.to_user_string() for k in r.asset_selection}) for r in requests] == [
+        ("2026-03-04", reports)]
+    spec = next(s for a in defs.assets for s in a.specs if s.key.to_user_string() == "klaviyo/flow_series")
+    assert spec.metadata["klaviyo/rate_limit_tier"] == "REPORTING" and spec.metadata["klaviyo/daily_budget"] == 225
+    with pytest.raises(ValueError, match="not reports"):
+        build_ingest_definitions(reports=["events"])
+
+
+def test_the_component_builds_reports_from_yaml() -> None:
+    import yaml
+
+    from klaviyo_dagster.components import KlaviyoComponent
+    from klaviyo_dagster.components.scaffolder import default_attributes
+
+    attrs = default_attributes()
+    attrs["ingest"].update(objects=["flows"], reports=["flow_series"], conversion_metric="Fulfilled Order",
+                           report_statistics=["recipients", "open_rate"])
+    attrs["translation"] = {"owners": ["team:crm"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        defs = dg.component_defs(component=KlaviyoComponent.resolve_from_yaml(yaml.safe_dump(attrs)))
+    keys = {s.key.to_user_string(): s for a in defs.assets for s in a.specs}
+    assert {"klaviyo/flows", "klaviyo/flow_series"} <= set(keys)
+    assert keys["klaviyo/flow_series"].owners == ["team:crm"]  # the translation applies to reports too
+    assert {s.name for s in defs.schedules or ()} >= {"klaviyo_reporting_daily", "klaviyo_ingest_daily"}
