@@ -20,6 +20,7 @@ from klaviyo_dagster.ingest.assets import (
     asset_key,
     build_ingest_asset,
 )
+from klaviyo_dagster.ingest.derived import build_derived_asset
 from klaviyo_dagster.ingest.fetch import FetchOptions
 from klaviyo_dagster.ingest.objects import OBJECTS, KlaviyoObject, get_object
 from klaviyo_dagster.ingest.sweep import build_sweep_asset
@@ -65,6 +66,8 @@ def build_ingest_assets(
     event_metrics: Sequence[str] | None = None,
     profile_subscriptions: bool = True,
     profile_predictive_analytics: bool = False,
+    list_profile_count: bool = False,
+    segment_profile_count: bool = False,
     campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
     include_archived: bool = True,
     chunk_rows: int = 10_000,
@@ -82,21 +85,37 @@ def build_ingest_assets(
     - ``event_metrics``: metric ids or names; events are then read one pass per metric (default: all).
     - ``profile_subscriptions`` / ``profile_predictive_analytics``: request those profile fields
       (predictive analytics moves /api/profiles to a slower rate-limit bucket).
+    - ``list_profile_count`` / ``segment_profile_count``: add ``profile_count`` to the lists (segments)
+      snapshot, one ``GET /api/lists/{id}`` per list on its 1/s, 15/m tier (N lists: about N/15 minutes).
     - ``campaign_channels``, ``include_archived``: campaign/flow passes.
     - ``translator``: keys, groups, owners, tags, automation (`DagsterKlaviyoTranslator`).
     - ``klaviyo_resource_key`` / ``warehouse_resource_key`` / ``schema``: which account, which warehouse and
       which schema (None: the warehouse resource's; ``default_schema`` and ``catalog`` name it in metadata).
     """
-    chosen = [get_object(n) for n in objects] if objects is not None else list(OBJECTS)
+    switches = {"profile_subscriptions": profile_subscriptions,
+                "profile_predictive_analytics": profile_predictive_analytics}
+    chosen = [get_object(n) for n in objects] if objects is not None else [
+        o for o in OBJECTS if o.derived is None or o.derived.needs is None or switches.get(o.derived.needs)
+    ]
+    for o in chosen:
+        if o.derived is not None and o.derived.needs is not None and not switches.get(o.derived.needs):
+            raise ValueError(f"{o.name} is derived from {o.derived.source}' {o.derived.needs.split('_', 1)[1]}, "
+                             f"which {o.derived.needs}=False leaves out: set {o.derived.needs}=True or leave "
+                             f"{o.name} out of objects")
     settings = _settings(
         event_metrics=event_metrics, profile_subscriptions=profile_subscriptions,
-        profile_predictive_analytics=profile_predictive_analytics, campaign_channels=campaign_channels,
+        profile_predictive_analytics=profile_predictive_analytics, list_profile_count=list_profile_count,
+        segment_profile_count=segment_profile_count, campaign_channels=campaign_channels,
         include_archived=include_archived, chunk_rows=chunk_rows,
         translator=translator, klaviyo_resource_key=klaviyo_resource_key,
         warehouse_resource_key=warehouse_resource_key, schema=schema, default_schema=default_schema, catalog=catalog,
     )  # fmt: skip
     partitions_def = daily_partitions(start_date)
-    return {obj.name: build_ingest_asset(obj, partitions_def, settings) for obj in chosen}
+    return {
+        obj.name: build_derived_asset(obj, settings) if obj.derived is not None
+        else build_ingest_asset(obj, partitions_def, settings)
+        for obj in chosen
+    }
 
 
 def build_sweep_assets(
@@ -120,6 +139,8 @@ def _settings(
     event_metrics: Sequence[str] | None = None,
     profile_subscriptions: bool = True,
     profile_predictive_analytics: bool = False,
+    list_profile_count: bool = False,
+    segment_profile_count: bool = False,
     campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
     include_archived: bool = True,
     chunk_rows: int = 10_000,
@@ -145,7 +166,9 @@ def _settings(
                 ("predictive_analytics", profile_predictive_analytics),
             )
             if on
-        ]
+        ],
+        "lists": ["profile_count"] if list_profile_count else [],
+        "segments": ["profile_count"] if segment_profile_count else [],
     }
     fan_out: dict[str, Sequence[str] | None] = {
         "event_metrics": tuple(event_metrics) if event_metrics else None,

@@ -9,6 +9,8 @@ END = "<!-- objects-table:end -->"
 
 
 def _sync(obj: KlaviyoObject) -> str:
+    if obj.derived is not None:
+        return f"derived: a view over `klaviyo.{obj.derived.source}_current`"
     if obj.parent is not None and obj.incremental:
         return f"incremental on the {obj.parent.object[:-1]}'s `{obj.cursor}`"
     if obj.incremental:
@@ -20,6 +22,8 @@ def _sync(obj: KlaviyoObject) -> str:
 
 def _source(obj: KlaviyoObject) -> str:
     link = obj.parent
+    if obj.derived is not None:
+        return f"`klaviyo.{obj.derived.source}_current` (no API calls)"
     if link is None:
         return f"`GET {obj.path}`"
     parent = get_object(link.object)
@@ -30,6 +34,8 @@ def _source(obj: KlaviyoObject) -> str:
 
 
 def _passes(obj: KlaviyoObject) -> str:
+    if obj.derived is not None:
+        return "none"
     if obj.parent is not None:
         parent = _passes(get_object(obj.parent.object))
         if obj.parent.via == "each":
@@ -53,15 +59,18 @@ def objects_markdown() -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for o in OBJECTS:
-        tier = f"{o.tier.name} ({o.tier.burst}/s, {o.tier.steady}/m)"
+        tier = f"{o.tier.name} ({o.tier.burst}/s, {o.tier.steady}/m)" if o.derived is None else "none"
+        page = "none" if o.derived is not None else o.page_size or "server default (up to 200)"
         lines.append(
             f"| `klaviyo.{o.name}` | {_source(o)} | {_sync(o)} | `{', '.join(o.primary_key)}` | "
-            f"{o.page_size or 'server default (up to 200)'} | {tier} | {_passes(o)} |"
+            f"{page} | {tier} | {_passes(o)} |"
         )
     lines.append("")
     for o in OBJECTS:
         cols = ", ".join(f"`{c.name}` {c.sql_type}" for c in o.columns)
         extra = f"`{PARTITION_COLUMN}` TIMESTAMPTZ, `_loaded_at` TIMESTAMPTZ"
+        if o.derived is not None:
+            extra += f" (of the {o.derived.source[:-1]} row)"
         view = ""
         if o.incremental:
             latest = "rows of each parent's latest version" if o.parent is not None else "latest version per id"
