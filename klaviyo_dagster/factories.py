@@ -33,7 +33,7 @@ from klaviyo_dagster.automation.schedules import (
     build_sweep_job,
 )
 from klaviyo_dagster.automation.sensors import build_activation_schedule, build_table_change_sensor
-from klaviyo_dagster.ingest import build_ingest_assets, build_sweep_assets
+from klaviyo_dagster.ingest import build_ingest_assets, build_sweep_assets, get_object
 from klaviyo_dagster.translator import DagsterKlaviyoTranslator
 from klaviyo_dagster.warehouse import WarehouseResource
 
@@ -52,6 +52,11 @@ def _warehouse_facts(resources: Mapping[str, Any] | None, key: str) -> tuple[str
     return resource.catalog(), resource.schema_
 
 
+REPORTING_JOB = "klaviyo_reporting_job"
+REPORTING_SCHEDULE = "klaviyo_reporting_daily"
+DEFAULT_REPORT_CRON = "45 2 * * *"  # after the ingest schedule; one request per report and day
+
+
 def build_ingest_definitions(
     *,
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
@@ -63,9 +68,13 @@ def build_ingest_definitions(
     deletion_sweeps: bool = True,
     sweep_cron: str = DEFAULT_SWEEP_CRON,
     max_deleted_share: float = 0.5,
+    report_cron: str = DEFAULT_REPORT_CRON,
     **asset_options: Any,
 ) -> dg.Definitions:
     """Assets ``klaviyo/<object>`` (+ checks), the ingest jobs and schedules (``klaviyo_ingest_daily`` ...).
+
+    With ``reports`` (see `build_ingest_assets`): the Reporting API assets, job ``klaviyo_reporting_job``
+    and schedule ``klaviyo_reporting_daily`` (``report_cron``, yesterday's partition).
 
     ``deletion_sweeps``: also ``klaviyo/<object>_deleted`` for the objects Klaviyo deletes from (profiles,
     campaigns, flows, templates), job ``klaviyo_deletion_sweep`` and its schedule (``sweep_cron``, weekly).
@@ -84,6 +93,10 @@ def build_ingest_definitions(
         translator=translator, warehouse_resource_key=warehouse_resource_key, default_schema=default_schema,
         catalog=catalog, **asset_options,
     )  # fmt: skip
+    # Reporting API assets have a job and schedule of their own: a long backfill of the incremental objects
+    # must not be refused because the reports' 225-a-day budget cannot cover its range.
+    reports = {n: assets.pop(n) for n in [n for n in assets if get_object(n).report is not None]}
+    report_jobs, report_schedules = _report_jobs(reports, translator, schedule, report_cron)
     incremental_job, snapshots_job = build_ingest_jobs(
         list(assets.values()), incremental_name=_names(translator, INCREMENTAL_JOB),
         snapshots_name=_names(translator, SNAPSHOTS_JOB),
@@ -119,8 +132,31 @@ def build_ingest_definitions(
         )  # fmt: skip
         jobs.append(sweep_job)
         schedules.extend(sweep_schedules)
-    return dg.Definitions(assets=[*assets.values(), *sweeps.values()], jobs=jobs, schedules=schedules,
+    return dg.Definitions(assets=[*assets.values(), *reports.values(), *sweeps.values()],
+                          jobs=[*jobs, *report_jobs], schedules=[*schedules, *report_schedules],
                           resources=dict(resources or {}))
+
+
+def _report_jobs(
+    reports: Mapping[str, dg.AssetsDefinition], translator: DagsterKlaviyoTranslator, schedule: bool, cron: str
+) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition]]:
+    """Job ``klaviyo_reporting_job`` over the report assets and schedule ``klaviyo_reporting_daily``
+    (yesterday's partition: one request per report, STOPPED like the other schedules)."""
+    if not reports:
+        return [], []
+    first = next(iter(reports.values()))
+    job = dg.define_asset_job(
+        _names(translator, REPORTING_JOB), selection=[a.key for a in reports.values()],
+        partitions_def=first.partitions_def,
+        description="Klaviyo Reporting API (campaign and flow values, flow series), daily partitions; each run "
+        "checks its requests against the 225-a-day budget before sending any.",
+    )  # fmt: skip
+    if not schedule:
+        return [job], []
+    return [job], [build_ingest_schedule(
+        [a.key for a in reports.values()], first.partitions_def,  # type: ignore[arg-type]
+        cron_schedule=cron, name=_names(translator, REPORTING_SCHEDULE), job=job,
+    )]  # fmt: skip
 
 
 def build_activation_definitions(

@@ -22,7 +22,8 @@ from klaviyo_dagster.ingest.assets import (
 )
 from klaviyo_dagster.ingest.derived import build_derived_asset
 from klaviyo_dagster.ingest.fetch import FetchOptions
-from klaviyo_dagster.ingest.objects import OBJECTS, KlaviyoObject, get_object
+from klaviyo_dagster.ingest.objects import OBJECTS, REPORTS, KlaviyoObject, get_object
+from klaviyo_dagster.ingest.reports import DEFAULT_CONVERSION_METRIC, ReportOptions, build_report_asset
 from klaviyo_dagster.ingest.sweep import build_sweep_asset
 from klaviyo_dagster.translator import DagsterKlaviyoTranslator
 
@@ -35,6 +36,7 @@ __all__ = [
     "GROUP",
     "OBJECTS",
     "POOL",
+    "REPORTS",
     "IngestSettings",
     "KlaviyoObject",
     "asset_key",
@@ -77,6 +79,9 @@ def build_ingest_assets(
     schema: str | None = None,
     default_schema: str = "klaviyo",
     catalog: str = "warehouse",
+    reports: bool | Sequence[str] = False,
+    conversion_metric: str = DEFAULT_CONVERSION_METRIC,
+    report_statistics: Sequence[str] | None = None,
 ) -> dict[str, dg.AssetsDefinition]:
     """``{object name: asset}`` for the chosen objects.
 
@@ -91,6 +96,11 @@ def build_ingest_assets(
     - ``translator``: keys, groups, owners, tags, automation (`DagsterKlaviyoTranslator`).
     - ``klaviyo_resource_key`` / ``warehouse_resource_key`` / ``schema``: which account, which warehouse and
       which schema (None: the warehouse resource's; ``default_schema`` and ``catalog`` name it in metadata).
+    - ``reports``: the Reporting API assets too (`REPORTS`: ``campaign_values``, ``flow_values``,
+      ``flow_series``; True for all, or names); they may also be named in ``objects``. Off by default:
+      225 requests a day per account bound how much history they can read (ingest/reports.py).
+      ``conversion_metric`` (a metric name or id, default Placed Order) and ``report_statistics``
+      (default: the entry's counts and values) shape their queries.
     """
     switches = {"profile_subscriptions": profile_subscriptions,
                 "profile_predictive_analytics": profile_predictive_analytics}
@@ -102,6 +112,12 @@ def build_ingest_assets(
             raise ValueError(f"{o.name} is derived from {o.derived.source}' {o.derived.needs.split('_', 1)[1]}, "
                              f"which {o.derived.needs}=False leaves out: set {o.derived.needs}=True or leave "
                              f"{o.name} out of objects")
+    if reports:
+        names = [o.name for o in REPORTS] if reports is True else list(reports)  # type: ignore[arg-type]
+        wrong = [n for n in names if get_object(n).report is None]
+        if wrong:
+            raise ValueError(f"reports: {wrong} are not reports; choose from {', '.join(o.name for o in REPORTS)}")
+        chosen += [get_object(n) for n in names if n not in {o.name for o in chosen}]
     settings = _settings(
         event_metrics=event_metrics, profile_subscriptions=profile_subscriptions,
         profile_predictive_analytics=profile_predictive_analytics, list_profile_count=list_profile_count,
@@ -111,8 +127,10 @@ def build_ingest_assets(
         warehouse_resource_key=warehouse_resource_key, schema=schema, default_schema=default_schema, catalog=catalog,
     )  # fmt: skip
     partitions_def = daily_partitions(start_date)
+    options = ReportOptions(conversion_metric, tuple(report_statistics) if report_statistics else None)
     return {
-        obj.name: build_derived_asset(obj, settings) if obj.derived is not None
+        obj.name: build_report_asset(obj, partitions_def, settings, options) if obj.report is not None
+        else build_derived_asset(obj, settings) if obj.derived is not None
         else build_ingest_asset(obj, partitions_def, settings)
         for obj in chosen
     }
@@ -129,7 +147,8 @@ def build_sweep_assets(
     as `build_ingest_assets` (channels, archived, translator, resource keys, schema); a sweep that would mark
     more than ``max_deleted_share`` of the held ids deleted is refused."""
     chosen = [get_object(n) for n in objects] if objects is not None else list(OBJECTS)
-    options.pop("start_date", None)
+    for name in ("start_date", "reports", "conversion_metric", "report_statistics"):
+        options.pop(name, None)
     settings = _settings(**options)
     return {o.name: build_sweep_asset(o, settings, max_deleted_share) for o in chosen if o.sweep is not None}
 

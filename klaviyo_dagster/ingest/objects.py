@@ -22,6 +22,12 @@ linked id (flow messages: one request per flow action). An incremental child is 
 parent's cursor, so a day's run reads only the parents that changed that day, and its ``_current``
 view keeps the rows of each parent's latest version. ``sweep=Sweep(...)`` adds a periodic id sweep:
 ``<name>_deleted`` and a ``_current`` view without the ids the latest sweep no longer saw.
+
+Reports (``sync="report"``, ``report=Report(...)``, the `REPORTS` tuple) come from Klaviyo's Reporting API
+(``POST`` a report query, 2 a minute and 225 a day per account): a daily partition per report day, one
+request covering every campaign (flow) of ``Report.days_per_request`` days (ingest/reports.py plans the
+requests within the day's budget). Their column sources are ``groupings.<name>``, ``statistics.<name>``,
+``series.datetime`` (a series result's interval start) and ``pass.conversion_metric_id``.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any, Literal
 
 from klaviyo_dagster.client.tiers import Tier
 
-SyncMode = Literal["incremental", "snapshot", "membership", "derived"]
+SyncMode = Literal["incremental", "snapshot", "membership", "derived", "report"]
 
 PARTITION_COLUMN = "_partition"
 
@@ -143,6 +149,20 @@ class Derived:
 
 
 @dataclass(frozen=True)
+class Report:
+    """A Reporting API report: the JSON:API type of its query, what it groups by, the statistics asked for
+    by default (``report_statistics`` replaces them), and how many days one request may cover (values
+    reports aggregate their whole time frame, so one day; a daily series takes up to 60)."""
+
+    type: str
+    group_by: tuple[str, ...]
+    statistics: tuple[str, ...]
+    days_per_request: int = 1
+    interval: str | None = None  # series reports: the interval of the series (one value per interval)
+    daily_budget: int = 225  # requests a day per account (x-klaviyo-ratelimit `daily`)
+
+
+@dataclass(frozen=True)
 class KlaviyoObject:
     """One Klaviyo object: where it lives and how it lands in ``klaviyo.<name>``."""
 
@@ -167,6 +187,7 @@ class KlaviyoObject:
     parent: Parent | None = None
     sweep: Sweep | None = None
     derived: Derived | None = None
+    report: Report | None = None
 
     @property
     def incremental(self) -> bool:
@@ -570,8 +591,66 @@ _DERIVED: tuple[KlaviyoObject, ...] = (
 
 OBJECTS: tuple[KlaviyoObject, ...] = _BASE + _CHILDREN + _DERIVED
 
+# Statistics asked for by default: counts and value (rates are derivable from them, and exact).
+REPORT_STATISTICS = (
+    "recipients", "delivered", "bounced", "opens", "opens_unique", "clicks", "clicks_unique",
+    "conversions", "conversion_uniques", "conversion_value", "unsubscribes", "spam_complaints",
+)  # fmt: skip
+COUNT_STATISTICS = {"conversion_value", "average_order_value", "revenue_per_recipient", "text_message_spend",
+                    "text_message_roi", "text_message_credit_usage_amount"}
 
-OBJECTS_BY_NAME: dict[str, KlaviyoObject] = {o.name: o for o in OBJECTS}
+
+def stat_type(name: str) -> str:
+    """Warehouse type of a statistic: rates and money are DOUBLE, counts BIGINT."""
+    return "DOUBLE" if name.endswith("_rate") or name in COUNT_STATISTICS else "BIGINT"
+
+
+def _report(name: str, path: str, owner: str, report: Report, description: str) -> KlaviyoObject:
+    """A Reporting API entry: grouping columns, the conversion metric, one column per default statistic."""
+    groups = tuple(Column(g, f"groupings.{g}") for g in report.group_by)
+    series = (Column("datetime", "series.datetime", TS),) if report.interval else ()
+    return KlaviyoObject(
+        name=name,
+        path=path,
+        description=description,
+        sync="report",
+        primary_key=(*report.group_by, *(c.name for c in series)),
+        tier=Tier.REPORTING,
+        columns=(
+            *groups,
+            *series,
+            Column("conversion_metric_id", "pass.conversion_metric_id"),
+            *(Column(s, f"statistics.{s}", stat_type(s)) for s in report.statistics),
+        ),
+        report=report,
+    )
+
+
+REPORTS: tuple[KlaviyoObject, ...] = (
+    _report(
+        "campaign_values", "/api/campaign-values-reports", "campaign",
+        Report("campaign-values-report", ("campaign_id", "campaign_message_id", "send_channel"), REPORT_STATISTICS),
+        "Campaign performance per report day (UTC): one row per campaign, message and channel with activity "
+        "that day, from the Reporting API (`POST /api/campaign-values-reports`, timeframe = the day, "
+        "conversions of the configured conversion metric, default Placed Order). One request per day.",
+    ),
+    _report(
+        "flow_values", "/api/flow-values-reports", "flow",
+        Report("flow-values-report", ("flow_id", "flow_message_id", "send_channel"), REPORT_STATISTICS),
+        "Flow performance per report day (UTC): one row per flow, flow message and channel with activity "
+        "that day (`POST /api/flow-values-reports`, timeframe = the day). One request per day.",
+    ),
+    _report(
+        "flow_series", "/api/flow-series-reports", "flow",
+        Report("flow-series-report", ("flow_id", "flow_message_id", "send_channel"), REPORT_STATISTICS,
+               days_per_request=60, interval="daily"),
+        "Flow performance as a daily series (`POST /api/flow-series-reports`, interval daily): one row per "
+        "flow, message, channel and day; one request covers up to 60 days, so a backfill costs a sixtieth "
+        "of flow_values' budget.",
+    ),
+)
+
+OBJECTS_BY_NAME: dict[str, KlaviyoObject] = {o.name: o for o in (*OBJECTS, *REPORTS)}
 
 
 def get_object(name: str) -> KlaviyoObject:

@@ -79,6 +79,38 @@ INTERESTS = ["running", "yoga", "hiking", "fashion", "tech", "travel", "cooking"
 
 _METRIC_PICK = [i for i, (_, _, w) in enumerate(METRICS) for _ in range(w)]
 
+ATTRIBUTED_SHARE = 35  # percent of Placed Order events attributed to an email send
+
+
+@dataclass(frozen=True)
+class Send:
+    """A message events can belong to: a sent campaign's message or a flow's message."""
+
+    message_id: str
+    channel: str  # email | sms | mobile_push (campaign channels)
+    name: str
+    campaign_id: str | None = None
+    flow_id: str | None = None
+
+
+def sends_by_channel(catalog: Catalog) -> dict[str, list[Send]]:
+    """``{channel: [Send]}``: the messages of sent campaigns of each channel, and flow messages (email)."""
+    out: dict[str, list[Send]] = {"email": [], "sms": [], "mobile_push": []}
+    messages = {m["id"]: m for m in catalog.campaign_messages}
+    for c in catalog.campaigns:
+        if c["attributes"]["status"] != "Sent":
+            continue
+        for mid in c["message_ids"]:
+            if mid in messages:
+                out[c["channel"]].append(Send(mid, c["channel"], c["attributes"]["name"], campaign_id=c["id"]))
+    actions = {a["id"]: a for a in catalog.flow_actions}
+    flows = {f["id"]: f for f in catalog.flows}
+    for m in catalog.flow_messages:
+        flow = flows[actions[m["action_id"]]["flow_id"]]
+        out["email"].append(Send(m["id"], "email", flow["attributes"]["name"], flow_id=flow["id"]))
+    return out
+
+
 LATE_WINDOW_MS = 3 * DAY_MS  # late events carry a datetime within the last 3 days of data
 LATE_STRIDE = 50  # one event in LATE_STRIDE of that window arrives late
 
@@ -106,6 +138,7 @@ class BaseData(Catalog):
         catalog = build_catalog(self.seed, self.n_profiles, self.data_start, self.data_end, self.span_ms)
         for f in fields(Catalog):
             setattr(self, f.name, getattr(catalog, f.name))
+        self.sends = sends_by_channel(self)
 
     # ---- profiles -------------------------------------------------------------------------------------
     def profile_id(self, i: int) -> str:
@@ -209,6 +242,28 @@ class BaseData(Catalog):
         return profile_extra(self.seed, i, name, attrs, [g.id for g in self.groups.get("list", ())])
 
     # ---- events ---------------------------------------------------------------------------------------
+    # Message events carry their send in `$message` (the campaign or flow message id) and, for flow
+    # sends, `$flow`; one Placed Order in ATTRIBUTED_SHARE carries the send it is attributed to as
+    # `$attributed_message` (+ `$attributed_flow`, `$attributed_channel`). The Reporting API endpoints
+    # (reports.py) aggregate these; hashes, not the event's rng, pick them, so other values stay put.
+    def _send_props(self, channel: str, i: int) -> dict[str, Any]:
+        pool = self.sends[channel]
+        if not pool:
+            return {}
+        s = pool[h(self.seed, f"send-{channel}", i) % len(pool)]
+        return {"$message": s.message_id}
+
+    def attribution(self, i: int) -> dict[str, Any]:
+        """The attribution properties of conversion event `i` (empty for an unattributed one)."""
+        pool = self.sends["email"]
+        if not pool or h(self.seed, "order-attributed", i) % 100 >= ATTRIBUTED_SHARE:
+            return {}
+        s = pool[h(self.seed, "order-attributed-send", i) % len(pool)]
+        out = {"$attributed_message": s.message_id, "$attributed_channel": "email"}
+        if s.flow_id:
+            out["$attributed_flow"] = s.flow_id
+        return out
+
     def is_late(self, i: int) -> bool:
         return i >= self.late_from and (i - self.late_from) % LATE_STRIDE == 0
 
@@ -248,6 +303,8 @@ class BaseData(Catalog):
             if name in ("Placed Order", "Fulfilled Order"):
                 props["OrderId"] = f"ORD-{100000 + i}"
                 props["DiscountCode"] = r.choice([None, "WELCOME10", "VIP20"])
+            if name == "Placed Order":
+                props.update(self.attribution(i))
         elif name == "Viewed Product":
             p = r.choice(PRODUCTS)
             props = {"ProductID": p[0], "ProductName": p[1], "Price": p[2], "Categories": [p[3]],
@@ -256,9 +313,12 @@ class BaseData(Catalog):
             props = {"page": r.choice(["/", "/collections/new", "/cart", "/pages/about"]),
                      "browser": r.choice(["Chrome", "Safari", "Firefox"]), "os": r.choice(["macOS", "iOS", "Android"])}
         elif name in ("Received Email", "Opened Email", "Clicked Email"):
-            c = self.campaigns[r.below(len(self.campaigns))] if self.campaigns else None
-            props = {"Campaign Name": c["attributes"]["name"] if c else "Welcome", "Subject": "Our newest arrivals",
-                     "$message": c["id"] if c else None, "Email Domain": r.choice(DOMAINS)}
+            # Which send it belongs to: a sent email campaign's message or a flow's email message.
+            s = self.sends["email"][r.below(len(self.sends["email"]))] if self.sends["email"] else None
+            props = {"Campaign Name": s.name if s else "Welcome", "Subject": "Our newest arrivals",
+                     "$message": s.message_id if s else None, "Email Domain": r.choice(DOMAINS)}
+            if s is not None and s.flow_id:
+                props["$flow"] = s.flow_id
             if name == "Clicked Email":
                 props["URL"] = "https://shop.example.com/collections/new?utm_source=klaviyo"
             if name == "Opened Email":
@@ -266,8 +326,10 @@ class BaseData(Catalog):
         elif name == "Sent SMS":
             props = {"Message Body": "Flash sale: 20% off today only", "Message Type": "campaign",
                      "Carrier Deliverability": r.choice(["delivered", "pending"]), "Segments": 1 + r.below(2)}
+            props.update(self._send_props("sms", i))
         elif name == "Received Push":
             props = {"Title": "New drop", "Platform": r.choice(["ios", "android"])}
+            props.update(self._send_props("mobile_push", i))
         else:
             props = {"List": LIST_NAMES[r.below(len(LIST_NAMES))], "method": "form"}
         props["$event_id"] = f"{i}"

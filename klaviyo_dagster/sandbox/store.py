@@ -51,6 +51,7 @@ class Job:
     profile_ids: list[str] = field(default_factory=list)
     applied: bool = False
     row_index: list[int] = field(default_factory=list)  # each row's position in the POSTed profiles
+    sent: list[dict[str, Any]] = field(default_factory=list)  # identifiers of every POSTed row (for truth)
 
     def status(self, now_ms: int) -> str:
         if self.applied:
