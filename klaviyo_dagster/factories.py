@@ -78,7 +78,8 @@ def build_ingest_definitions(
     campaigns, flows, templates), job ``klaviyo_deletion_sweep`` and its schedule (``sweep_cron``, weekly).
 
     ``asset_options`` are `klaviyo_dagster.ingest.build_ingest_assets`'s (``start_date``, ``objects``,
-    ``event_metrics``, ``profile_subscriptions``, ``profile_predictive_analytics``, ``campaign_channels``,
+    ``event_metrics``, ``profile_subscriptions``, ``profile_predictive_analytics``, ``list_profile_count``,
+    ``segment_profile_count``, ``campaign_channels``,
     ``include_archived``, ``chunk_rows``, ``klaviyo_resource_key``, ``schema``). Here: ``lookback_days``
     (days before yesterday the schedule re-reads events for late arrivals), ``schedule`` / ``cron_schedule``,
     ``translator`` and ``resources`` (added to the definitions; none unless passed: the caller supplies

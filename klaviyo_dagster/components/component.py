@@ -89,6 +89,8 @@ class IngestModel(dg.Resolvable, dg.Model):
     event_metrics: list[str] | None = None
     profile_subscriptions: bool = True
     profile_predictive_analytics: bool = False
+    list_profile_count: bool = False
+    segment_profile_count: bool = False
     campaign_channels: list[str] = Field(default_factory=lambda: list(CAMPAIGN_CHANNELS))
     include_archived: bool = True
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
@@ -210,6 +212,7 @@ class KlaviyoComponent(dg.Component, dg.Model, dg.Resolvable):
                 start_date=i.start_date, objects=i.objects, event_metrics=i.event_metrics,
                 profile_subscriptions=i.profile_subscriptions,
                 profile_predictive_analytics=i.profile_predictive_analytics,
+                list_profile_count=i.list_profile_count, segment_profile_count=i.segment_profile_count,
                 campaign_channels=i.campaign_channels, include_archived=i.include_archived,
                 lookback_days=i.lookback_days, reports=i.reports, conversion_metric=i.conversion_metric,
                 report_statistics=i.report_statistics, report_cron=i.report_cron,

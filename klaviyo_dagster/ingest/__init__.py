@@ -20,6 +20,7 @@ from klaviyo_dagster.ingest.assets import (
     asset_key,
     build_ingest_asset,
 )
+from klaviyo_dagster.ingest.derived import build_derived_asset
 from klaviyo_dagster.ingest.fetch import FetchOptions
 from klaviyo_dagster.ingest.objects import OBJECTS, REPORTS, KlaviyoObject, get_object
 from klaviyo_dagster.ingest.reports import DEFAULT_CONVERSION_METRIC, ReportOptions, build_report_asset
@@ -67,6 +68,8 @@ def build_ingest_assets(
     event_metrics: Sequence[str] | None = None,
     profile_subscriptions: bool = True,
     profile_predictive_analytics: bool = False,
+    list_profile_count: bool = False,
+    segment_profile_count: bool = False,
     campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
     include_archived: bool = True,
     chunk_rows: int = 10_000,
@@ -87,6 +90,8 @@ def build_ingest_assets(
     - ``event_metrics``: metric ids or names; events are then read one pass per metric (default: all).
     - ``profile_subscriptions`` / ``profile_predictive_analytics``: request those profile fields
       (predictive analytics moves /api/profiles to a slower rate-limit bucket).
+    - ``list_profile_count`` / ``segment_profile_count``: add ``profile_count`` to the lists (segments)
+      snapshot, one ``GET /api/lists/{id}`` per list on its 1/s, 15/m tier (N lists: about N/15 minutes).
     - ``campaign_channels``, ``include_archived``: campaign/flow passes.
     - ``translator``: keys, groups, owners, tags, automation (`DagsterKlaviyoTranslator`).
     - ``klaviyo_resource_key`` / ``warehouse_resource_key`` / ``schema``: which account, which warehouse and
@@ -97,7 +102,16 @@ def build_ingest_assets(
       ``conversion_metric`` (a metric name or id, default Placed Order) and ``report_statistics``
       (default: the entry's counts and values) shape their queries.
     """
-    chosen = [get_object(n) for n in objects] if objects is not None else list(OBJECTS)
+    switches = {"profile_subscriptions": profile_subscriptions,
+                "profile_predictive_analytics": profile_predictive_analytics}
+    chosen = [get_object(n) for n in objects] if objects is not None else [
+        o for o in OBJECTS if o.derived is None or o.derived.needs is None or switches.get(o.derived.needs)
+    ]
+    for o in chosen:
+        if o.derived is not None and o.derived.needs is not None and not switches.get(o.derived.needs):
+            raise ValueError(f"{o.name} is derived from {o.derived.source}' {o.derived.needs.split('_', 1)[1]}, "
+                             f"which {o.derived.needs}=False leaves out: set {o.derived.needs}=True or leave "
+                             f"{o.name} out of objects")
     if reports:
         names = [o.name for o in REPORTS] if reports is True else list(reports)  # type: ignore[arg-type]
         wrong = [n for n in names if get_object(n).report is None]
@@ -106,7 +120,8 @@ def build_ingest_assets(
         chosen += [get_object(n) for n in names if n not in {o.name for o in chosen}]
     settings = _settings(
         event_metrics=event_metrics, profile_subscriptions=profile_subscriptions,
-        profile_predictive_analytics=profile_predictive_analytics, campaign_channels=campaign_channels,
+        profile_predictive_analytics=profile_predictive_analytics, list_profile_count=list_profile_count,
+        segment_profile_count=segment_profile_count, campaign_channels=campaign_channels,
         include_archived=include_archived, chunk_rows=chunk_rows,
         translator=translator, klaviyo_resource_key=klaviyo_resource_key,
         warehouse_resource_key=warehouse_resource_key, schema=schema, default_schema=default_schema, catalog=catalog,
@@ -115,6 +130,7 @@ def build_ingest_assets(
     options = ReportOptions(conversion_metric, tuple(report_statistics) if report_statistics else None)
     return {
         obj.name: build_report_asset(obj, partitions_def, settings, options) if obj.report is not None
+        else build_derived_asset(obj, settings) if obj.derived is not None
         else build_ingest_asset(obj, partitions_def, settings)
         for obj in chosen
     }
@@ -142,6 +158,8 @@ def _settings(
     event_metrics: Sequence[str] | None = None,
     profile_subscriptions: bool = True,
     profile_predictive_analytics: bool = False,
+    list_profile_count: bool = False,
+    segment_profile_count: bool = False,
     campaign_channels: Sequence[str] = CAMPAIGN_CHANNELS,
     include_archived: bool = True,
     chunk_rows: int = 10_000,
@@ -167,7 +185,9 @@ def _settings(
                 ("predictive_analytics", profile_predictive_analytics),
             )
             if on
-        ]
+        ],
+        "lists": ["profile_count"] if list_profile_count else [],
+        "segments": ["profile_count"] if segment_profile_count else [],
     }
     fan_out: dict[str, Sequence[str] | None] = {
         "event_metrics": tuple(event_metrics) if event_metrics else None,

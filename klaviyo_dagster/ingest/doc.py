@@ -9,6 +9,8 @@ END = "<!-- objects-table:end -->"
 
 
 def _sync(obj: KlaviyoObject) -> str:
+    if obj.derived is not None:
+        return f"derived: a view over `klaviyo.{obj.derived.source}_current`"
     if obj.report is not None:
         return "report: a daily partition per report day (UTC), opt-in (`reports`)"
     if obj.parent is not None and obj.incremental:
@@ -24,6 +26,8 @@ def _source(obj: KlaviyoObject) -> str:
     if obj.report is not None:
         return f"`POST {obj.path}`"
     link = obj.parent
+    if obj.derived is not None:
+        return f"`klaviyo.{obj.derived.source}_current` (no API calls)"
     if link is None:
         return f"`GET {obj.path}`"
     parent = get_object(link.object)
@@ -34,6 +38,8 @@ def _source(obj: KlaviyoObject) -> str:
 
 
 def _passes(obj: KlaviyoObject) -> str:
+    if obj.derived is not None:
+        return "none"
     if obj.report is not None:
         per = obj.report.days_per_request
         return "one request a day (all campaigns/flows)" if per == 1 else f"one request per {per} days"
@@ -62,14 +68,19 @@ def objects_markdown() -> str:
     for o in (*OBJECTS, *REPORTS):
         tier = f"{o.tier.name} ({o.tier.burst}/s, {o.tier.steady}/m" + (
             f", {o.report.daily_budget}/day)" if o.report is not None else ")")
+        if o.derived is not None:
+            tier = "none"
+        page = "none" if o.derived is not None else o.page_size or ("-" if o.report else "server default (up to 200)")
         lines.append(
             f"| `klaviyo.{o.name}` | {_source(o)} | {_sync(o)} | `{', '.join(o.primary_key)}` | "
-            f"{o.page_size or ('-' if o.report else 'server default (up to 200)')} | {tier} | {_passes(o)} |"
+            f"{page} | {tier} | {_passes(o)} |"
         )
     lines.append("")
     for o in (*OBJECTS, *REPORTS):
         cols = ", ".join(f"`{c.name}` {c.sql_type}" for c in o.columns)
         extra = f"`{PARTITION_COLUMN}` TIMESTAMPTZ, `_loaded_at` TIMESTAMPTZ"
+        if o.derived is not None:
+            extra += f" (of the {o.derived.source[:-1]} row)"
         view = ""
         if o.incremental:
             latest = "rows of each parent's latest version" if o.parent is not None else "latest version per id"

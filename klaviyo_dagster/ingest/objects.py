@@ -7,11 +7,13 @@ into several API passes. Adding an object means adding an entry here, not writin
 
 Column sources: ``id``; ``attributes.<name>``; ``relationships.<name>`` (the related resource's id);
 ``pass.<name>`` (a value fixed by the fan-out pass, e.g. the campaign channel or the list id);
-``parent.<name>`` (``id`` or an attribute of the parent record a child row was read through).
+``parent.<name>`` (``id`` or an attribute of the parent record a child row was read through);
+``<object>.<path>`` for derived objects (where in the source object's rows the value is found).
 Sync modes: ``incremental`` (a partition = records whose cursor lies in [day, next day), filtered
 server-side), ``snapshot`` (a partition = the state captured for that day), ``membership`` (a snapshot
-of each list's or segment's members, one pass per group), ``derived`` (a snapshot computed in the
-warehouse from another landed table: no API calls).
+of each list's or segment's members, one pass per group), ``derived`` (``derived=Derived(...)``: a view
+computed in the warehouse from another object's ``_current`` view, SQL in warehouse/derived.py; no API
+calls, and it follows that view's deletions and merges).
 
 Children (``parent=Parent(...)``) are read through another entry's passes: ``include`` rows are the
 resources the parent read carries in ``included`` (campaign messages, flow actions: no extra requests);
@@ -76,12 +78,17 @@ class FanOut:
 
 @dataclass(frozen=True)
 class AdditionalField:
-    """A switchable ``additional-fields[...]`` value (column ``name``, JSON), with the tier it costs."""
+    """A switchable ``additional-fields[...]`` value (column ``name``), with the tier it costs.
+
+    ``path``: the field is served only by that single-resource read (``{id}``: the record's id), not by the
+    collection (``profile_count`` on ``GET /api/lists/{id}``): one request per record, on ``tier``.
+    """
 
     name: str
     param: str
     default: bool
     tier: Tier | None = None
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,21 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A derived object: a view over ``<source>_current`` (warehouse/derived.py has its SQL).
+
+    ``nullable_key``: key columns that may be NULL (a global suppression has no list); ``count_by``: the
+    columns whose row counts a run reports; ``needs``: the build option the source must have on (the
+    object is left out, or refused when asked for by name, without it).
+    """
+
+    source: str
+    nullable_key: tuple[str, ...] = ()
+    count_by: tuple[str, ...] = ()
+    needs: str | None = None
+
+
+@dataclass(frozen=True)
 class Report:
     """A Reporting API report: the JSON:API type of its query, what it groups by, the statistics asked for
     by default (``report_statistics`` replaces them), and how many days one request may cover (values
@@ -164,8 +186,7 @@ class KlaviyoObject:
     groups: Groups | None = None
     parent: Parent | None = None
     sweep: Sweep | None = None
-    # derived objects: the landed object they are computed from (SQL in warehouse/derived.py)
-    derived_from: str | None = None
+    derived: Derived | None = None
     report: Report | None = None
 
     @property
@@ -229,6 +250,12 @@ PROFILE_ATTRS = _attrs(
     "email", "phone_number", "external_id", "first_name", "last_name", "organization", "locale", "title",
     "image", f"created:{TS}", f"updated:{TS}", f"last_event_date:{TS}", "location:JSON", "properties:JSON",
 )  # fmt: skip
+
+def _profile_count(kind: str) -> AdditionalField:
+    """``profile_count`` of a list (segment): one ``GET /api/<kind>s/{id}`` per group on the XS tier."""
+    return AdditionalField("profile_count", f"additional-fields[{kind}]", default=False, tier=Tier.XS,
+                           path=f"/api/{kind}s/{{id}}")
+
 
 def _membership(kind: str) -> KlaviyoObject:
     """``<kind>_memberships``: a snapshot of every list's (segment's) members, one pass per group."""
@@ -378,7 +405,9 @@ _BASE: tuple[KlaviyoObject, ...] = (
         primary_key=("id",),
         page_size=10,
         tier=Tier.L,
-        columns=(ID, *_attrs("name", "opt_in_process", f"created:{TS}", f"updated:{TS}")),
+        columns=(ID, *_attrs("name", "opt_in_process", f"created:{TS}", f"updated:{TS}", "profile_count:INTEGER")),
+        # Opt-in (list_profile_count=True): only GET /api/lists/{id} serves it, at 1/s and 15/m.
+        additional_fields=(_profile_count("list"),),
     ),
     KlaviyoObject(
         name="segments",
@@ -398,8 +427,10 @@ _BASE: tuple[KlaviyoObject, ...] = (
                 "is_starred:BOOLEAN",
                 f"created:{TS}",
                 f"updated:{TS}",
+                "profile_count:INTEGER",
             ),  # fmt: skip
         ),
+        additional_fields=(_profile_count("segment"),),  # opt-in: segment_profile_count=True
     ),
     KlaviyoObject(
         name="metrics",
@@ -532,7 +563,33 @@ _CHILDREN: tuple[KlaviyoObject, ...] = (
     _tag_links("segments", "segment"),
 )
 
-OBJECTS: tuple[KlaviyoObject, ...] = _BASE + _CHILDREN
+_SUPPRESSION = "profiles.subscriptions.email.marketing"
+_DERIVED: tuple[KlaviyoObject, ...] = (
+    KlaviyoObject(
+        name="exclusions",
+        path="/api/profiles",
+        description="Exclusions: the global and list suppressions of every current profile, one row per profile, channel, "
+        "list (NULL for a global suppression) and reason, with its timestamp: email `suppression[]` and "
+        "`list_suppressions[]` and SMS opt-outs (SMS consent `UNSUBSCRIBED`; the spec gives SMS no "
+        "suppression list). A view over `klaviyo.profiles_current` (their `subscriptions`): no API calls, "
+        "and a profile deleted or merged away in Klaviyo leaves it with `profiles_current`.",
+        sync="derived",
+        primary_key=("profile_id", "channel", "list_id", "reason"),
+        tier=Tier.L,  # no requests of its own: the profiles read it comes from draws on this tier
+        columns=(
+            Column("profile_id", "profiles.id"),
+            Column("channel", "profiles.subscriptions.<email|sms>"),
+            Column("list_id", f"{_SUPPRESSION}.list_suppressions[].list_id"),
+            Column("reason", f"{_SUPPRESSION}.suppression[].reason"),
+            Column("timestamp", f"{_SUPPRESSION}.suppression[].timestamp", TS),
+            Column("source", "suppression | list_suppression | consent"),
+        ),
+        derived=Derived("profiles", nullable_key=("list_id",), count_by=("channel", "source", "reason"),
+                        needs="profile_subscriptions"),
+    ),
+)
+
+OBJECTS: tuple[KlaviyoObject, ...] = _BASE + _CHILDREN + _DERIVED
 
 # Statistics asked for by default: counts and value (rates are derivable from them, and exact).
 REPORT_STATISTICS = (

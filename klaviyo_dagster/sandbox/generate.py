@@ -11,7 +11,9 @@ profile indices, so the k-th member is O(1) and `joined_group_at` is monotone in
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 from klaviyo_dagster.sandbox.catalog import LIST_NAMES, METRICS, Catalog, Group, build_catalog
@@ -236,8 +238,8 @@ class BaseData(Catalog):
         return self.profile_id(i), attrs
 
     def profile_extra(self, i: int, name: str, attrs: dict[str, Any]) -> dict[str, Any]:
-        """`subscriptions` or `predictive_analytics` of base profile `i` (asked for via additional-fields)."""
-        return profile_extra(self.seed, i, name, attrs)
+        """`subscriptions` or `predictive_analytics` of profile `i` (asked for via additional-fields)."""
+        return profile_extra(self.seed, i, name, attrs, [g.id for g in self.groups.get("list", ())])
 
     # ---- events ---------------------------------------------------------------------------------------
     # Message events carry their send in `$message` (the campaign or flow message id) and, for flow
@@ -368,7 +370,53 @@ class BaseData(Catalog):
     # ---- small collections ----------------------------------------------------------------------------
 
 
-def profile_extra(seed: int, i: int, name: str, attrs: dict[str, Any]) -> dict[str, Any]:
+# Global email suppressions of subscribed profiles beyond the unsubscribes: (reason, share in 10,000), the
+# spec's EmailMarketingSuppression.reason enum; a spam complaint or a user suppression also unsubscribes.
+_SUPPRESSIONS = (("HARD_BOUNCE", 300), ("SPAM_COMPLAINT", 80), ("INVALID_EMAIL", 100), ("USER_SUPPRESSED", 150))
+_UNSUBSCRIBING = ("SPAM_COMPLAINT", "USER_SUPPRESSED")
+_LIST_SUPPRESSION_REASONS = ("UNSUBSCRIBE", "USER_SUPPRESSED", "SPAM_COMPLAINT")
+
+
+def _between(r: Any, start: str | None, end: str | None) -> str | None:
+    """An ISO time in [start, end] (whole seconds), or start."""
+    if not start:
+        return start
+    lo = int(datetime.fromisoformat(start).timestamp())
+    hi = int(datetime.fromisoformat(end).timestamp()) if end else lo
+    return iso((lo + r.below(max(1, hi - lo + 1))) * 1000)
+
+
+def _suppressions(seed: int, i: int, attrs: dict[str, Any], email: dict[str, Any], sms: dict[str, Any],
+                  list_ids: Sequence[str]) -> None:
+    """Add suppressions to profile `i`'s email marketing (global and per list) and SMS opt-outs, from their
+    own random stream (the other consent draws are left as they were)."""
+    r = rng(seed, "profile-suppressions", i)
+    created, updated = attrs.get("created"), attrs.get("updated")
+    pick = r.below(10_000)
+    for reason, share in _SUPPRESSIONS:
+        if pick < share:
+            if attrs.get("email") and email["consent"] != "NEVER_SUBSCRIBED":
+                email["suppression"] = [*email["suppression"], {"reason": reason, "timestamp": _between(r, created, updated)}]
+                if reason in _UNSUBSCRIBING:
+                    email["consent"] = "UNSUBSCRIBED"
+            break
+        pick -= share
+    if list_ids and attrs.get("email") and r.chance(0.04):
+        chosen = sorted({list_ids[r.below(len(list_ids))] for _ in range(1 + r.below(2))})
+        email["list_suppressions"] = [
+            {"list_id": lid, "reason": r.choice(_LIST_SUPPRESSION_REASONS), "timestamp": _between(r, created, updated)}
+            for lid in chosen
+        ]
+    email["can_receive_email_marketing"] = (email["consent"] == "SUBSCRIBED" and bool(attrs.get("email"))
+                                            and not email["suppression"])
+    if attrs.get("phone_number") and r.chance(0.08):
+        # SMS has no suppression list in the spec (SMSMarketing: consent only): an opt-out is consent UNSUBSCRIBED.
+        sms.update(can_receive_sms_marketing=False, consent="UNSUBSCRIBED", method="TEXT", method_detail="STOP",
+                   consent_timestamp=_between(r, created, updated))
+
+
+def profile_extra(seed: int, i: int, name: str, attrs: dict[str, Any],
+                  list_ids: Sequence[str] = ()) -> dict[str, Any]:
     """Deterministic subscriptions / predictive analytics for profile `i` (also used for new profiles)."""
     r = rng(seed, "profile-" + name, i)
     created = attrs.get("created")
@@ -384,12 +432,14 @@ def profile_extra(seed: int, i: int, name: str, attrs: dict[str, Any]) -> dict[s
         }
         if consent == "UNSUBSCRIBED" and r.chance(0.5):
             email_marketing["suppression"] = [{"reason": "UNSUBSCRIBE", "timestamp": created}]
+        sms_marketing = {"can_receive_sms_marketing": sms == "SUBSCRIBED", "consent": sms,
+                         "consent_timestamp": created if sms == "SUBSCRIBED" else None,
+                         "method": "TEXT" if sms == "SUBSCRIBED" else None, "method_detail": None,
+                         "last_updated": created}
+        _suppressions(seed, i, attrs, email_marketing, sms_marketing, list_ids)
         return {
             "email": {"marketing": email_marketing},
-            "sms": {"marketing": {"can_receive_sms_marketing": sms == "SUBSCRIBED", "consent": sms,
-                                  "consent_timestamp": created if sms == "SUBSCRIBED" else None,
-                                  "method": "TEXT" if sms == "SUBSCRIBED" else None, "method_detail": None,
-                                  "last_updated": created},
+            "sms": {"marketing": sms_marketing,
                     "transactional": {"can_receive_sms_transactional": sms == "SUBSCRIBED", "consent": sms,
                                       "consent_timestamp": None, "method": None, "method_detail": None,
                                       "last_updated": created}},
