@@ -202,10 +202,15 @@ def test_over_budget_fails_before_sending_and_names_the_fix(klaviyo_sandbox: Any
     refused = run(klaviyo_sandbox, db, ["flow_values"], start=DAY - timedelta(days=2), end=DAY)
     assert not refused.success and "223 were already used today" in failure(refused)
     assert "at most 2 day(s) fit" in failure(refused) and not klaviyo_sandbox.stats().get(FLOW_OP)
-    fits = run(klaviyo_sandbox, db, ["flow_values"], start=DAY - timedelta(days=1), end=DAY)
+    # ... with statistics of one's own: a rate the entry does not declare lands as a DOUBLE column.
+    fits = run(klaviyo_sandbox, db, ["flow_values"], start=DAY - timedelta(days=1), end=DAY,
+               report_statistics=["recipients", "opens_unique", "open_rate"])
     assert fits.success, failure(fits)
     assert klaviyo_sandbox.stats()[FLOW_OP] == 2
     assert meta(fits, "flow_values")["report_budget"]["left_today"] == 0
+    assert wh.columns("flow_values")["open_rate"] == "DOUBLE"
+    rates = wh.query(f"SELECT recipients, opens_unique, open_rate, opens FROM {wh.qualified('flow_values')}")
+    assert rates and all(r[2] == (round(r[1] / r[0], 6) if r[0] else 0.0) and r[3] is None for r in rates)
     # The series covers the same 300 days in 5 requests: within the budget.
     assert plan_requests(get_object("flow_series").report, [today() - timedelta(days=k) for k in range(300)]).requests == 5
 
@@ -270,8 +275,9 @@ def test_reports_have_their_own_job_and_daily_schedule() -> None:
     tick = datetime(2026, 3, 5, 2, 45, tzinfo=UTC)
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         requests = schedule.evaluate_tick(context).run_requests
-    assert [(r.partition_key, {k.to_user_string() for k in r.asset_selection}) for r in requests] == [
-        ("2026-03-04", reports)]
+    # One range run: yesterday and the 3 lookback days before it (late attribution), every report asset.
+    assert [(r.partition_key, r.asset_selection, r.tags.get(RANGE_START), r.tags.get(RANGE_END))
+            for r in requests] == [(None, None, "2026-03-01", "2026-03-04")]
     spec = next(s for a in defs.assets for s in a.specs if s.key.to_user_string() == "klaviyo/flow_series")
     assert spec.metadata["klaviyo/rate_limit_tier"] == "REPORTING" and spec.metadata["klaviyo/daily_budget"] == 225
     with pytest.raises(ValueError, match="not reports"):
