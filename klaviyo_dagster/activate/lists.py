@@ -41,7 +41,7 @@ def create_list_once(client: Any, name: str, attempts: int = CREATE_ATTEMPTS) ->
     """
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=0.2, max=max(0.2, float(getattr(client, "max_backoff", 10.0)))),
+        wait=wait_exponential_jitter(multiplier=0.2, max=max(0.2, float(getattr(client, "max_backoff", 10.0)))),
         retry=retry_if_exception_type((KlaviyoServerError, KlaviyoConnectionError)),
         reraise=True,
     )
