@@ -474,11 +474,8 @@ def build_event_import_asset(events_table: str, columns: EventColumns | None = N
         settings = EventImportSettings(table=events_table, columns=columns, sync_name=sync_name, **config.model_dump())
         return run_event_import(client, warehouse, settings, context.run.run_id, context.log)
 
-    def unconfirmed(result: EventImportResult, config: EventImportConfig) -> str | None:
-        return None if not result.pending else (
-            f"{result.pending} events were sent but not readable in Klaviyo within {config.max_wait_s:.0f} s; "
-            "they are sent again next run (Klaviyo dedupes them on unique_id). Raise max_wait_s if Klaviyo is "
-            "slow today")
+    unconfirmed = ("{pending} events were sent but not readable in Klaviyo within {max_wait_s:.0f} s; they are sent "
+                   "again next run (Klaviyo dedupes them on unique_id). Raise max_wait_s if Klaviyo is slow today")
 
     return build_activation_run_asset(key, events_table, event_import_description(events_table), target,
                                       EventImportConfig, run, unconfirmed)

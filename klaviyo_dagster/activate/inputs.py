@@ -115,7 +115,7 @@ def build_activation_run_asset(
     target: ActivationTarget | None,
     config_type: type[Config],
     run: Callable[[Any, Any, Any, AssetExecutionContext], R],
-    unconfirmed: Callable[[R, Any], str | None] | None = None,
+    unconfirmed: str | None = None,
     checks: Sequence[tuple[str, str]] = (),
     check_results: Callable[[R], list[AssetCheckResult]] | None = None,
 ) -> AssetsDefinition:
@@ -123,8 +123,9 @@ def build_activation_run_asset(
     calls ``run(client, warehouse, config, context)``; the result's ``metadata()`` is the materialization's.
 
     ``ActivationRefused`` becomes a Failure that is not retried (a guard said no; nothing was written);
-    ``unconfirmed(result, config)`` -> a description makes the run fail with the metadata (rows whose outcome
-    Klaviyo has not confirmed yet); ``check_results(result)`` reports the asset checks named in ``checks``.
+    When the result has ``pending`` rows (sent, outcome not confirmed by Klaviyo yet) the run fails with the
+    metadata and ``unconfirmed`` as description (formatted with ``pending`` and the config's ``max_wait_s``);
+    ``check_results(result)`` reports the asset checks named in ``checks``.
     """
     target = target or ActivationTarget()
 
@@ -137,9 +138,10 @@ def build_activation_run_asset(
             except ActivationRefused as exc:
                 raise Failure(description=str(exc), allow_retries=False) from exc
         metadata = result.metadata()  # type: ignore[attr-defined]
-        problem = unconfirmed(result, config) if unconfirmed else None
-        if problem:
-            raise Failure(description=problem, metadata=metadata)
+        pending = getattr(result, "pending", 0)
+        if unconfirmed and pending:
+            raise Failure(description=unconfirmed.format(pending=pending, max_wait_s=config.max_wait_s),  # type: ignore[attr-defined]
+                          metadata=metadata)
         return MaterializeResult(metadata=metadata, check_results=check_results(result) if check_results else None)
 
     # Dagster reads the run config's class from the annotation of ``config``.

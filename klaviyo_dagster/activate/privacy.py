@@ -227,10 +227,8 @@ def build_privacy_deletions_asset(deletions_table: str, columns: PrivacyColumns 
         return run_privacy_deletions(client, warehouse, settings, context.run.run_id, context.log,
                                      dict(context.run.tags))
 
-    def unconfirmed(result: PrivacyResult, config: PrivacyDeletionsConfig) -> str | None:
-        return None if not result.pending else (
-            f"{result.pending} deletions were requested but the profiles are still present after "
-            f"{config.max_wait_s:.0f} s; they are requested again next run")
+    unconfirmed = ("{pending} deletions were requested but the profiles are still present after {max_wait_s:.0f} s; "
+                   "they are requested again next run")
 
     return build_activation_run_asset(key, deletions_table, privacy_deletions_description(deletions_table), target,
                                       PrivacyDeletionsConfig, run, unconfirmed)

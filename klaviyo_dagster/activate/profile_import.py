@@ -356,12 +356,11 @@ def build_profile_import_asset(
                                          **config.model_dump())
         return run_profile_import(client, warehouse, settings, context.run.run_id, context.log)
 
-    def unconfirmed(result: ProfileImportResult, config: ProfileImportConfig) -> str | None:
-        return None if not result.pending else (
-            f"{result.pending} profiles have no confirmed outcome yet: in Klaviyo jobs that "
-            f"did not finish within {config.max_wait_s:.0f} s (polled again next run, not resent while they "
-            "run) or in jobs whose failures Klaviyo did not attribute to rows (sent again next run); see "
-            f"{state.LOG} (outcome 'pending'). Raise max_wait_s if Klaviyo is slow today")
+    unconfirmed = (
+        "{pending} profiles have no confirmed outcome yet: in Klaviyo jobs that did not finish within "
+        "{max_wait_s:.0f} s (polled again next run, not resent while they run) or in jobs whose failures Klaviyo "
+        f"did not attribute to rows (sent again next run); see {state.LOG} (outcome 'pending'). Raise max_wait_s "
+        "if Klaviyo is slow today")
 
     return build_activation_run_asset(key, profiles_table, profile_import_description(profiles_table), target,
                                       ProfileImportConfig, run, unconfirmed)

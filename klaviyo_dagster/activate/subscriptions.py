@@ -450,10 +450,8 @@ def build_subscriptions_asset(consent_table: str, columns: SubscriptionColumns |
                                         **config.model_dump())
         return run_subscriptions(client, warehouse, settings, context.run.run_id, context.log, dict(context.run.tags))
 
-    def unconfirmed(result: SubscriptionResult, config: SubscriptionsConfig) -> str | None:
-        return None if not result.pending else (
-            f"{result.pending} consent changes were sent but Klaviyo does not show them after "
-            f"{config.max_wait_s:.0f} s; they are sent again next run")
+    unconfirmed = ("{pending} consent changes were sent but Klaviyo does not show them after {max_wait_s:.0f} s; "
+                   "they are sent again next run")
 
     return build_activation_run_asset(key, consent_table, subscriptions_description(consent_table), target,
                                       SubscriptionsConfig, run, unconfirmed)

@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 SCHEMA = "klaviyo_activation"
 STATE = f"{SCHEMA}.profile_import_state"
 LOG = f"{SCHEMA}.profile_import_log"
@@ -22,3 +25,9 @@ LIST_MEMBERS = f"{SCHEMA}.list_members_snapshot"
 IMPORT_JOBS = f"{SCHEMA}.import_jobs"
 LIST_STALE = f"{SCHEMA}.list_stale_profile_ids"
 IMPORT_JOB_ROWS = f"{SCHEMA}.import_job_rows"
+
+
+def create_tables(warehouse: Any, ddl: Iterable[str]) -> None:
+    """Run an activation's CREATE ... IF NOT EXISTS statements (idempotent)."""
+    for statement in ddl:
+        warehouse.execute(statement)

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from klaviyo_dagster.warehouse.activation_inputs import content_hash, identity, one_per_key, text
-from klaviyo_dagster.warehouse.activation_state import SCHEMA
+from klaviyo_dagster.warehouse.activation_state import SCHEMA, create_tables
 from klaviyo_dagster.warehouse.sql import quote_ident, quote_table
 
 STATE = f"{SCHEMA}.event_import_state"
@@ -34,9 +34,8 @@ IDENTITY_PREFIX = {"id": "id:", "email": "email:", "phone_number": "phone_number
 
 
 def ensure_tables(warehouse: Any) -> None:
-    """Create the event import's state and log tables when missing (idempotent)."""
-    for statement in DDL:
-        warehouse.execute(statement)
+    """Create the event import's state and log tables when missing."""
+    create_tables(warehouse, DDL)
 
 
 @dataclass(frozen=True)

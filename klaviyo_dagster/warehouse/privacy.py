@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from klaviyo_dagster.warehouse.activation_state import SCHEMA
+from klaviyo_dagster.warehouse.activation_state import SCHEMA, create_tables
 from klaviyo_dagster.warehouse.sql import quote_ident, quote_table, sql_string
 
 LEDGER = f"{SCHEMA}.privacy_deletions"
@@ -26,9 +26,8 @@ DDL = (
 
 
 def ensure_tables(warehouse: Any) -> None:
-    """Create the deletion ledger when missing (idempotent)."""
-    for statement in DDL:
-        warehouse.execute(statement)
+    """Create the deletion ledger when missing."""
+    create_tables(warehouse, DDL)
 
 
 def requested_at(warehouse: Any, sync_name: str, run_id: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from klaviyo_dagster.warehouse.activation_inputs import text
-from klaviyo_dagster.warehouse.activation_state import SCHEMA
+from klaviyo_dagster.warehouse.activation_state import SCHEMA, create_tables
 from klaviyo_dagster.warehouse.sql import quote_ident, quote_table
 
 STATE = f"{SCHEMA}.subscription_state"
@@ -34,9 +34,8 @@ DDL = (
 
 
 def ensure_tables(warehouse: Any) -> None:
-    """Create the consent sync's state and log tables when missing (idempotent)."""
-    for statement in DDL:
-        warehouse.execute(statement)
+    """Create the consent sync's state and log tables when missing."""
+    create_tables(warehouse, DDL)
 
 
 @dataclass(frozen=True)
