@@ -1,6 +1,8 @@
-"""The child objects (campaign messages, flow actions and messages, tags and their links) land from the
-sandbox through the `dagster asset materialize` CLI with exactly the sandbox's ids: 0 missing, 0 extra,
-0 duplicated. A day's run reads only the flows that changed that day.
+"""Issue #13's objects (campaign messages, flow actions and messages, tags and their links, exclusions) land
+from the sandbox through the `dagster asset materialize` CLI with exactly the sandbox's ids: 0 missing,
+0 extra, 0 duplicated. A day's run reads only the flows that changed that day. Between the incremental
+run and the snapshot run a profile holding suppressions is deleted in Klaviyo: the snapshot run's
+deletion sweep finds it and `exclusions` (a view over `profiles_current`) leaves it out.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import pytest
 from klaviyo_dagster.sandbox import run_sandbox
 
 UTC = timezone.utc
-INCREMENTAL = ["campaign_messages", "flow_actions", "flow_messages"]
-SNAPSHOTS = ["tags", "campaign_tags", "flow_tags", "list_tags", "segment_tags"]
+INCREMENTAL = ["profiles", "campaign_messages", "flow_actions", "flow_messages"]
+# Snapshots and derived objects; the profiles sweep finds the profile deleted after the incremental run.
+SNAPSHOTS = ["tags", "campaign_tags", "flow_tags", "list_tags", "segment_tags", "exclusions", "profiles_deleted"]
 NO_PACING = json.dumps({"resources": {"klaviyo": {"config": {"rate_limit_scale": 0, "max_backoff": 0.05}}}})
 
 
@@ -46,7 +49,7 @@ def dagster_cli(sb: Any, home: Path, db: Path, start: str, *args: str) -> subpro
 
 
 @pytest.fixture(scope="module")
-def landed(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def landed(sandbox: Any, exclusions_before: list[tuple], tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cli")
     home, db = root / "home", root / "wh" / "warehouse.duckdb"
     home.mkdir()
@@ -56,9 +59,26 @@ def landed(sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     today = _day(datetime.now(UTC))
     select = ",".join(f"klaviyo/{n}" for n in INCREMENTAL)
     dagster_cli(sandbox, home, db, start, "--select", select, "--partition-range", f"{start}...{today}")
+    # Klaviyo deletes a profile with global and list suppressions after it landed.
+    pid = DELETED[sandbox.base_url]
+    assert sandbox.delete_profile(pid)
     # Snapshots are unpartitioned: one capture of the current state.
     dagster_cli(sandbox, home, db, start, "--select", ",".join(f"klaviyo/{n}" for n in SNAPSHOTS))
     return db
+
+
+DELETED: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def exclusions_before(sandbox: Any) -> list[tuple]:
+    """The sandbox's suppressions before the deletion; picks the profile to delete (one with both kinds)."""
+    rows = sandbox.truth.exclusions()
+    kinds: dict[str, set[bool]] = {}
+    for pid, _channel, list_id, _reason, _at in rows:
+        kinds.setdefault(pid, set()).add(list_id is None)
+    DELETED[sandbox.base_url] = next(pid for pid, k in sorted(kinds.items()) if k == {True, False})
+    return rows
 
 
 def _ids(db: Path, sql: str) -> list[tuple]:
@@ -136,3 +156,51 @@ def test_a_days_run_reads_only_the_flows_that_changed(sandbox: Any, tmp_path: Pa
     # One read per action of a changed flow that can hold messages, none for the others.
     assert stats.get("GET /api/flow-actions/{id}/flow-messages", 0) == len([a for a in actions if a in with_messages])
     assert changed and stats["GET /api/flows"] == 2  # one page per archived value
+
+
+def test_exclusions_land_exactly_and_follow_deletions(landed: Path, sandbox: Any,
+                                                      exclusions_before: list[tuple]) -> None:
+    rows = _ids(landed, 'SELECT profile_id, channel, list_id, reason, "timestamp" FROM klaviyo.exclusions')
+    truth = sandbox.truth.exclusions()
+    _assert_exact(rows, truth, "exclusions")
+    # Every kind the spec has: each global email reason, list suppressions, SMS opt-outs.
+    kinds = {(c, lid is not None, r) for _, c, lid, r, _ in rows}
+    for reason in ("HARD_BOUNCE", "INVALID_EMAIL", "SPAM_COMPLAINT", "UNSUBSCRIBE", "USER_SUPPRESSED"):
+        assert ("email", False, reason) in kinds
+    assert ("email", True, "UNSUBSCRIBE") in kinds and ("sms", False, "UNSUBSCRIBE") in kinds
+    # The deleted profile had suppressions, left profiles_current and took them out of exclusions.
+    deleted = DELETED[sandbox.base_url]
+    assert [r for r in exclusions_before if r[0] == deleted] and not [r for r in rows if r[0] == deleted]
+    assert _ids(landed, f"SELECT count(*) FROM klaviyo.profiles_current WHERE id = '{deleted}'") == [(0,)]
+    assert _ids(landed, f"SELECT count(*) FROM klaviyo.profiles WHERE id = '{deleted}'") == [(1,)]
+    assert set(exclusions_before) - set(truth) == {r for r in exclusions_before if r[0] == deleted}
+
+
+@pytest.mark.parametrize("counted", [True, False])
+def test_profile_count_is_one_xs_read_per_group_when_asked_for(sandbox: Any, tmp_path: Path, counted: bool) -> None:
+    import dagster as dg
+
+    from klaviyo_dagster.factories import build_ingest_definitions
+    from klaviyo_dagster.resources import KlaviyoResource
+    from klaviyo_dagster.warehouse import WarehouseResource
+
+    defs = build_ingest_definitions(objects=["lists", "segments"], schedule=False, deletion_sweeps=False,
+                                    list_profile_count=counted, segment_profile_count=counted)
+    sandbox.reset_stats()
+    db = tmp_path / "w.duckdb"
+    result = dg.materialize(
+        defs.assets, instance=dg.DagsterInstance.ephemeral(),
+        resources={"klaviyo": KlaviyoResource(api_key=sandbox.api_key, base_url=sandbox.base_url, rate_limit_scale=0),
+                   "warehouse": WarehouseResource(database=str(db))})
+    assert result.success
+    stats = sandbox.stats()
+    for kind in ("list", "segment"):
+        groups = sandbox.truth.records(kind)
+        rows = dict(_ids(db, f"SELECT id, profile_count FROM klaviyo.{kind}s_current"))
+        assert set(rows) == {g["id"] for g in groups}
+        expected = {g["id"]: len(sandbox.truth.members(kind, g["id"])) for g in groups} if counted else {
+            g["id"]: None for g in groups}
+        assert rows == expected
+        # One single-resource read per group (the collection does not serve the count), none without the option.
+        assert stats.get(f"GET /api/{kind}s/{{id}}", 0) == (len(groups) if counted else 0)
+        assert stats[f"GET /api/{kind}s"] == -(-len(groups) // 10)  # pages of 10
