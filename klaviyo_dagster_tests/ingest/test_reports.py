@@ -4,6 +4,9 @@ before sending, and the pacing the client takes from the endpoint's real RateLim
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -301,3 +304,21 @@ def test_the_component_builds_reports_from_yaml() -> None:
     assert {"klaviyo/flows", "klaviyo/flow_series"} <= set(keys)
     assert keys["klaviyo/flow_series"].owners == ["team:crm"]  # the translation applies to reports too
     assert {s.name for s in defs.schedules or ()} >= {"klaviyo_reporting_daily", "klaviyo_ingest_daily"}
+
+
+def test_the_dagster_cli_lands_the_same_values(landed: dict[str, Any], klaviyo_sandbox: Any, tmp_path: Path) -> None:
+    # The code location with KLAVIYO_REPORTS=1, real pacing (one request per report: no wait).
+    db = tmp_path / "cli.duckdb"
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "KLAVIYO_BASE_URL": klaviyo_sandbox.base_url,
+           "KLAVIYO_API_KEY": klaviyo_sandbox.api_key, "KLAVIYO_DUCKDB_PATH": str(db),
+           "KLAVIYO_START_DATE": (today() - timedelta(days=40)).strftime("%Y-%m-%d"), "KLAVIYO_REPORTS": "1"}
+    cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "klaviyo_dagster.definitions",
+           "--select", "klaviyo/campaign_values,klaviyo/flow_series", "--partition", DAY.strftime("%Y-%m-%d")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "budget today" in done.stderr and "of 225 used" in done.stderr  # the run log says what it used
+    cli, inproc = Warehouse(str(db)), landed["wh"]
+    for table, owner in (("campaign_values", "campaign"), ("flow_series", "flow")):
+        assert landed_values(cli, table, owner, DAY) == landed_values(inproc, table, owner, DAY)
+    used = cli.query(f"SELECT endpoint, requests FROM {cli.qualified('report_budget')} ORDER BY 1")
+    assert used == [(CAMPAIGN_OP, 1), (SERIES_OP, 1)]
