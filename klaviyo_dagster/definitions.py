@@ -3,10 +3,10 @@
 Configuration comes from the environment so the same module serves the sandbox, CI and a real account:
 `KLAVIYO_API_KEY`, `KLAVIYO_BASE_URL` (default https://a.klaviyo.com), `KLAVIYO_DUCKDB_PATH` (default
 data/warehouse.duckdb), `KLAVIYO_START_DATE` (first daily partition, default 2024-01-01),
-`KLAVIYO_EVENT_LOOKBACK_DAYS` (default 7), `KLAVIYO_REPORTS` (1: add the Reporting API assets, or a
-comma-separated choice of `campaign_values,flow_values,flow_series`; off by default, as they draw on a
-225-a-day budget) and `KLAVIYO_DEMO_MODELS` (1: add the demo SQL models that build activation's input
-tables; `make demo` and `make dev` set it, a real account's location leaves it off).
+`KLAVIYO_EVENT_LOOKBACK_DAYS` (default 7), `KLAVIYO_REPORTS` (1: the Reporting API assets too, or their names
+comma-separated; off by default: 225 requests a day bound them) and `KLAVIYO_DEMO_MODELS` (1: add the demo SQL
+models that build activation's input tables; `make demo` and `make dev` set it, a real account's location
+leaves it off).
 For anything else use the YAML component (`KlaviyoComponent`) or `build_ingest_definitions(...)`.
 """
 
@@ -24,7 +24,6 @@ from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
 
 DEMO_MODELS_ENV = "KLAVIYO_DEMO_MODELS"
-REPORTS_ENV = "KLAVIYO_REPORTS"
 _ON = ("1", "true", "yes", "on")
 
 
@@ -46,14 +45,14 @@ def demo_models_enabled() -> bool:
     return os.environ.get(DEMO_MODELS_ENV, "").strip().lower() in _ON
 
 
-def reports_from_env() -> bool | list[str]:
-    """`KLAVIYO_REPORTS`: True (1/true/yes/on), a list of report names, or False (unset, 0, ...)."""
-    value = os.environ.get(REPORTS_ENV, "").strip()
-    if value.lower() in _ON:
-        return True
-    if not value or value.lower() in ("0", "false", "no", "off"):
+def reports_enabled() -> bool | list[str]:
+    """`KLAVIYO_REPORTS`: 1/true for every report asset, or names (``flow_series,campaign_values``)."""
+    raw = os.environ.get("KLAVIYO_REPORTS", "").strip()
+    if raw.lower() in ("", "0", "false", "no", "off"):
         return False
-    return [n.strip() for n in value.split(",") if n.strip()]
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    return [n.strip() for n in raw.split(",") if n.strip()]
 
 
 def build_definitions(
@@ -71,7 +70,7 @@ def build_definitions(
         lookback_days=lookback_days
         if lookback_days is not None
         else int(os.environ.get("KLAVIYO_EVENT_LOOKBACK_DAYS", str(DEFAULT_LOOKBACK_DAYS))),
-        reports=reports_from_env() if reports is None else reports,
+        reports=reports_enabled() if reports is None else reports,
         resources=resources,
     )
     activation = build_activation_definitions(

@@ -4,6 +4,9 @@ before sending, and the pacing the client takes from the endpoint's real RateLim
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -202,10 +205,15 @@ def test_over_budget_fails_before_sending_and_names_the_fix(klaviyo_sandbox: Any
     refused = run(klaviyo_sandbox, db, ["flow_values"], start=DAY - timedelta(days=2), end=DAY)
     assert not refused.success and "223 were already used today" in failure(refused)
     assert "at most 2 day(s) fit" in failure(refused) and not klaviyo_sandbox.stats().get(FLOW_OP)
-    fits = run(klaviyo_sandbox, db, ["flow_values"], start=DAY - timedelta(days=1), end=DAY)
+    # ... with statistics of one's own: a rate the entry does not declare lands as a DOUBLE column.
+    fits = run(klaviyo_sandbox, db, ["flow_values"], start=DAY - timedelta(days=1), end=DAY,
+               report_statistics=["recipients", "opens_unique", "open_rate"])
     assert fits.success, failure(fits)
     assert klaviyo_sandbox.stats()[FLOW_OP] == 2
     assert meta(fits, "flow_values")["report_budget"]["left_today"] == 0
+    assert wh.columns("flow_values")["open_rate"] == "DOUBLE"
+    rates = wh.query(f"SELECT recipients, opens_unique, open_rate, opens FROM {wh.qualified('flow_values')}")
+    assert rates and all(r[2] == (round(r[1] / r[0], 6) if r[0] else 0.0) and r[3] is None for r in rates)
     # The series covers the same 300 days in 5 requests: within the budget.
     assert plan_requests(get_object("flow_series").report, [today() - timedelta(days=k) for k in range(300)]).requests == 5
 
@@ -254,3 +262,63 @@ def test_a_filter_narrows_the_report(klaviyo_sandbox: Any) -> None:
     assert some == [r for r in everything if r["groupings"]["flow_id"] == flow]
 
 
+
+
+def test_reports_have_their_own_job_and_daily_schedule() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        defs = build_ingest_definitions(
+            objects=["events"], reports=True, deletion_sweeps=False, start_date="2026-01-01",
+            resources={"klaviyo": KlaviyoResource(api_key="pk_test"), "warehouse": WarehouseResource(database=":memory:")})
+        jobs = {n: defs.resolve_job_def(n) for n in ("klaviyo_reporting_job", "klaviyo_ingest_incremental_job")}
+    reports = {f"klaviyo/{n}" for n in ("campaign_values", "flow_values", "flow_series")}
+    selected = {n: {k.to_user_string() for k in j.asset_layer.executable_asset_keys} for n, j in jobs.items()}
+    assert selected == {"klaviyo_reporting_job": reports, "klaviyo_ingest_incremental_job": {"klaviyo/events"}}
+    schedule = defs.resolve_schedule_def("klaviyo_reporting_daily")
+    tick = datetime(2026, 3, 5, 2, 45, tzinfo=UTC)
+    with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
+        requests = schedule.evaluate_tick(context).run_requests
+    # One range run: yesterday and the 3 lookback days before it (late attribution), every report asset.
+    assert [(r.partition_key, r.asset_selection, r.tags.get(RANGE_START), r.tags.get(RANGE_END))
+            for r in requests] == [(None, None, "2026-03-01", "2026-03-04")]
+    spec = next(s for a in defs.assets for s in a.specs if s.key.to_user_string() == "klaviyo/flow_series")
+    assert spec.metadata["klaviyo/rate_limit_tier"] == "REPORTING" and spec.metadata["klaviyo/daily_budget"] == 225
+    with pytest.raises(ValueError, match="not reports"):
+        build_ingest_definitions(reports=["events"])
+
+
+def test_the_component_builds_reports_from_yaml() -> None:
+    import yaml
+
+    from klaviyo_dagster.components import KlaviyoComponent
+    from klaviyo_dagster.components.scaffolder import default_attributes
+
+    attrs = default_attributes()
+    attrs["ingest"].update(objects=["flows"], reports=["flow_series"], conversion_metric="Fulfilled Order",
+                           report_statistics=["recipients", "open_rate"])
+    attrs["translation"] = {"owners": ["team:crm"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        defs = dg.component_defs(component=KlaviyoComponent.resolve_from_yaml(yaml.safe_dump(attrs)))
+    keys = {s.key.to_user_string(): s for a in defs.assets for s in a.specs}
+    assert {"klaviyo/flows", "klaviyo/flow_series"} <= set(keys)
+    assert keys["klaviyo/flow_series"].owners == ["team:crm"]  # the translation applies to reports too
+    assert {s.name for s in defs.schedules or ()} >= {"klaviyo_reporting_daily", "klaviyo_ingest_daily"}
+
+
+def test_the_dagster_cli_lands_the_same_values(landed: dict[str, Any], klaviyo_sandbox: Any, tmp_path: Path) -> None:
+    # The code location with KLAVIYO_REPORTS=1, real pacing (one request per report: no wait).
+    db = tmp_path / "cli.duckdb"
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "KLAVIYO_BASE_URL": klaviyo_sandbox.base_url,
+           "KLAVIYO_API_KEY": klaviyo_sandbox.api_key, "KLAVIYO_DUCKDB_PATH": str(db),
+           "KLAVIYO_START_DATE": (today() - timedelta(days=40)).strftime("%Y-%m-%d"), "KLAVIYO_REPORTS": "1"}
+    cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "klaviyo_dagster.definitions",
+           "--select", "klaviyo/campaign_values,klaviyo/flow_series", "--partition", DAY.strftime("%Y-%m-%d")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "budget today" in done.stderr and "of 225 used" in done.stderr  # the run log says what it used
+    cli, inproc = Warehouse(str(db)), landed["wh"]
+    for table, owner in (("campaign_values", "campaign"), ("flow_series", "flow")):
+        assert landed_values(cli, table, owner, DAY) == landed_values(inproc, table, owner, DAY)
+    used = cli.query(f"SELECT endpoint, requests FROM {cli.qualified('report_budget')} ORDER BY 1")
+    assert used == [(CAMPAIGN_OP, 1), (SERIES_OP, 1)]
