@@ -128,10 +128,15 @@ def test_the_sql_detector_sees_sql() -> None:
 
 
 def test_each_activation_run_option_is_defined_once_in_its_run_config() -> None:
+    from klaviyo_dagster.activate.event_import import EventImportConfig, EventImportSettings
     from klaviyo_dagster.activate.list_sync import ListSyncConfig, ListSyncSettings
+    from klaviyo_dagster.activate.privacy import PrivacyDeletionsConfig, PrivacySettings
     from klaviyo_dagster.activate.profile_import import ProfileImportConfig, ProfileImportSettings
+    from klaviyo_dagster.activate.subscriptions import SubscriptionsConfig, SubscriptionSettings
 
-    for config, settings in ((ProfileImportConfig, ProfileImportSettings), (ListSyncConfig, ListSyncSettings)):
+    for config, settings in ((ProfileImportConfig, ProfileImportSettings), (ListSyncConfig, ListSyncSettings),
+                             (EventImportConfig, EventImportSettings), (SubscriptionsConfig, SubscriptionSettings),
+                             (PrivacyDeletionsConfig, PrivacySettings)):
         assert issubclass(settings, config)
         # No run option is restated (with its own default) on the settings class.
         assert not set(config.model_fields) & set(settings.__annotations__), settings.__name__

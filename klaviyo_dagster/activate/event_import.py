@@ -93,20 +93,25 @@ class EventColumns:
                             self.profile_id, self.email, self.phone_number, self.external_id) if c}
 
 
-@dataclass
-class EventImportSettings:
-    """What to send and how (factory arguments merged with run config)."""
+class EventImportConfig(Config):
+    """Run config of ``klaviyo/event_import``."""
+
+    dry_run: bool = Field(default=False, description="Plan and report; send nothing, write no state.")
+    max_job_events: int = Field(default=MAX_JOB_EVENTS, description="Events per bulk job (Klaviyo cap 1,000).")
+    max_job_bytes: int = Field(default=MAX_JOB_BYTES, description="Body bytes per job (Klaviyo cap 5 MB).")
+    max_jobs_in_flight: int = Field(default=4, description="Jobs sent before the oldest is confirmed.")
+    max_wait_s: float = Field(default=300.0, description="Longest wait for one job's events to be readable.")
+    backfill: bool = Field(default=False, description="Mark events as backfill: recorded, but they trigger no flows.")
+
+
+class EventImportSettings(EventImportConfig):
+    """What to send (the factory's arguments) and how: the run options are `EventImportConfig`'s, defined once
+    there; a run's settings are the factory's arguments plus its run config."""
 
     table: str
-    columns: EventColumns = field(default_factory=EventColumns)
+    columns: EventColumns = Field(default_factory=EventColumns)
     sync_name: str = "event_import"
-    max_job_events: int = MAX_JOB_EVENTS
-    max_job_bytes: int = MAX_JOB_BYTES
-    max_jobs_in_flight: int = 4
-    max_wait_s: float = 300.0
-    backfill: bool = False
     chunk_rows: int = 5_000
-    dry_run: bool = False
 
 
 @dataclass
@@ -445,17 +450,6 @@ def run_event_import(client: Any, warehouse: Any, settings: EventImportSettings,
                      log: logging.Logger | Any = None) -> EventImportResult:
     """Send the new events of ``settings.table`` and confirm them; returns counts and job facts."""
     return _Run(client, warehouse, settings, run_id or uuid.uuid4().hex, log or logging.getLogger(__name__)).execute()
-
-
-class EventImportConfig(Config):
-    """Run config of ``klaviyo/event_import``."""
-
-    dry_run: bool = Field(default=False, description="Plan and report; send nothing, write no state.")
-    max_job_events: int = Field(default=MAX_JOB_EVENTS, description="Events per bulk job (Klaviyo cap 1,000).")
-    max_job_bytes: int = Field(default=MAX_JOB_BYTES, description="Body bytes per job (Klaviyo cap 5 MB).")
-    max_jobs_in_flight: int = Field(default=4, description="Jobs sent before the oldest is confirmed.")
-    max_wait_s: float = Field(default=300.0, description="Longest wait for one job's events to be readable.")
-    backfill: bool = Field(default=False, description="Mark events as backfill: recorded, but they trigger no flows.")
 
 
 def event_import_description(events_table: str) -> str:

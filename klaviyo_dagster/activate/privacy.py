@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import AssetExecutionContext, AssetsDefinition, Config
@@ -58,19 +58,25 @@ class PrivacyColumns:
         return {k: c for k, c in kinds.items() if c and c in available}
 
 
-@dataclass
-class PrivacySettings:
-    """What to delete and the switches (factory arguments merged with run config)."""
+class PrivacyDeletionsConfig(Config):
+    """Run config of ``klaviyo/privacy_deletions``."""
+
+    allow_deletions: bool = Field(default=False, description="The switch: without it nothing is deleted.")
+    dry_run: bool = Field(default=False, description="Plan and report (works without the switch); delete nothing.")
+    max_deletions_per_run: int = Field(default=1_000, description="Most identifiers one run may delete.")
+    allow_large_deletion: bool = Field(default=False, description="Skip the max_deletions_per_run guard this run.")
+    changed_by: str = Field(default="", description="Who requested these deletions (recorded in the ledger).")
+    max_wait_s: float = Field(default=120.0, description="Longest wait for the profiles to be gone.")
+
+
+class PrivacySettings(PrivacyDeletionsConfig):
+    """What to delete (the factory's arguments) and the switches: the run options are
+    `PrivacyDeletionsConfig`'s, defined once there; a run's settings are the factory's arguments plus its run
+    config."""
 
     table: str
-    columns: PrivacyColumns = field(default_factory=PrivacyColumns)
+    columns: PrivacyColumns = Field(default_factory=PrivacyColumns)
     sync_name: str = "privacy_deletions"
-    allow_deletions: bool = False
-    max_deletions_per_run: int = 1_000
-    allow_large_deletion: bool = False
-    changed_by: str | None = None
-    max_wait_s: float = 120.0
-    dry_run: bool = False
 
 
 @dataclass
@@ -197,17 +203,6 @@ def run_privacy_deletions(client: Any, warehouse: Any, settings: PrivacySettings
     who = ledger.actor(settings.changed_by, run_tags)
     return _Run(client, warehouse, settings, run_id or uuid.uuid4().hex, who,
                 log or logging.getLogger(__name__)).execute()
-
-
-class PrivacyDeletionsConfig(Config):
-    """Run config of ``klaviyo/privacy_deletions``."""
-
-    allow_deletions: bool = Field(default=False, description="The switch: without it nothing is deleted.")
-    dry_run: bool = Field(default=False, description="Plan and report (works without the switch); delete nothing.")
-    max_deletions_per_run: int = Field(default=1_000, description="Most identifiers one run may delete.")
-    allow_large_deletion: bool = Field(default=False, description="Skip the max_deletions_per_run guard this run.")
-    changed_by: str = Field(default="", description="Who requested these deletions (recorded in the ledger).")
-    max_wait_s: float = Field(default=120.0, description="Longest wait for the profiles to be gone.")
 
 
 def privacy_deletions_description(deletions_table: str) -> str:

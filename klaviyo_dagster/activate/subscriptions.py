@@ -79,20 +79,25 @@ class SubscriptionColumns:
     reason: str | None = "reason"
 
 
-@dataclass
-class SubscriptionSettings:
-    """What to reconcile and how (factory arguments merged with run config)."""
+class SubscriptionsConfig(Config):
+    """Run config of ``klaviyo/subscriptions``."""
+
+    allow_consent_changes: bool = Field(default=False, description="The switch: without it nothing is sent.")
+    dry_run: bool = Field(default=False, description="Plan and report (works without the switch); change nothing.")
+    max_unsubscribe_share: float = Field(default=0.1, description="Largest share of a list one run may unsubscribe.")
+    allow_large_unsubscribe: bool = Field(default=False, description="Skip the unsubscribe-share guard this run.")
+    changed_by: str = Field(default="", description="Who is making these changes (recorded in the log).")
+    custom_source: str = Field(default="klaviyo-dagster", description="Source stored on Klaviyo's consent records.")
+    max_wait_s: float = Field(default=120.0, description="Longest wait for Klaviyo to show the changes.")
+
+
+class SubscriptionSettings(SubscriptionsConfig):
+    """What to reconcile (the factory's arguments) and how: the run options are `SubscriptionsConfig`'s,
+    defined once there; a run's settings are the factory's arguments plus its run config."""
 
     table: str
-    columns: SubscriptionColumns = field(default_factory=SubscriptionColumns)
+    columns: SubscriptionColumns = Field(default_factory=SubscriptionColumns)
     sync_name: str = "subscriptions"
-    allow_consent_changes: bool = False
-    max_unsubscribe_share: float = 0.1
-    allow_large_unsubscribe: bool = False
-    changed_by: str | None = None
-    custom_source: str = "klaviyo-dagster"
-    max_wait_s: float = 120.0
-    dry_run: bool = False
 
 
 @dataclass
@@ -418,18 +423,6 @@ def run_subscriptions(client: Any, warehouse: Any, settings: SubscriptionSetting
     who = ledger.actor(settings.changed_by, run_tags)
     return _Run(client, warehouse, settings, run_id or uuid.uuid4().hex, who,
                 log or logging.getLogger(__name__)).execute()
-
-
-class SubscriptionsConfig(Config):
-    """Run config of ``klaviyo/subscriptions``."""
-
-    allow_consent_changes: bool = Field(default=False, description="The switch: without it nothing is sent.")
-    dry_run: bool = Field(default=False, description="Plan and report (works without the switch); change nothing.")
-    max_unsubscribe_share: float = Field(default=0.1, description="Largest share of a list one run may unsubscribe.")
-    allow_large_unsubscribe: bool = Field(default=False, description="Skip the unsubscribe-share guard this run.")
-    changed_by: str = Field(default="", description="Who is making these changes (recorded in the log).")
-    custom_source: str = Field(default="klaviyo-dagster", description="Source stored on Klaviyo's consent records.")
-    max_wait_s: float = Field(default=120.0, description="Longest wait for Klaviyo to show the changes.")
 
 
 def subscriptions_description(consent_table: str) -> str:
