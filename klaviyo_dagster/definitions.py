@@ -24,6 +24,7 @@ from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.warehouse import WarehouseResource
 
 DEMO_MODELS_ENV = "KLAVIYO_DEMO_MODELS"
+_ON = ("1", "true", "yes", "on")
 
 
 def _env(name: str) -> dg.EnvVar | None:
@@ -41,7 +42,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
 
 def demo_models_enabled() -> bool:
     """Whether `KLAVIYO_DEMO_MODELS` asks for the demo models."""
-    return os.environ.get(DEMO_MODELS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return os.environ.get(DEMO_MODELS_ENV, "").strip().lower() in _ON
 
 
 def reports_enabled() -> bool | list[str]:
@@ -59,15 +60,17 @@ def build_definitions(
     start_date: str | None = None,
     lookback_days: int | None = None,
     include_demo_models: bool | None = None,
+    reports: bool | list[str] | None = None,
 ) -> dg.Definitions:
-    """Ingest (every object, daily partitions, schedule) + activation (assets, job, sensor, schedule)."""
+    """Ingest (every object, daily partitions, schedule) + activation (assets, job, sensor, schedule).
+    ``reports``: the Reporting API assets (None: from `KLAVIYO_REPORTS`)."""
     resources = default_resources()
     ingest = build_ingest_definitions(
         start_date=start_date or os.environ.get("KLAVIYO_START_DATE") or DEFAULT_START_DATE,
         lookback_days=lookback_days
         if lookback_days is not None
         else int(os.environ.get("KLAVIYO_EVENT_LOOKBACK_DAYS", str(DEFAULT_LOOKBACK_DAYS))),
-        reports=reports_enabled(),
+        reports=reports_enabled() if reports is None else reports,
         resources=resources,
     )
     activation = build_activation_definitions(

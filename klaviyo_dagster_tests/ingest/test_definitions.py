@@ -58,6 +58,9 @@ def test_object_selection_and_unknown_names() -> None:
         build_ingest_definitions(objects=["orders"])
     with pytest.raises(ValueError, match="campaign_channels must be a non-empty selection of email, sms"):
         build_ingest_definitions(campaign_channels=["fax"])
+    # A misspelt option names itself and the known ones (they are IngestOptions' fields, defined once).
+    with pytest.raises(TypeError, match=r"unknown ingest option\(s\) event_metric; known: .*event_metrics"):
+        build_ingest_definitions(event_metric=["Placed Order"])
 
 
 def test_named_ingest_jobs_have_one_backfill_policy_each_and_schedules_target_them() -> None:

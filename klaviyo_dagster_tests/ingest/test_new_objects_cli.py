@@ -1,8 +1,10 @@
-"""Issue #13's objects (campaign messages, flow actions and messages, tags and their links, exclusions) land
-from the sandbox through the `dagster asset materialize` CLI with exactly the sandbox's ids: 0 missing,
-0 extra, 0 duplicated. A day's run reads only the flows that changed that day. Between the incremental
-run and the snapshot run a profile holding suppressions is deleted in Klaviyo: the snapshot run's
-deletion sweep finds it and `exclusions` (a view over `profiles_current`) leaves it out.
+"""Issue #13's objects (campaign messages, flow actions and messages, tags and their links, exclusions, the
+Reporting API's campaign_values, flow_values and flow_series) land from the sandbox through the
+`dagster asset materialize` CLI with exactly the sandbox's ids: 0 missing, 0 extra, 0 duplicated (reports:
+one row per grouping with activity each day, from the sandbox's events). Two CLI runs: the incremental and
+report objects over the whole range, then the snapshots and derived objects. Between them a profile
+holding suppressions is deleted in Klaviyo: the second run's deletion sweep finds it and `exclusions` (a
+view over `profiles_current`) leaves it out. A day's run reads only the flows that changed that day.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import pytest
 from klaviyo_dagster.sandbox import run_sandbox
 
 UTC = timezone.utc
-INCREMENTAL = ["profiles", "campaign_messages", "flow_actions", "flow_messages"]
+REPORTS = ["campaign_values", "flow_values", "flow_series"]
+INCREMENTAL = ["profiles", "campaign_messages", "flow_actions", "flow_messages", *REPORTS]
 # Snapshots and derived objects; the profiles sweep finds the profile deleted after the incremental run.
 SNAPSHOTS = ["tags", "campaign_tags", "flow_tags", "list_tags", "segment_tags", "exclusions", "profiles_deleted"]
 NO_PACING = json.dumps({"resources": {"klaviyo": {"config": {"rate_limit_scale": 0, "max_backoff": 0.05}}}})
@@ -40,7 +43,8 @@ def _day(value: datetime) -> str:
 
 def dagster_cli(sb: Any, home: Path, db: Path, start: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DAGSTER_HOME": str(home), "KLAVIYO_BASE_URL": sb.base_url,
-           "KLAVIYO_API_KEY": sb.api_key, "KLAVIYO_DUCKDB_PATH": str(db), "KLAVIYO_START_DATE": start}
+           "KLAVIYO_API_KEY": sb.api_key, "KLAVIYO_DUCKDB_PATH": str(db), "KLAVIYO_START_DATE": start,
+           "KLAVIYO_REPORTS": "1"}
     cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
            "klaviyo_dagster.definitions", "--config-json", NO_PACING, *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -59,6 +63,7 @@ def landed(sandbox: Any, exclusions_before: list[tuple], tmp_path_factory: pytes
     today = _day(datetime.now(UTC))
     select = ",".join(f"klaviyo/{n}" for n in INCREMENTAL)
     dagster_cli(sandbox, home, db, start, "--select", select, "--partition-range", f"{start}...{today}")
+    REPORT_KEYS[sandbox.base_url] = report_keys(sandbox)  # what the events imply, before the deletion
     # Klaviyo deletes a profile with global and list suppressions after it landed.
     pid = DELETED[sandbox.base_url]
     assert sandbox.delete_profile(pid)
@@ -68,6 +73,35 @@ def landed(sandbox: Any, exclusions_before: list[tuple], tmp_path_factory: pytes
 
 
 DELETED: dict[str, str] = {}
+REPORT_KEYS: dict[str, dict[str, set[tuple]]] = {}
+RECEIVED = {"Received Email", "Sent SMS", "Received Push", "Opened Email", "Clicked Email"}
+CHANNEL = {"email": "email", "sms": "sms", "mobile_push": "push-notification"}  # the reports' send_channel
+
+
+def report_keys(sb: Any) -> dict[str, set[tuple]]:
+    """The groupings each report day must hold, from the sandbox's events: a message event ($message) or a
+    Placed Order attributed to a message ($attributed_message) of a campaign or flow, on its UTC day."""
+    metric = {m["id"]: m["attributes"]["name"] for m in sb.truth.records("metric")}
+    campaign_of = {m: c for c, m in sb.truth.links("campaign", "campaign-messages")}
+    flow_of_action = {a: f for f, a in sb.truth.links("flow", "flow-actions")}
+    flow_of = {m: flow_of_action[a] for a, m in sb.truth.links("flow-action", "flow-messages")}
+    channel = {m["id"]: m["attributes"]["definition"]["channel"] for m in sb.truth.records("campaign-message")}
+    channel |= {m["id"]: m["attributes"]["channel"] for m in sb.truth.records("flow-message")}
+    out: dict[str, set[tuple]] = {"campaign_values": set(), "flow_values": set(), "flow_series": set()}
+    for e in sb.truth.records("event"):
+        name, props = metric[e["relationships"]["metric"]["data"]["id"]], e["attributes"]["event_properties"]
+        message = props.get("$message") if name in RECEIVED else (
+            props.get("$attributed_message") if name == "Placed Order" else None)
+        if message is None:
+            continue
+        day = datetime.fromisoformat(e["attributes"]["datetime"]).astimezone(UTC).replace(
+            hour=0, minute=0, second=0, microsecond=0)
+        if message in campaign_of:
+            out["campaign_values"].add((day, campaign_of[message], message, CHANNEL[channel[message]]))
+        elif message in flow_of:
+            out["flow_values"].add((day, flow_of[message], message, CHANNEL[channel[message]]))
+            out["flow_series"].add((day, flow_of[message], message, CHANNEL[channel[message]], day))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +238,14 @@ def test_profile_count_is_one_xs_read_per_group_when_asked_for(sandbox: Any, tmp
         # One single-resource read per group (the collection does not serve the count), none without the option.
         assert stats.get(f"GET /api/{kind}s/{{id}}", 0) == (len(groups) if counted else 0)
         assert stats[f"GET /api/{kind}s"] == -(-len(groups) // 10)  # pages of 10
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ("campaign_values", "campaign_id, campaign_message_id, send_channel"),
+    ("flow_values", "flow_id, flow_message_id, send_channel"),
+    ("flow_series", "flow_id, flow_message_id, send_channel, datetime"),
+])
+def test_reports_land_one_row_per_grouping_with_activity_each_day(landed: Path, sandbox: Any, table: str,
+                                                                    key: str) -> None:
+    rows = _ids(landed, f"SELECT _partition, {key} FROM klaviyo.{table}")
+    _assert_exact(rows, sorted(REPORT_KEYS[sandbox.base_url][table]), table)

@@ -95,6 +95,8 @@ def test_violations_are_caught_with_pointer_and_message(
     body = body if isinstance(body, bytes) else orjson.dumps(body)
     violations = validator.validate(op_key, status, body)
     assert violations, f"{op_key} {status} {body!r} was not flagged"
+    if pointer:  # a schema violation: the fast screen must refuse it too (else it would hide it)
+        assert not validator.screen(validator.schema_pointer(op_key, status)).is_valid(orjson.loads(body))
     hits = [v for v in violations if v.pointer == pointer and message in v.message]
     assert hits, [str(v) for v in violations]
     assert hits[0].op_key == op_key and hits[0].status == status
