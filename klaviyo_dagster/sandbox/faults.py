@@ -9,6 +9,15 @@ by commas, each ``[OPGLOB=]KIND:WHEN[@PARAM]``:
 - ``KIND``: ``429`` (with ``Retry-After``), ``500``, ``502``, ``503`` (any 4xx/5xx status is accepted),
   ``reset`` (the connection is closed without an answer), ``truncate`` (the headers promise the whole
   body, only part of it is sent, then the connection closes), ``slow`` (the answer is delayed).
+  Whether the request took effect: a status fault refuses it before it is handled (nothing is written);
+  ``reset`` and ``truncate`` handle it first (a write is committed: a job or list is created, then the
+  answer is lost or cut short); ``slow`` waits, then handles it (the write lands even when the client
+  stopped waiting). Two more kinds make the other half of each pair, for
+  writes whose outcome the client cannot know: ``reset-before`` (the connection is closed before the
+  request is handled: nothing is written) and ``NNN-after`` such as ``503-after`` (the request is handled,
+  its write committed, and the answer replaced by that status with an error body and no resource: a
+  gateway timing out on a backend that finished). With both a client sees the same thing, whatever
+  happened behind it.
 - ``WHEN``: a share of requests, ``0.05`` (5 %); or ``nextN``: the next N matching requests
   (``503:next3``); or ``everyK``: every Kth matching request (``429:every10``: the 10th, 20th, ...).
 - ``PARAM``: for ``slow`` the delay in seconds (default 1.0); for ``429`` the ``Retry-After`` seconds
@@ -18,7 +27,8 @@ by commas, each ``[OPGLOB=]KIND:WHEN[@PARAM]``:
 
 Example: ``"429:0.05,503:0.02,reset:0.01,truncate:0.01,slow:0.02@0.5"`` makes 5 % of requests 429,
 2 % 503, 1 % resets, 1 % truncated and 2 % half a second late; ``"GET /api/profiles=503:next3"`` fails
-the next three profile reads with 503.
+the next three profile reads with 503; ``"POST /api/profile-bulk-import-jobs=503-after:next1"`` creates
+the next import job and answers 503 (the job exists, the client never learns its id).
 
 How a request is decided: scheduled rules (``next``/``every``) are tried first, in the order given; then
 one number drawn from the seeded RNG (one draw per request, whatever happens) is compared with the
@@ -51,7 +61,8 @@ __all__ = ["Fault", "FaultInjector", "FaultRule", "parse_spec"]
 
 _WHEN = re.compile(r"^(?:(?P<next>next)(?P<n>\d+)|(?P<every>every)(?P<k>\d+)|(?P<share>\d*\.?\d+(?:e-?\d+)?))$")
 _DEFAULT_PARAM = {"slow": 1.0, "429": 1.0, "truncate": 0.5}
-_NAMED_KINDS = ("reset", "truncate", "slow")
+_NAMED_KINDS = ("reset", "reset-before", "truncate", "slow")
+_AFTER = re.compile(r"^(\d{3})-after$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +73,9 @@ class Fault:
     retry_after``), ``reset`` (close the connection without answering), ``truncate`` (send the headers
     with the full Content-Length and only the first `fraction` of the body, then close), ``slow`` (sleep
     `delay` seconds, then answer normally). `label` is the rule's kind as written (``"503"``, ``"slow"``).
+    `after_write`: the request is handled (its write committed) before the fault acts; status and reset
+    faults set it from their kind (``503-after``; ``reset``, while ``reset-before`` does not), truncate
+    and slow always act after handling.
     """
 
     kind: str
@@ -70,6 +84,7 @@ class Fault:
     delay: float = 0.0
     retry_after: int = 1
     fraction: float = 0.5
+    after_write: bool = False
 
 
 @dataclass(slots=True)
@@ -87,10 +102,12 @@ class FaultRule:
 
     def __post_init__(self) -> None:
         self.kind = str(self.kind).strip().lower()
-        if self.kind not in _NAMED_KINDS and not (self.kind.isdigit() and 400 <= int(self.kind) <= 599):
+        after = _AFTER.match(self.kind)
+        status = after.group(1) if after else self.kind
+        if self.kind not in _NAMED_KINDS and not (status.isdigit() and 400 <= int(status) <= 599):
             raise ValueError(
-                f"fault kind {self.kind!r} is not a 4xx/5xx status (429, 500, 502, 503) nor one of "
-                f"{', '.join(_NAMED_KINDS)}"
+                f"fault kind {self.kind!r} is not a 4xx/5xx status (429, 500, 502, 503; NNN-after such as "
+                f"503-after answers it once the write is committed) nor one of {', '.join(_NAMED_KINDS)}"
             )
         whens = [w for w in (self.share, self.next, self.every) if w is not None]
         if len(whens) != 1:
@@ -115,18 +132,21 @@ class FaultRule:
         return self.op is None or fnmatch.fnmatchcase(op_key, self.op)
 
     def fault(self) -> Fault:
-        param = self.param if self.param is not None else _DEFAULT_PARAM.get(self.kind, 0.0)
+        base_kind = self.kind[:-len("-after")] if _AFTER.match(self.kind) else self.kind
+        param = self.param if self.param is not None else _DEFAULT_PARAM.get(base_kind, 0.0)
         if self.kind == "slow":
             return Fault(kind="slow", label="slow", delay=param)
         if self.kind == "truncate":
             return Fault(kind="truncate", label="truncate", fraction=param)
-        if self.kind == "reset":
-            return Fault(kind="reset", label="reset")
-        status = int(self.kind)
+        if self.kind in ("reset", "reset-before"):
+            return Fault(kind="reset", label=self.kind, after_write=self.kind == "reset")
+        after = _AFTER.match(self.kind)
+        status = int(after.group(1) if after else self.kind)
         if status == 429 and param == 0:  # a 429 without Retry-After: the client must pick its own wait
-            return Fault(kind="status", label="429-no-retry-after", status=429, retry_after=0)
+            return Fault(kind="status", label="429-no-retry-after", status=429, retry_after=0,
+                         after_write=bool(after))
         retry_after = max(1, math.ceil(param)) if status == 429 else 1
-        return Fault(kind="status", label=self.kind, status=status, retry_after=retry_after)
+        return Fault(kind="status", label=self.kind, status=status, retry_after=retry_after, after_write=bool(after))
 
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None and k != "seen"}

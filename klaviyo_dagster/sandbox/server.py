@@ -44,6 +44,7 @@ from klaviyo_dagster.sandbox.latency import LatencyModel
 from klaviyo_dagster.sandbox.pagecache import PageCache
 from klaviyo_dagster.sandbox.params import ApiError, parse_params
 from klaviyo_dagster.sandbox.ratelimit import RateLimiter
+from klaviyo_dagster.sandbox.reports import ReportApi
 from klaviyo_dagster.sandbox.semantics import Semantics
 from klaviyo_dagster.sandbox.store import Store
 from klaviyo_dagster.sandbox.writes import WriteApi
@@ -114,7 +115,7 @@ class SandboxServer:
         self.custom_metrics = CustomMetrics(self.reads, seed)
         self.compound = Compound(self.reads, self.custom_metrics, self.subset)
         self.writes = WriteApi(self.store, self.reads)
-        self.more_writes = [cls(self.store, self.reads) for cls in (EventWrites, ConsentWrites, PrivacyWrites)]
+        self.more_writes = [cls(self.store, self.reads) for cls in (EventWrites, ConsentWrites, PrivacyWrites, ReportApi)]
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[Request], Any]] = self._handler_table()
         assert set(self._handlers) == set(routes.OPERATIONS), "every spec operation needs a handler"
@@ -251,13 +252,10 @@ class SandboxServer:
             err = decision.error or ApiError(429, "throttled", "Request was throttled.").error()
             return json_response(decision.status or 429, {"errors": [err]}, extra), None, op_key
         fault = self.faults.pick(op_key)
-        if fault is not None and fault.kind == "status":
-            status = int(fault.status)
-            err = ApiError(status, "throttled" if status == 429 else "error",
-                           f"injected fault: HTTP {status} (sandbox fault injection)")
-            if status == 429 and getattr(fault, "retry_after", 1):  # retry_after 0: no Retry-After at all
-                extra.setdefault("Retry-After", str(getattr(fault, "retry_after", 1)))
-            return json_response(status, err.doc(), extra), None, op_key
+        if fault is not None and fault.kind == "status" and not fault.after_write:
+            return self._fault_response(fault, extra), None, op_key
+        if fault is not None and fault.kind == "reset" and not fault.after_write:
+            return Response(502, b"", extra), fault, op_key  # never sent: the connection is reset unhandled
         if fault is not None and fault.kind == "slow":
             time.sleep(float(fault.delay or 0))
         cache_key = None
@@ -275,10 +273,23 @@ class SandboxServer:
                     self.page_cache.clear()  # again after the change: no page rendered meanwhile is kept
             if cache_key is not None and response.status == 200:
                 self.page_cache.put(cache_key, Response(200, response.body, None, response.records), generation)
+            if fault is not None and fault.kind == "status":  # NNN-after: handled, answer replaced
+                return self._fault_response(fault, extra), None, op_key
             return response, fault, op_key
         except ApiError as e:
             e.headers = {**extra, **e.headers}  # RateLimit-* headers ride on errors too
             raise
+
+    @staticmethod
+    def _fault_response(fault: Any, extra: dict[str, str]) -> Response:
+        """The answer of a status fault: its status with a JSON:API error body (429: Retry-After)."""
+        status = int(fault.status)
+        done = " after the request was handled" if fault.after_write else ""
+        err = ApiError(status, "throttled" if status == 429 else "error",
+                       f"injected fault: HTTP {status}{done} (sandbox fault injection)")
+        if status == 429 and getattr(fault, "retry_after", 1):  # retry_after 0: no Retry-After at all
+            extra.setdefault("Retry-After", str(getattr(fault, "retry_after", 1)))
+        return json_response(status, err.doc(), extra)
 
     def _serve(self, op_key: str, ids: dict[str, str], path: str, query: dict[str, list[str]], body: bytes,
                extra: dict[str, str], revision: str | None = None) -> Response:
@@ -468,7 +479,8 @@ class _Handler(BaseHTTPRequestHandler):
             response = json_response(e.status, e.doc(), e.headers)
         except Exception as e:  # a sandbox bug must still answer like a server, not hang the client
             response = json_response(500, ApiError(500, "error", f"sandbox internal error: {type(e).__name__}: {e}").doc())
-        if sandbox.recorder is not None:
+        unhandled = fault is not None and fault.kind == "reset" and not fault.after_write
+        if sandbox.recorder is not None and not unhandled:
             key = op_key or routes.op_key_or_unmatched(method, path)
             sandbox.recorder.record(key, method, response.status, response.body, query)
         delay = sandbox.latency.delay(method, response.status, response.records)

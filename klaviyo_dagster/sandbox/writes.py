@@ -213,6 +213,7 @@ class WriteApi:
             raise bad(f"{len(errors)} of the {len(rows)} profiles are invalid; fix them and send the job again",
                       pointer="/data/attributes/profiles")
         job = self.store.create_job(good, errors, list_ids, index)
+        job.sent = [_identifiers(row) for row in rows]
         return single(self.job_resource(job, req), self.base_url, req.path + job.id + "/", {})
 
     def identity_error(self, k: int, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -315,6 +316,17 @@ class WriteApi:
         else:
             data = [self.reads.simple_resource(self.reads.group_rec(st), p) for st in sts]
         return collection(data, self.base_url, req.path, p.raw, None)
+
+
+def _identifiers(row: Any) -> dict[str, Any]:
+    """The identifiers a POSTed row carries (``id`` and identity attributes), for ground truth."""
+    if not isinstance(row, dict):
+        return {}
+    attrs = row.get("attributes") if isinstance(row.get("attributes"), dict) else {}
+    out = {f: attrs[f] for f in ("email", "phone_number", "external_id") if attrs.get(f)}
+    if row.get("id"):
+        out["id"] = row["id"]
+    return out
 
 
 def _project_error(attrs: dict[str, Any], wanted: list[str] | None) -> dict[str, Any]:

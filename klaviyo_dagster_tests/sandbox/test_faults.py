@@ -185,3 +185,41 @@ def test_http_runtime_switch_by_handle_and_admin_route() -> None:
         assert statuses(handle, "/api/metrics", 1) == [503]  # a refused config changed nothing
         requests.post(handle.base_url + "/__sandbox/faults", json={"spec": ""}, timeout=30).raise_for_status()
         assert statuses(handle, "/api/metrics", 2) == [200, 200]
+
+
+def test_after_write_kinds_parse_and_say_when_they_act() -> None:
+    rules = parse_spec("POST /api/profile-bulk-import-jobs=503-after:next1,reset-before:0.1,429-after:next1")
+    assert [r.describe() for r in rules] == [
+        {"kind": "503-after", "next": 1, "op": "POST /api/profile-bulk-import-jobs"},
+        {"kind": "reset-before", "share": 0.1},
+        {"kind": "429-after", "next": 1},
+    ]
+    assert rules[0].fault() == Fault(kind="status", label="503-after", status=503, after_write=True)
+    assert rules[1].fault() == Fault(kind="reset", label="reset-before", after_write=False)
+    assert rules[2].fault().retry_after == 1  # the 429 default Retry-After holds for 429-after too
+    assert parse_spec("reset:next1")[0].fault().after_write  # a plain reset handles the request first
+    assert not parse_spec("503:next1")[0].fault().after_write
+    with pytest.raises(ValueError, match="NNN-after"):
+        parse_spec("oops-after:0.1")
+
+
+def test_http_write_faults_commit_or_not_as_their_kind_says() -> None:
+    """The client's view is the same (a 503, a reset); whether the job exists behind it differs by kind."""
+    body = {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [
+        {"type": "profile", "attributes": {"email": "after.write@example.com"}}]}}}}
+    op = "POST /api/profile-bulk-import-jobs"
+    with sandbox(faults=f"{op}=503-after:next1,{op}=reset-before:next1,{op}=reset:next1,{op}=503:next1") as handle:
+        answers = []
+        for _ in range(4):
+            try:
+                answers.append(call(handle, "POST", "/api/profile-bulk-import-jobs", json_body=body).status_code)
+            except requests.ConnectionError:
+                answers.append("reset")
+        assert answers == [503, "reset", "reset", 503]
+        jobs = handle.truth.import_jobs()
+        # 503-after and reset created a job each; reset-before and a plain 503 created none.
+        assert len(jobs) == 2
+        assert all(j["total_count"] == 1 and j["rows"] == [{"email": "after.write@example.com"}] for j in jobs)
+        assert handle.faults.counts == {"503-after": 1, "reset-before": 1, "reset": 1, "503": 1}
+        assert call(handle, "POST", "/api/profile-bulk-import-jobs", json_body=body).status_code == 202
+        assert len(handle.truth.import_jobs()) == 3
