@@ -44,9 +44,9 @@ from klaviyo_dagster.activate.jobs import (
     PackedProfile,
     job_verdict,
     ledger_items,
+    poll_job,
     resume_open_jobs,
     submit_tracked,
-    wait_for_job,
 )
 from klaviyo_dagster.activate.lists import resolve_list, snapshot_members
 from klaviyo_dagster.activate.render import ProfileColumns
@@ -388,7 +388,7 @@ class _ListRun:
         returns how many there were."""
         n = 0
         for job_id, items, outcome in resume_open_jobs(self.client, self.warehouse, f"list:{plan.list_id}",
-                                                       self.settings.max_wait_s):
+                                                       self.settings.max_wait_s, log=self.log):
             self._record_job(plan, job_id, items, outcome)
             n += 1
         return n
@@ -465,7 +465,7 @@ class _ListRun:
             for items, job_id in isolation.accepted:
                 plan.job_ids.append(job_id)
                 self._record_job(plan, job_id, items,
-                                 wait_for_job(self.client, job_id, max_wait_s=self.settings.max_wait_s))
+                                 poll_job(self.client, self.warehouse, job_id, max_wait_s=self.settings.max_wait_s))
 
     def _record_job(self, plan: ListPlan, job_id: str, items: list[PackedProfile], outcome: Any) -> None:
         rid, lid, lname = self.result.run_id, plan.list_id, plan.list_name
