@@ -410,6 +410,7 @@ def _submit_guarded(client: Any, warehouse: Any, ticket: str, since: pd.Timestam
                 _log(log, "warning", f"the answer to a {len(part)}-profile import job POST was lost ({exc}); no "
                      f"such job appeared at Klaviyo within {unknown_wait_s:g} s: sending the rows again "
                      f"(attempt {attempt + 1} of {attempts})")
+            continue
         except KlaviyoError:
             state.drop_submission(warehouse, ticket)  # Klaviyo refused it (400, 401, 429 spent): no job exists
             raise

@@ -40,6 +40,7 @@ from klaviyo_dagster.activate.inputs import (
 )
 from klaviyo_dagster.activate.isolate import RELATIONSHIP_ROW_POINTER, send_isolating
 from klaviyo_dagster.activate.jobs import (
+    UNKNOWN_WAIT_S,
     JobPacker,
     PackedProfile,
     job_verdict,
@@ -75,6 +76,11 @@ class ListSyncConfig(Config):
     allow_large_removal: bool = Field(default=False, description="Skip the removal-share guard for this run.")
     allow_empty_audience: bool = Field(default=False, description="Allow an empty audience (empties the list).")
     max_wait_s: float = Field(default=900.0, description="Longest wait for one import job to finish.")
+    unknown_outcome_wait_s: float = Field(
+        default=UNKNOWN_WAIT_S,
+        description="After an import job POST whose answer was lost: how long a job may still appear at "
+        "Klaviyo before its rows are sent again (adopted, not resent, when found).",
+    )
 
 
 class ListSyncSettings(ListSyncConfig):
@@ -388,7 +394,8 @@ class _ListRun:
         returns how many there were."""
         n = 0
         for job_id, items, outcome in resume_open_jobs(self.client, self.warehouse, f"list:{plan.list_id}",
-                                                       self.settings.max_wait_s, log=self.log):
+                                                       self.settings.max_wait_s, log=self.log,
+                                                       unknown_wait_s=self.settings.unknown_outcome_wait_s):
             self._record_job(plan, job_id, items, outcome)
             n += 1
         return n
@@ -454,7 +461,8 @@ class _ListRun:
         plan.imports += sum(len(b.items) for b in batches)
         state.record_list_changes(self.warehouse, rejects)
         for batch in batches:
-            isolation = submit_tracked(self.client, self.warehouse, sync, rid, batch.items, list_id=lid, log=self.log)
+            isolation = submit_tracked(self.client, self.warehouse, sync, rid, batch.items, list_id=lid, log=self.log,
+                                       unknown_wait_s=self.settings.unknown_outcome_wait_s)
             plan.isolation_calls += isolation.extra_calls
             now = state.now_utc()
             state.record_list_changes(self.warehouse, [
