@@ -2,7 +2,9 @@
 
 1. start the Klaviyo sandbox (seed 42, scale small) in-process;
 2. ingest every object into a fresh `data/warehouse.duckdb` (or `KLAVIYO_DUCKDB_PATH`): incremental objects as one
-   run over the sandbox's whole date range (single-run backfill), snapshots and memberships captured now (today's capture);
+   run over the sandbox's whole date range (single-run backfill), snapshots and memberships captured now (today's
+   capture), the derived `exclusions` view, and the Reporting API values of yesterday (one request per report:
+   at Klaviyo's 2 a minute the whole range would take an hour);
 3. build the demo models (enriched profiles, a VIP audience) and run activation back into the sandbox: a Bulk
    Profile Import polled to its outcome, and the VIP list reconciled to the audience;
 4. re-ingest today's profiles, lists and memberships and show that Klaviyo (the sandbox) now holds what the
@@ -49,6 +51,7 @@ def main() -> int:
     from klaviyo_dagster.activate.demo_models import DEFAULT_VIP_LIST
     from klaviyo_dagster.definitions import build_definitions
     from klaviyo_dagster.ingest import OBJECTS, asset_key
+    from klaviyo_dagster.ingest.objects import REPORTS
 
     db_path = Path(os.environ.get("KLAVIYO_DUCKDB_PATH") or DEFAULT_DB)
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,44 +65,64 @@ def main() -> int:
         os.environ["KLAVIYO_API_KEY"] = sandbox.api_key  # the sandbox's own key, not a secret
         first, last = sandbox.truth.date_range()
         print(f"sandbox: {sandbox.base_url}  data {first:%Y-%m-%d} .. {last:%Y-%m-%d %H:%M} UTC")
-        defs = build_definitions(start_date=first.strftime("%Y-%m-%d"), include_demo_models=True)
+        defs = build_definitions(start_date=first.strftime("%Y-%m-%d"), include_demo_models=True, reports=True)
         partitions = defs.resolve_assets_def(asset_key(OBJECTS[0])).partitions_def
         assert partitions is not None
         keys = partitions.get_partition_keys()
         incremental = [asset_key(o) for o in OBJECTS if o.incremental]
         snapshots = [asset_key(o) for o in OBJECTS if not o.incremental]
 
+        def requests() -> int:
+            """API requests the sandbox answered since the last call."""
+            used = sum(sandbox.stats().values())
+            sandbox.reset_stats()
+            return used
+
+        requests()
         with dg.DagsterInstance.ephemeral() as instance:
-            print(f"ingest: {len(incremental)} incremental objects over {keys[0]}..{keys[-1]} (one run)")
+            print(f"ingest: {len(incremental)} incremental objects over {keys[0]}..{keys[-1]} (one run)", end="")
             _materialize(defs, incremental, instance, tags={
                 "dagster/asset_partition_range_start": keys[0],
                 "dagster/asset_partition_range_end": keys[-1],
             })
-            print(f"ingest: {len(snapshots)} snapshot objects (their current state, captured today)")
+            print(f": {requests()} requests")
+            print(f"ingest: {len(snapshots)} snapshot and derived objects (their current state, captured today)",
+                  end="")
             _materialize(defs, snapshots, instance)
+            print(f": {requests()} requests")
+            print(f"ingest: {len(REPORTS)} Reporting API objects for {keys[-2]} (yesterday)", end="")
+            _materialize(defs, [asset_key(o) for o in REPORTS], instance, partition_key=keys[-2])
+            print(f": {requests()} requests")
 
             activation_keys = [k for k in defs.resolve_all_asset_keys()
                                if k.path[0] == "activation_inputs" or k in (
                                    dg.AssetKey(["klaviyo", "profile_import"]),
                                    dg.AssetKey(["klaviyo", "list_membership_sync"]))]
-            print("activate: demo models, profile import, list membership sync")
+            print("activate: demo models, profile import, list membership sync", end="")
             result = _materialize(defs, activation_keys, instance)
+            print(f": {requests()} requests")
             activation = {
                 mat.asset_key.to_user_string(): mat.metadata
                 for mat in result.asset_materializations_for_node("klaviyo__profile_import")
                 + result.asset_materializations_for_node("klaviyo__list_membership_sync")
             }
-            print("re-ingest: today's profiles, lists and list memberships")
+            print("re-ingest: today's profiles, lists and list memberships", end="")
             _materialize(defs, [asset_key("profiles")], instance, partition_key=keys[-1])
             _materialize(defs, [asset_key("lists"), asset_key("list_memberships")], instance)
+            print(f": {requests()} requests")
 
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         tables = [(o.name,) + con.execute(
             f"SELECT count(*), count(DISTINCT ({', '.join(o.primary_key)},)) "
-            f"FROM klaviyo.{o.name}").fetchone() for o in OBJECTS]
+            f"FROM klaviyo.{o.name}").fetchone() for o in (*OBJECTS, *REPORTS)]
         _print_table("What landed in DuckDB", ["table", "rows", "distinct keys"],
                      [(f"klaviyo.{name}", rows, ids) for name, rows, ids in tables])
+        exclusions = con.execute(
+            "SELECT channel, source, reason, count(*), count(DISTINCT profile_id) FROM klaviyo.exclusions "
+            "GROUP BY ALL ORDER BY ALL").fetchall()
+        _print_table("klaviyo.exclusions (derived from klaviyo.profiles_current, no requests)",
+                     ["channel", "source", "reason", "rows", "profiles"], exclusions)
         tiers = con.execute(
             "SELECT coalesce(json_extract_string(properties, '$.customer_tier'), '(none)'), count(*) "
             "FROM klaviyo.profiles_current GROUP BY 1 ORDER BY 2 DESC").fetchall()

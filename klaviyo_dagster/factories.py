@@ -25,15 +25,20 @@ from klaviyo_dagster.automation.jobs import (
 from klaviyo_dagster.automation.schedules import (
     DEFAULT_CRON,
     DEFAULT_LOOKBACK_DAYS,
+    DEFAULT_REPORT_CRON,
+    DEFAULT_REPORT_LOOKBACK_DAYS,
     DEFAULT_SWEEP_CRON,
+    REPORTING_JOB,
+    REPORTING_SCHEDULE,
     SCHEDULE_NAME,
     SWEEP_JOB,
     SWEEP_SCHEDULE,
     build_ingest_schedule,
+    build_report_schedule,
     build_sweep_job,
 )
 from klaviyo_dagster.automation.sensors import build_activation_schedule, build_table_change_sensor
-from klaviyo_dagster.ingest import build_ingest_assets, build_sweep_assets
+from klaviyo_dagster.ingest import build_ingest_assets, build_sweep_assets, get_object
 from klaviyo_dagster.translator import DagsterKlaviyoTranslator
 from klaviyo_dagster.warehouse import WarehouseResource
 
@@ -63,15 +68,22 @@ def build_ingest_definitions(
     deletion_sweeps: bool = True,
     sweep_cron: str = DEFAULT_SWEEP_CRON,
     max_deleted_share: float = 0.5,
+    report_cron: str = DEFAULT_REPORT_CRON,
+    report_lookback_days: int = DEFAULT_REPORT_LOOKBACK_DAYS,
     **asset_options: Any,
 ) -> dg.Definitions:
     """Assets ``klaviyo/<object>`` (+ checks), the ingest jobs and schedules (``klaviyo_ingest_daily`` ...).
+
+    With ``reports`` (see `build_ingest_assets`): the Reporting API assets, job ``klaviyo_reporting_job``
+    and schedule ``klaviyo_reporting_daily`` (``report_cron``: yesterday and ``report_lookback_days`` days
+    before it in one range run, for conversions attributed late).
 
     ``deletion_sweeps``: also ``klaviyo/<object>_deleted`` for the objects Klaviyo deletes from (profiles,
     campaigns, flows, templates), job ``klaviyo_deletion_sweep`` and its schedule (``sweep_cron``, weekly).
 
     ``asset_options`` are `klaviyo_dagster.ingest.build_ingest_assets`'s (``start_date``, ``objects``,
-    ``event_metrics``, ``profile_subscriptions``, ``profile_predictive_analytics``, ``campaign_channels``,
+    ``event_metrics``, ``profile_subscriptions``, ``profile_predictive_analytics``, ``list_profile_count``,
+    ``segment_profile_count``, ``campaign_channels``,
     ``include_archived``, ``chunk_rows``, ``klaviyo_resource_key``, ``schema``). Here: ``lookback_days``
     (days before yesterday the schedule re-reads events for late arrivals), ``schedule`` / ``cron_schedule``,
     ``translator`` and ``resources`` (added to the definitions; none unless passed: the caller supplies
@@ -83,6 +95,10 @@ def build_ingest_definitions(
         translator=translator, warehouse_resource_key=warehouse_resource_key, default_schema=default_schema,
         catalog=catalog, **asset_options,
     )  # fmt: skip
+    # Reporting API assets have a job and schedule of their own: a long backfill of the incremental objects
+    # must not be refused because the reports' 225-a-day budget cannot cover its range.
+    reports = {n: assets.pop(n) for n in [n for n in assets if get_object(n).report is not None]}
+    report_jobs, report_schedules = _report_jobs(reports, translator, schedule, report_cron, report_lookback_days)
     incremental_job, snapshots_job = build_ingest_jobs(
         list(assets.values()), incremental_name=_names(translator, INCREMENTAL_JOB),
         snapshots_name=_names(translator, SNAPSHOTS_JOB),
@@ -118,8 +134,31 @@ def build_ingest_definitions(
         )  # fmt: skip
         jobs.append(sweep_job)
         schedules.extend(sweep_schedules)
-    return dg.Definitions(assets=[*assets.values(), *sweeps.values()], jobs=jobs, schedules=schedules,
+    return dg.Definitions(assets=[*assets.values(), *reports.values(), *sweeps.values()],
+                          jobs=[*jobs, *report_jobs], schedules=[*schedules, *report_schedules],
                           resources=dict(resources or {}))
+
+
+def _report_jobs(
+    reports: Mapping[str, dg.AssetsDefinition], translator: DagsterKlaviyoTranslator, schedule: bool, cron: str,
+    lookback_days: int,
+) -> tuple[list[dg.UnresolvedAssetJobDefinition], list[dg.ScheduleDefinition]]:
+    """Job ``klaviyo_reporting_job`` over the report assets and schedule ``klaviyo_reporting_daily``
+    (yesterday and the lookback days before it, one range run; STOPPED like the other schedules)."""
+    if not reports:
+        return [], []
+    first = next(iter(reports.values()))
+    job = dg.define_asset_job(
+        _names(translator, REPORTING_JOB), selection=[a.key for a in reports.values()],
+        description="Klaviyo Reporting API (campaign and flow values, flow series), daily partitions; each run "
+        "checks its requests against the 225-a-day budget before sending any.",
+    )  # fmt: skip
+    if not schedule:
+        return [job], []
+    return [job], [build_report_schedule(
+        job, first.partitions_def,  # type: ignore[arg-type]
+        lookback_days=lookback_days, cron_schedule=cron, name=_names(translator, REPORTING_SCHEDULE),
+    )]  # fmt: skip
 
 
 def build_activation_definitions(

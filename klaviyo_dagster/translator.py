@@ -112,11 +112,12 @@ def column_schema(
     columns: Mapping[str, str],
     primary_key: Sequence[str] = (),
     descriptions: Mapping[str, str] | None = None,
+    nullable: Sequence[str] = (),
 ) -> dg.TableSchema:
-    """A `TableSchema` from ``{column: sql type}``: primary-key columns are non-null, and the key is a
-    table constraint (``PRIMARY KEY (...)``)."""
+    """A `TableSchema` from ``{column: sql type}``: primary-key columns (but those in ``nullable``) are
+    non-null, and the key is a table constraint (``PRIMARY KEY (...)``)."""
     descriptions = descriptions or {}
-    pk = set(primary_key)
+    pk = set(primary_key) - set(nullable)
     cols = [
         dg.TableColumn(
             name=name,
@@ -126,5 +127,7 @@ def column_schema(
         )
         for name, sql_type in columns.items()
     ]
-    constraints = dg.TableConstraints(other=[f"PRIMARY KEY ({', '.join(primary_key)})"]) if primary_key else None
+    # A key with a part that may be NULL is a unique key, not a primary key.
+    kind = "UNIQUE" if set(nullable) & set(primary_key) else "PRIMARY KEY"
+    constraints = dg.TableConstraints(other=[f"{kind} ({', '.join(primary_key)})"]) if primary_key else None
     return dg.TableSchema(columns=cols, constraints=constraints)

@@ -10,6 +10,7 @@ import pytest
 from klaviyo_dagster import demo
 from klaviyo_dagster.activate.demo_models import DEFAULT_VIP_LIST
 from klaviyo_dagster.ingest import OBJECTS
+from klaviyo_dagster.ingest.objects import REPORTS
 
 
 def test_demo_closes_the_loop(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
@@ -20,7 +21,14 @@ def test_demo_closes_the_loop(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys:
     assert demo.main() == 0
     out = capsys.readouterr().out
 
-    for obj in OBJECTS:  # every object landed, with rows, and no key twice (profiles keep one row per version)
+    # The derived exclusions cost no request; the reports one a report (yesterday only).
+    assert re.search(r"snapshot and derived objects .*: \d+ requests", out)
+    used = re.search(rf"{len(REPORTS)} Reporting API objects for \S+ \(yesterday\): (\d+) requests", out)
+    assert used and int(used.group(1)) <= 2 * len(REPORTS)  # a report and its conversion metric's lookup
+    assert "klaviyo.exclusions (derived from klaviyo.profiles_current, no requests)" in out
+    for reason in ("HARD_BOUNCE", "INVALID_EMAIL", "SPAM_COMPLAINT", "UNSUBSCRIBE", "USER_SUPPRESSED"):
+        assert re.search(rf"email\s+suppression\s+{reason}\s+\d+", out), reason
+    for obj in (*OBJECTS, *REPORTS):  # every object landed, with rows, and no key twice (profiles: one per version)
         match = re.search(rf"klaviyo\.{obj.name}\s+(\d+)\s+(\d+)", out)
         assert match and int(match.group(1)) > 0, f"{obj.name} missing from the demo's table"
         if obj.name != "profiles":

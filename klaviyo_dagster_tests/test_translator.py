@@ -43,6 +43,11 @@ def test_default_specs_carry_standard_metadata_groups_and_kinds() -> None:
         schema = spec.metadata["dagster/column_schema"]
         names = [c.name for c in schema.columns]
         assert names == [*(c.name for c in obj.columns), "_partition", "_loaded_at"]
+        if obj.derived is not None:  # a view: its own key, whose nullable parts make it a unique key
+            assert schema.constraints.other == [f"UNIQUE ({', '.join(obj.primary_key)})"]
+            assert {c.name for c in schema.columns if not c.constraints.nullable} == (
+                set(obj.primary_key) - set(obj.derived.nullable_key))
+            continue
         assert schema.constraints.other == [f"PRIMARY KEY ({', '.join((*obj.primary_key, '_partition'))})"]
         assert {c.name for c in schema.columns if not c.constraints.nullable} == {*obj.primary_key, "_partition"}
     assert specs["klaviyo/profile_import"].group_name == "klaviyo_activation"

@@ -78,6 +78,10 @@ OPERATIONS: list[tuple[str, str]] = [
     ("post", "/api/profile-suppression-bulk-delete-jobs"),
     ("get", "/api/profile-suppression-bulk-delete-jobs/{job_id}"),
     ("post", "/api/data-privacy-deletion-jobs"),
+    # Reporting API (issue 13): campaign and flow values, flow series (1/s, 2/m, 225/d each)
+    ("post", "/api/campaign-values-reports"),
+    ("post", "/api/flow-values-reports"),
+    ("post", "/api/flow-series-reports"),
 ]
 
 PROSE_KEYS = {"description", "example", "examples", "summary", "externalDocs"}

@@ -155,7 +155,8 @@ def build_activation_assets(
             deps=(table_asset_key(table),)))
         return ActivationTarget(spec, klaviyo_resource_key, warehouse_resource_key, pool)
 
-    # A second account keeps its own sync state (the state tables are shared, keyed by sync name).
+    # A second account keeps its own sync state and list registry (the state tables are shared, keyed by sync
+    # name and, for the lists it creates, by account: the key prefix).
     def sync(name: str) -> str:
         return name if prefix == "klaviyo" else f"{prefix}:{name}"
 
@@ -174,6 +175,6 @@ def build_activation_assets(
         target=target("profile_import", profiles_table, profile_import_description(profiles_table))))
     assets.append(build_list_sync_asset(
         audience_table, audience_columns, list_id=list_id, list_name=list_name,
-        known_profiles_table=known_profiles_table or f"{source_schema}.profiles_current",
+        known_profiles_table=known_profiles_table or f"{source_schema}.profiles_current", account=prefix,
         target=target("list_membership_sync", audience_table, list_sync_description(audience_table))))
     return assets

@@ -33,22 +33,28 @@ from typing import Any
 
 import orjson
 import pandas as pd
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MetadataValue
 from pydantic import Field
 
 from klaviyo_dagster.activate import ledger, state
 from klaviyo_dagster.activate.inputs import (
     ActivationTarget,
-    activation_asset,
-    quote_ident,
-    quote_table,
-    sql_string,
+    build_activation_run_asset,
+    pack_rows,
     table_columns,
 )
 from klaviyo_dagster.activate.isolate import EVENT_ROW_POINTER, send_isolating
 from klaviyo_dagster.activate.jobs import MAX_JOB_BYTES, JobBatch, JobPacker, PackedProfile
-from klaviyo_dagster.activate.render import frame_rows, to_json_value
+from klaviyo_dagster.activate.render import to_json_value
 from klaviyo_dagster.activate.validate import email_problem, phone_problem
+from klaviyo_dagster.warehouse.event_import import (
+    LOG,
+    LOG_COLUMNS,
+    STATE,
+    STATE_COLUMNS,
+    EventDiff,
+    ensure_tables,
+)
 
 JOBS_PATH = "/api/event-bulk-create-jobs"
 MAX_JOB_EVENTS = 1_000
@@ -56,17 +62,6 @@ MAX_PROPERTIES = 400
 MAX_STRING_BYTES = 100 * 1024
 MAX_METRIC_NAME = 127
 HASH_VERSION = "1"
-STATE = f"{state.SCHEMA}.event_import_state"
-LOG = f"{state.SCHEMA}.event_import_log"
-STATE_COLUMNS = ["sync_name", "event_key", "content_hash", "status", "event_id", "job_ref", "synced_at"]
-LOG_COLUMNS = ["run_id", "sync_name", "event_key", "outcome", "reason", "job_ref", "logged_at"]
-DDL = (
-    f"CREATE SCHEMA IF NOT EXISTS {state.SCHEMA}",
-    f"""CREATE TABLE IF NOT EXISTS {STATE} (sync_name VARCHAR, event_key VARCHAR, content_hash VARCHAR,
-        status VARCHAR, event_id VARCHAR, job_ref VARCHAR, synced_at TIMESTAMPTZ)""",
-    f"""CREATE TABLE IF NOT EXISTS {LOG} (run_id VARCHAR, sync_name VARCHAR, event_key VARCHAR, outcome VARCHAR,
-        reason VARCHAR, job_ref VARCHAR, logged_at TIMESTAMPTZ)""",
-)
 YEAR = pd.Timedelta(days=365)
 EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
 
@@ -98,20 +93,25 @@ class EventColumns:
                             self.profile_id, self.email, self.phone_number, self.external_id) if c}
 
 
-@dataclass
-class EventImportSettings:
-    """What to send and how (factory arguments merged with run config)."""
+class EventImportConfig(Config):
+    """Run config of ``klaviyo/event_import``."""
+
+    dry_run: bool = Field(default=False, description="Plan and report; send nothing, write no state.")
+    max_job_events: int = Field(default=MAX_JOB_EVENTS, description="Events per bulk job (Klaviyo cap 1,000).")
+    max_job_bytes: int = Field(default=MAX_JOB_BYTES, description="Body bytes per job (Klaviyo cap 5 MB).")
+    max_jobs_in_flight: int = Field(default=4, description="Jobs sent before the oldest is confirmed.")
+    max_wait_s: float = Field(default=300.0, description="Longest wait for one job's events to be readable.")
+    backfill: bool = Field(default=False, description="Mark events as backfill: recorded, but they trigger no flows.")
+
+
+class EventImportSettings(EventImportConfig):
+    """What to send (the factory's arguments) and how: the run options are `EventImportConfig`'s, defined once
+    there; a run's settings are the factory's arguments plus its run config."""
 
     table: str
-    columns: EventColumns = field(default_factory=EventColumns)
+    columns: EventColumns = Field(default_factory=EventColumns)
     sync_name: str = "event_import"
-    max_job_events: int = MAX_JOB_EVENTS
-    max_job_bytes: int = MAX_JOB_BYTES
-    max_jobs_in_flight: int = 4
-    max_wait_s: float = 300.0
-    backfill: bool = False
     chunk_rows: int = 5_000
-    dry_run: bool = False
 
 
 @dataclass
@@ -159,34 +159,14 @@ class EventPacker(JobPacker):
         self.overhead = self._bytes = len(orjson.dumps(job_body([])))
 
 
-def _identity_sql(columns: EventColumns, available: list[str]) -> str:
-    parts = []
-    for kind, col in columns.identifiers(available).items():
-        value = f"trim(CAST(t.{quote_ident(col)} AS VARCHAR))"
-        if kind == "email":
-            value = f"lower({value})"
-        parts.append(f"CASE WHEN {value} <> '' THEN {sql_string(kind + ':')} || {value} END")
-    return "coalesce(" + ", ".join([*parts, "NULL"]) + ")"
-
-
-def _diff_ctes(s: EventImportSettings, available: list[str]) -> str:
+def event_diff(s: EventImportSettings, available: list[str]) -> EventDiff:
+    """The warehouse diff of the events table: every column but the excluded ones is hashed."""
     c = s.columns
-    content = [col for col in available if col not in c.exclude and not col.startswith("__")]
-    struct = ", ".join(f"{sql_string(col)}: t.{quote_ident(col)}" for col in content)
-    uid = (f"nullif(trim(CAST(t.{quote_ident(c.unique_id)} AS VARCHAR)), '')"
-           if c.unique_id and c.unique_id in available else "NULL")
-    return (
-        f"WITH src AS (SELECT t.*, nullif(trim(CAST(t.{quote_ident(c.metric)} AS VARCHAR)), '') AS __metric, "
-        f"{_identity_sql(c, available)} AS __identity, "
-        f"md5({sql_string(HASH_VERSION)} || CAST(to_json({{{struct}}}) AS VARCHAR)) AS __hash, {uid} AS __uid "
-        f"FROM {quote_table(s.table)} t), "
-        "keyed AS (SELECT *, coalesce(__uid, __hash) AS __unique_id FROM src), "
-        "ided AS (SELECT *, coalesce(__metric, '') || '|' || coalesce(__identity, '') || '|' || __unique_id AS __key "
-        "FROM keyed), "
-        "dedup AS (SELECT * FROM ided QUALIFY row_number() OVER (PARTITION BY __key ORDER BY __hash) = 1), "
-        f"done AS (SELECT event_key, content_hash, status FROM {STATE} WHERE sync_name = $sync "
-        "AND status IN ('confirmed', 'rejected')) "
-    )
+    return EventDiff(
+        table=s.table, hash_version=HASH_VERSION, metric=c.metric, time=c.time,
+        unique_id=c.unique_id if c.unique_id and c.unique_id in available else None,
+        identifiers=c.identifiers(available),
+        hashed_columns=[col for col in available if col not in c.exclude and not col.startswith("__")])
 
 
 def _long_string(value: Any) -> bool:
@@ -314,8 +294,7 @@ class _Run:
     def execute(self) -> EventImportResult:
         s, r = self.settings, self.result
         started = time.monotonic()
-        for statement in DDL:
-            self.warehouse.execute(statement)
+        ensure_tables(self.warehouse)
         available = table_columns(self.warehouse, s.table)
         missing = [col for col in (s.columns.metric, s.columns.time) if col not in available]
         if missing or not s.columns.identifiers(available):
@@ -324,42 +303,25 @@ class _Run:
                 f"(missing: {missing or 'identifier: klaviyo_profile_id, email, phone_number or external_id'}); "
                 "rename the columns or set them in EventColumns"
             )
-        ctes = _diff_ctes(s, available)
-        params = {"sync": s.sync_name}
-        counts = self.warehouse.query(
-            ctes + "SELECT (SELECT count(*) FROM ided), (SELECT count(*) FROM dedup), "
-            "(SELECT count(*) FROM dedup d JOIN done k ON k.event_key = d.__key AND k.content_hash = d.__hash), "
-            "(SELECT count(*) FROM dedup d JOIN done k ON k.event_key = d.__key AND k.status = 'confirmed' "
-            "AND k.content_hash <> d.__hash)",
-            params,
-        )[0]
-        r.rows, r.duplicates, r.unchanged, r.immutable = int(counts[0]), int(counts[0] - counts[1]), int(counts[2]), int(counts[3])
+        diff = event_diff(s, available)
+        counts = diff.counts(self.warehouse, s.sync_name)
+        r.rows, r.duplicates, r.unchanged, r.immutable = (counts.rows, counts.rows - counts.keys, counts.unchanged,
+                                                          counts.immutable)
         if r.immutable:
-            self._log_immutable(ctes, params)
-        packer = EventPacker(s.max_job_events, s.max_job_bytes)
+            self._log_immutable(diff)
         now = pd.Timestamp.now(tz="UTC")
-        order_time = quote_ident(s.columns.time)
-        todo = ctes + ("SELECT d.* FROM dedup d ANTI JOIN done k ON k.event_key = d.__key "
-                       "AND (k.status = 'confirmed' OR k.content_hash = d.__hash) "  # a fixed rejected row goes again
-                       f"ORDER BY d.__metric, d.{order_time}")
-        for chunk in self.warehouse.read_chunks(todo, params, chunk_rows=s.chunk_rows):
-            rejects = []
-            for row in frame_rows(chunk):
-                event, reason = render_event(row, s, available, now)
-                if event is None:
-                    rejects.append((row["__key"], row["__hash"], reason))
-                    continue
-                size = len(orjson.dumps(event.entry))
-                if packer.overhead + size > s.max_job_bytes:
-                    rejects.append((event.key, event.content_hash, f"event is {size} bytes; a job takes 5 MB"))
-                    continue
-                full = packer.add(PackedProfile(event.key, event.content_hash, event, size))  # type: ignore[arg-type]
-                if full:
-                    self._submit(full)
-            self._reject(rejects)
-        last = packer.flush()
-        if last:
-            self._submit(last)
+        packer = EventPacker(s.max_job_events, s.max_job_bytes)
+
+        def render(row: dict[str, Any]) -> PackedProfile | tuple[str, str, str]:
+            event, reason = render_event(row, s, available, now)
+            if event is None:
+                return row["__key"], row["__hash"], str(reason)
+            size = len(orjson.dumps(event.entry))
+            if packer.overhead + size > s.max_job_bytes:
+                return event.key, event.content_hash, f"event is {size} bytes; a job takes 5 MB"
+            return PackedProfile(event.key, event.content_hash, event, size)  # type: ignore[arg-type]
+
+        pack_rows(diff.to_send(self.warehouse, s.sync_name, s.chunk_rows), render, packer, self._submit, self._reject)
         while self.inflight:
             self._confirm(self.inflight.popleft())
         r.duration_s = time.monotonic() - started
@@ -377,13 +339,10 @@ class _Run:
                            [(s.sync_name, k, h, "rejected", None, job_ref, now) for k, h, _ in rejects],
                            key=("sync_name", "event_key"))
 
-    def _log_immutable(self, ctes: str, params: dict[str, Any]) -> None:
+    def _log_immutable(self, diff: EventDiff) -> None:
         if self.settings.dry_run:
             return
-        keys = [row[0] for row in self.warehouse.query(
-            ctes + "SELECT d.__key FROM dedup d JOIN done k ON k.event_key = d.__key AND k.status = 'confirmed' "
-            "AND k.content_hash <> d.__hash",
-            params)]
+        keys = diff.immutable_keys(self.warehouse, self.settings.sync_name)
         now, s = state.now_utc(), self.settings
         reason = ("row changed after Klaviyo confirmed its event; events are immutable, so it was not sent again "
                   "(give the changed event a new unique_id to send it)")
@@ -493,17 +452,6 @@ def run_event_import(client: Any, warehouse: Any, settings: EventImportSettings,
     return _Run(client, warehouse, settings, run_id or uuid.uuid4().hex, log or logging.getLogger(__name__)).execute()
 
 
-class EventImportConfig(Config):
-    """Run config of ``klaviyo/event_import``."""
-
-    dry_run: bool = Field(default=False, description="Plan and report; send nothing, write no state.")
-    max_job_events: int = Field(default=MAX_JOB_EVENTS, description="Events per bulk job (Klaviyo cap 1,000).")
-    max_job_bytes: int = Field(default=MAX_JOB_BYTES, description="Body bytes per job (Klaviyo cap 5 MB).")
-    max_jobs_in_flight: int = Field(default=4, description="Jobs sent before the oldest is confirmed.")
-    max_wait_s: float = Field(default=300.0, description="Longest wait for one job's events to be readable.")
-    backfill: bool = Field(default=False, description="Mark events as backfill: recorded, but they trigger no flows.")
-
-
 def event_import_description(events_table: str) -> str:
     """What ``klaviyo/event_import`` does, for its asset description."""
     return (f"Sends new rows of `{events_table}` to Klaviyo as events (once each, confirmed by reading them back); "
@@ -512,22 +460,16 @@ def event_import_description(events_table: str) -> str:
 
 def build_event_import_asset(events_table: str, columns: EventColumns | None = None,
         key: str = "klaviyo/event_import", sync_name: str = "event_import",
-        target: ActivationTarget | None = None) -> Any:
+        target: ActivationTarget | None = None) -> AssetsDefinition:
     """The ``klaviyo/event_import`` asset reading ``events_table`` (resources: ``target``'s)."""
     columns = columns or EventColumns()
-    target = target or ActivationTarget()
 
-    @activation_asset(key, events_table, event_import_description(events_table), target)
-    def event_import(context: AssetExecutionContext, config: EventImportConfig) -> MaterializeResult:
+    def run(client: Any, warehouse: Any, config: EventImportConfig, context: AssetExecutionContext) -> EventImportResult:
         settings = EventImportSettings(table=events_table, columns=columns, sync_name=sync_name, **config.model_dump())
-        klaviyo, warehouse_resource = target.resources(context)
-        warehouse = warehouse_resource.get_warehouse()
-        with klaviyo.get_client() as client:
-            result = run_event_import(client, warehouse, settings, context.run.run_id, context.log)
-        if result.pending:
-            raise Failure(description=f"{result.pending} events were sent but not readable in Klaviyo within "
-                          f"{settings.max_wait_s:.0f} s; they are sent again next run (Klaviyo dedupes them on "
-                          "unique_id). Raise max_wait_s if Klaviyo is slow today", metadata=result.metadata())
-        return MaterializeResult(metadata=result.metadata())
+        return run_event_import(client, warehouse, settings, context.run.run_id, context.log)
 
-    return event_import
+    unconfirmed = ("{pending} events were sent but not readable in Klaviyo within {max_wait_s:.0f} s; they are sent "
+                   "again next run (Klaviyo dedupes them on unique_id). Raise max_wait_s if Klaviyo is slow today")
+
+    return build_activation_run_asset(key, events_table, event_import_description(events_table), target,
+                                      EventImportConfig, run, unconfirmed)

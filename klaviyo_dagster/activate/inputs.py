@@ -1,5 +1,6 @@
-"""Upstream warehouse tables that activation reads: naming, quoting, external asset specs, and the asset
-decorator both activation assets share.
+"""Upstream warehouse tables that activation reads, and what every activation asset shares: naming, external
+asset specs, the asset decorator and builder (resources, pool, guards as Failures), and the streaming of
+input rows into job batches.
 
 A table is named ``schema.table`` (or just ``table``); its asset key is ``[schema, table]``. When no
 Dagster asset builds a table (it comes from dbt, another job, a loader), it is declared as an
@@ -9,18 +10,43 @@ external :class:`dagster.AssetSpec` so lineage shows where activation reads from
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from dagster import AssetCheckSpec, AssetKey, AssetSpec, multi_asset
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    Config,
+    Failure,
+    MaterializeResult,
+    multi_asset,
+)
 
+from klaviyo_dagster.activate.render import frame_rows
 from klaviyo_dagster.resources import KLAVIYO_POOL
 from klaviyo_dagster.translator import DagsterKlaviyoTranslator, KlaviyoAssetProps
-from klaviyo_dagster.warehouse.sql import quote_ident, quote_table, sql_string, table_parts
+from klaviyo_dagster.warehouse.activation_inputs import table_columns
+from klaviyo_dagster.warehouse.sql import table_parts
 
-__all__ = ["ActivationTarget", "activation_asset", "external_table_specs", "quote_ident", "quote_table", "sql_string",
-           "check_table_name", "table_asset_key", "table_columns", "table_parts"]
+if TYPE_CHECKING:
+    from klaviyo_dagster.activate.jobs import JobBatch, JobPacker, PackedProfile
+
+__all__ = ["ActivationRefused", "ActivationTarget", "activation_asset", "build_activation_run_asset",
+           "check_table_name", "external_table_specs", "pack_rows", "table_asset_key", "table_columns",
+           "table_parts"]
+
+R = TypeVar("R")
+
+
+class ActivationRefused(Exception):
+    """A safety guard or switch stopped an activation before any write (the message says which and how to
+    override)."""
 
 
 def table_asset_key(table: str) -> AssetKey:
@@ -46,18 +72,6 @@ def external_table_specs(tables: Iterable[str], description: str = "Upstream war
                   group_name="activation_inputs", kinds={"duckdb"})
         for t in dict.fromkeys(tables)
     ]
-
-
-def table_columns(warehouse: Any, table: str) -> list[str]:
-    """Column names of a warehouse table, in order; a clear error when it does not exist."""
-    try:
-        rows = warehouse.query(f"DESCRIBE SELECT * FROM {quote_table(table)}")
-    except Exception as exc:  # duckdb.CatalogException and friends
-        raise ValueError(
-            f"activation input table {table!r} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "build it first or point the activation at an existing table"
-        ) from exc
-    return [r[0] for r in rows]
 
 
 @dataclass(frozen=True)
@@ -92,3 +106,70 @@ def activation_asset(key: str, source_table: str, description: str, target: Acti
         pool=target.pool,
         required_resource_keys={target.klaviyo_resource_key, target.warehouse_resource_key},
     )
+
+
+def build_activation_run_asset(
+    key: str,
+    source_table: str,
+    description: str,
+    target: ActivationTarget | None,
+    config_type: type[Config],
+    run: Callable[[Any, Any, Any, AssetExecutionContext], R],
+    unconfirmed: str | None = None,
+    checks: Sequence[tuple[str, str]] = (),
+    check_results: Callable[[R], list[AssetCheckResult]] | None = None,
+) -> AssetsDefinition:
+    """An activation asset (`activation_asset`) whose body opens the account's client and the warehouse and
+    calls ``run(client, warehouse, config, context)``; the result's ``metadata()`` is the materialization's.
+
+    ``ActivationRefused`` becomes a Failure that is not retried (a guard said no; nothing was written);
+    When the result has ``pending`` rows (sent, outcome not confirmed by Klaviyo yet) the run fails with the
+    metadata and ``unconfirmed`` as description (formatted with ``pending`` and the config's ``max_wait_s``);
+    ``check_results(result)`` reports the asset checks named in ``checks``.
+    """
+    target = target or ActivationTarget()
+
+    def body(context: AssetExecutionContext, config: Config) -> MaterializeResult:
+        klaviyo, warehouse_resource = target.resources(context)
+        warehouse = warehouse_resource.get_warehouse()
+        with klaviyo.get_client() as client:
+            try:
+                result = run(client, warehouse, config, context)
+            except ActivationRefused as exc:
+                raise Failure(description=str(exc), allow_retries=False) from exc
+        metadata = result.metadata()  # type: ignore[attr-defined]
+        pending = getattr(result, "pending", 0)
+        if unconfirmed and pending:
+            raise Failure(description=unconfirmed.format(pending=pending, max_wait_s=config.max_wait_s),  # type: ignore[attr-defined]
+                          metadata=metadata)
+        return MaterializeResult(metadata=metadata, check_results=check_results(result) if check_results else None)
+
+    # Dagster reads the run config's class from the annotation of ``config``.
+    body.__annotations__ = {"context": AssetExecutionContext, "config": config_type, "return": MaterializeResult}
+    return activation_asset(key, source_table, description, target, checks)(body)
+
+
+def pack_rows(
+    chunks: Iterable[pd.DataFrame],
+    render: Callable[[dict[str, Any]], PackedProfile | tuple[str, str, str]],
+    packer: JobPacker,
+    submit: Callable[[JobBatch], None],
+    reject: Callable[[list[tuple[str, str, str]]], None],
+) -> None:
+    """Stream input rows into job batches: ``render(row)`` gives the item to pack or a reject (key, content
+    hash, reason); every full batch goes to ``submit`` as it fills, each chunk's rejects to ``reject``, and
+    the last partial batch is submitted at the end."""
+    for chunk in chunks:
+        rejects: list[tuple[str, str, str]] = []
+        for row in frame_rows(chunk):
+            item = render(row)
+            if isinstance(item, tuple):
+                rejects.append(item)
+                continue
+            full = packer.add(item)
+            if full:
+                submit(full)
+        reject(rejects)
+    last = packer.flush()
+    if last:
+        submit(last)

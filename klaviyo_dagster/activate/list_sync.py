@@ -25,17 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import pandas as pd
-from dagster import AssetCheckResult, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
+from dagster import AssetCheckResult, AssetExecutionContext, AssetsDefinition, Config, MetadataValue
 from pydantic import Field
 
 from klaviyo_dagster.activate import state
 from klaviyo_dagster.activate.inputs import (
+    ActivationRefused,
     ActivationTarget,
-    activation_asset,
+    build_activation_run_asset,
     check_table_name,
-    quote_ident,
-    quote_table,
     table_columns,
 )
 from klaviyo_dagster.activate.isolate import RELATIONSHIP_ROW_POINTER, send_isolating
@@ -52,20 +50,20 @@ from klaviyo_dagster.activate.jobs import (
 from klaviyo_dagster.activate.lists import resolve_list, snapshot_members
 from klaviyo_dagster.activate.render import ProfileColumns
 from klaviyo_dagster.activate.validate import profile_problem
+from klaviyo_dagster.warehouse.list_sync import DEFAULT_ACCOUNT, AudiencePlan, ensure_registry, mark_stale
+
+__all__ = ["ActivationRefused", "ListPlan", "ListSyncConfig", "ListSyncResult", "ListSyncSettings",
+           "build_list_sync_asset", "list_sync_description", "run_list_sync"]
 
 MAX_RELATIONSHIP_BATCH = 1_000
 
 
 @dataclass(frozen=True)
 class _Target:
-    """How to select one target list's rows: a SQL filter and the value of its ``$target`` parameter."""
+    """Which rows of the audience are one target list's: those whose list columns give ``key`` (None: the
+    table has no list columns, every row is the fixed list's)."""
 
-    filter: str
     key: str | None
-
-
-class ActivationRefused(Exception):
-    """A safety guard stopped the sync before any write (the message says which and how to override)."""
 
 
 class ListSyncConfig(Config):
@@ -94,6 +92,7 @@ class ListSyncSettings(ListSyncConfig):
     list_id: str | None = None
     list_name: str | None = None
     known_profiles_table: str | None = "klaviyo.profiles_current"
+    account: str = DEFAULT_ACCOUNT  # whose lists the registry records (the key prefix of a second account)
 
 
 @dataclass
@@ -170,92 +169,35 @@ class _ListRun:
                 f"(looked for {settings.columns.email}, {settings.columns.phone_number}, "
                 f"{settings.columns.external_id}, {settings.columns.profile_id})"
             )
-
-    # -- SQL pieces -----------------------------------------------------------------------------
-    def _col(self, name: str | None) -> str:
-        if name and name in self.available:
-            return f"nullif(trim(CAST(a.{quote_ident(name)} AS VARCHAR)), '')"
-        return "NULL::VARCHAR"
-
-    def _target_expr(self) -> str:
-        s = self.settings
-        lid, lname = self._col(s.list_id_column), self._col(s.list_name_column)
-        fixed = f"'id:' || {lid}" if lid != "NULL::VARCHAR" else "NULL"
-        return f"coalesce({fixed}, 'name:' || {lname})"
+        c = settings.columns
+        self.audience = AudiencePlan(
+            table=settings.table, available=self.available, email=c.email, phone_number=c.phone_number,
+            external_id=c.external_id, profile_id=c.profile_id, list_id_column=settings.list_id_column,
+            list_name_column=settings.list_name_column, known_profiles_table=settings.known_profiles_table)
 
     def targets(self) -> list[tuple[str | None, str | None, int]]:
         """(list_id, list_name, audience rows) for every target."""
         s = self.settings
-        has_list_cols = s.list_id_column in self.available or s.list_name_column in self.available
-        table = quote_table(s.table)
-        if not has_list_cols:
+        if not self.audience.has_list_columns:
             if not (s.list_id or s.list_name):
                 raise ValueError(
                     f"audience table {s.table!r} has no {s.list_id_column!r} or {s.list_name_column!r} column; "
                     "add one or set list_id / list_name in the list sync settings"
                 )
-            n = self.warehouse.query(f"SELECT count(*) FROM {table}")[0][0]
-            return [(s.list_id, s.list_name, int(n))]
-        rows = self.warehouse.query(
-            f"SELECT any_value({self._col(s.list_id_column)}), any_value({self._col(s.list_name_column)}), "
-            f"count(*) FROM {table} a GROUP BY {self._target_expr()} ORDER BY 1, 2"
-        )
-        out = [(r[0], r[1], int(r[2])) for r in rows]
+            return [(s.list_id, s.list_name, self.audience.rows(self.warehouse))]
+        out = self.audience.targets(self.warehouse)
         if any(lid is None and name is None for lid, name, _ in out):
             raise ValueError(f"some rows of {s.table!r} name no list: fill {s.list_id_column} or {s.list_name_column}")
         if not out and (s.list_id or s.list_name):
             out = [(s.list_id, s.list_name, 0)]
         return out
 
-    def _plan_ctes(self, target_filter: str) -> str:
-        c = self.settings.columns
-        email = f"lower({self._col(c.email)})"
-        pid, phone, xid = self._col(c.profile_id), self._col(c.phone_number), self._col(c.external_id)
-        known = self.settings.known_profiles_table
-        if known and self.warehouse.query(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = ?", [known]
-        )[0][0]:
-            k = quote_table(known)
-            lookups = (
-                f"ke AS (SELECT lower(email) AS k, min(id) AS id FROM {k} WHERE email IS NOT NULL GROUP BY 1), "
-                f"kp AS (SELECT phone_number AS k, min(id) AS id FROM {k} WHERE phone_number IS NOT NULL GROUP BY 1), "
-                f"kx AS (SELECT CAST(external_id AS VARCHAR) AS k, min(id) AS id FROM {k} "
-                "WHERE external_id IS NOT NULL GROUP BY 1), "
-            )
-        else:
-            lookups = "".join(f"{n} AS (SELECT NULL::VARCHAR AS k, NULL::VARCHAR AS id WHERE false), "
-                              for n in ("ke", "kp", "kx"))
-        members = f"(SELECT * FROM {state.LIST_MEMBERS} WHERE run_id = $run AND list_id = $list)"
-        return (
-            f"WITH aud AS (SELECT DISTINCT {pid} AS profile_id, {email} AS email, {phone} AS phone_number, "
-            f"{xid} AS external_id FROM {quote_table(self.settings.table)} a WHERE {target_filter}), "
-            + lookups +
-            f"m AS {members}, "
-            "me AS (SELECT lower(email) AS k, min(profile_id) AS id FROM m WHERE email IS NOT NULL GROUP BY 1), "
-            "mp AS (SELECT phone_number AS k, min(profile_id) AS id FROM m WHERE phone_number IS NOT NULL GROUP BY 1), "
-            "mx AS (SELECT external_id AS k, min(profile_id) AS id FROM m WHERE external_id IS NOT NULL GROUP BY 1), "
-            f"stale AS (SELECT DISTINCT profile_id AS id FROM {state.LIST_STALE}), "  # ids never come back
-            "resolved AS (SELECT aud.*, coalesce("
-            + ", ".join(f"CASE WHEN {c} IN (SELECT id FROM stale) THEN NULL ELSE {c} END"
-                        for c in ("aud.profile_id", "ke.id", "kp.id", "kx.id")) + ") AS resolved_id "
-            "FROM aud LEFT JOIN ke ON ke.k = aud.email LEFT JOIN kp ON kp.k = aud.phone_number "
-            "LEFT JOIN kx ON kx.k = aud.external_id), "
-            "planned AS (SELECT r.*, coalesce(mi.profile_id, me.id, mp.id, mx.id) AS member_id FROM resolved r "
-            "LEFT JOIN (SELECT DISTINCT profile_id FROM m) mi ON mi.profile_id = r.resolved_id "
-            "LEFT JOIN me ON me.k = r.email LEFT JOIN mp ON mp.k = r.phone_number "
-            "LEFT JOIN mx ON mx.k = r.external_id), "
-            "kept AS (SELECT DISTINCT member_id AS id FROM planned WHERE member_id IS NOT NULL), "
-            "adds AS (SELECT DISTINCT resolved_id AS id FROM planned WHERE member_id IS NULL AND resolved_id IS NOT NULL), "
-            "imports AS (SELECT DISTINCT email, phone_number, external_id, profile_id FROM planned "
-            "WHERE member_id IS NULL AND resolved_id IS NULL), "
-            "removes AS (SELECT DISTINCT profile_id AS id FROM m WHERE profile_id NOT IN (SELECT id FROM kept)) "
-        )
-
     # -- run ---------------------------------------------------------------------------------------
     def execute(self) -> ListSyncResult:
         started = time.monotonic()
         s = self.settings
         state.ensure_tables(self.warehouse)
+        ensure_registry(self.warehouse)
         targets = self.targets()
         if sum(n for _, _, n in targets) == 0 and not s.allow_empty_audience:
             raise ActivationRefused(
@@ -290,35 +232,24 @@ class _ListRun:
                       f"{kept} unchanged ({why}); {tail}")
 
     def _target(self, list_id: str | None, list_name: str | None) -> _Target:
-        s = self.settings
-        if s.list_id_column in self.available or s.list_name_column in self.available:
-            key = f"id:{list_id}" if list_id else f"name:{list_name}"
-            return _Target(f"{self._target_expr()} = $target", key)
-        return _Target("true", None)
+        if self.audience.has_list_columns:
+            return _Target(f"id:{list_id}" if list_id else f"name:{list_name}")
+        return _Target(None)
 
     def _query_params(self, plan: ListPlan, target: _Target) -> dict[str, Any]:
-        params: dict[str, Any] = {"run": self.result.run_id, "list": plan.list_id or ""}
-        if target.key is not None:
-            params["target"] = target.key
-        return params
+        return AudiencePlan.params(self.result.run_id, plan.list_id, target.key)
 
     def _plan_list(self, list_id: str | None, list_name: str | None) -> tuple[ListPlan, _Target]:
         s = self.settings
-        resolved, created = resolve_list(self.client, self.warehouse, list_id, list_name,
-                                         dry_run=s.dry_run, run_id=self.result.run_id, log=self.log)
+        resolved, created = resolve_list(self.client, self.warehouse, list_id, list_name, dry_run=s.dry_run,
+                                         run_id=self.result.run_id, log=self.log, account=s.account)
         plan = ListPlan(list_id=resolved, list_name=list_name, created=created)
         if resolved:
             plan.members_before = snapshot_members(self.client, self.warehouse, resolved, self.result.run_id)
         target = self._target(list_id, list_name)
-        identified = "coalesce(email, phone_number, external_id) IS NOT NULL"
-        row = self.warehouse.query(
-            self._plan_ctes(target.filter)
-            + "SELECT (SELECT count(*) FROM aud), (SELECT count(*) FROM kept), (SELECT count(*) FROM adds), "
-            f"(SELECT count(*) FROM removes), (SELECT count(*) FROM imports WHERE {identified}), "
-            f"(SELECT count(*) FROM imports WHERE NOT ({identified}))",
-            self._query_params(plan, target),
-        )[0]
-        plan.audience, plan.kept, plan.adds, plan.removes, plan.imports, plan.rejected = map(int, row)
+        counts = self.audience.counts(self.warehouse, self._query_params(plan, target))
+        plan.audience, plan.kept, plan.adds, plan.removes = counts.audience, counts.kept, counts.adds, counts.removes
+        plan.imports, plan.rejected = counts.imports, counts.unimportable
         self.log.info(
             f"list {list_name or resolved!r} ({resolved or 'to be created'}): {plan.members_before} members, "
             f"{plan.kept} kept, {plan.adds} to add, {plan.imports} to import, {plan.removes} to remove"
@@ -352,13 +283,12 @@ class _ListRun:
             snapshot_members(self.client, self.warehouse, str(plan.list_id), self.result.run_id)
         self._send(plan, target, params)
         if self._verify(plan, target, params):  # planned adds not members now: Klaviyo refused or ignored them
-            ctes = self._plan_ctes(target.filter)
-            stale = [r[0] for r in self.warehouse.query(ctes + "SELECT id FROM adds", params)]
+            stale = self.audience.add_ids(self.warehouse, params)
             plan.stale_ids += len(stale)
             self.log.warning(f"list {plan.list_id}: {len(stale)} profile ids did not become members (Klaviyo "
                              "refused or ignored them: merged or deleted profiles); importing their rows by "
                              "identifiers instead")
-            self._mark_stale(stale)
+            mark_stale(self.warehouse, self.result.run_id, stale)
             self._send(plan, target, params)
             self._verify(plan, target, params)
         if plan.difference:
@@ -366,28 +296,14 @@ class _ListRun:
                              f"after the sync: {plan.missing} audience rows are not members, {plan.extra} members "
                              f"are not in the audience; see {state.LIST_LOG}")
 
-    def _mark_stale(self, ids: list[str]) -> None:
-        if ids:
-            frame = pd.DataFrame({"run_id": self.result.run_id, "profile_id": ids}, dtype=object)
-            with self.warehouse.transaction() as con:
-                con.register("__stale", frame)
-                con.execute(f"INSERT INTO {state.LIST_STALE} BY NAME SELECT * FROM __stale")
-                con.unregister("__stale")
-
     def _verify(self, plan: ListPlan, target: _Target, params: dict[str, Any]) -> int:
         """Read the members back and count what still differs from the audience (rows recorded rejected or
         failed with a reason are not counted as missing); returns the planned adds that did not take."""
         snapshot_members(self.client, self.warehouse, str(plan.list_id), self.result.run_id)
-        identified = "coalesce(email, phone_number, external_id) IS NOT NULL"
-        row = self.warehouse.query(
-            self._plan_ctes(target.filter)
-            + "SELECT (SELECT count(*) FROM adds), (SELECT count(*) FROM removes), "
-            f"(SELECT count(*) FROM imports WHERE {identified}), "
-            "(SELECT count(*) FROM planned WHERE member_id IS NULL)", params)[0]
-        adds, removes, _, missing = map(int, row)
-        plan.missing = max(0, missing - plan.rejected - len(self._failed))
-        plan.extra, plan.verified = removes, True
-        return adds
+        counts = self.audience.verify(self.warehouse, params)
+        plan.missing = max(0, counts.missing - plan.rejected - len(self._failed))
+        plan.extra, plan.verified = counts.removes, True
+        return counts.adds
 
     def _resume(self, plan: ListPlan) -> int:
         """Record the outcome of import jobs an earlier run left open for this list (rows not resent);
@@ -401,16 +317,14 @@ class _ListRun:
         return n
 
     def _send(self, plan: ListPlan, target: _Target, params: dict[str, Any]) -> None:
-        ctes = self._plan_ctes(target.filter)
         rid, lid, lname = self.result.run_id, plan.list_id, plan.list_name
-        self._import(plan, ctes, params)
+        self._import(plan, params)
         path = f"/api/lists/{lid}/relationships/profiles"
         for action, cte, call in (("add", "adds", self.client.post), ("remove", "removes", self.client.delete)):
             def send(ids: list[str], call: Any = call) -> None:
                 call(path, {"data": [{"type": "profile", "id": i} for i in ids]})
 
-            for chunk in self.warehouse.read_chunks(ctes + f"SELECT id FROM {cte} ORDER BY id", params,
-                                                    chunk_rows=MAX_RELATIONSHIP_BATCH):
+            for chunk in self.audience.id_chunks(self.warehouse, params, cte, MAX_RELATIONSHIP_BATCH):
                 for start in range(0, len(chunk), MAX_RELATIONSHIP_BATCH):
                     ids = [str(i) for i in chunk["id"].iloc[start:start + MAX_RELATIONSHIP_BATCH]]
                     isolation = send_isolating(send, ids, RELATIONSHIP_ROW_POINTER)
@@ -426,7 +340,7 @@ class _ListRun:
                         plan.remove_failed += len(isolation.rejected)
                     state.record_list_changes(self.warehouse, rows)
 
-    def _import(self, plan: ListPlan, ctes: str, params: dict[str, Any]) -> None:
+    def _import(self, plan: ListPlan, params: dict[str, Any]) -> None:
         rid, lid, lname = self.result.run_id, plan.list_id, plan.list_name
         sync = f"list:{lid}"
         inflight = {i.identity for job_id, _ in state.open_jobs(self.warehouse, sync)
@@ -434,8 +348,7 @@ class _ListRun:
         packer = JobPacker(list_id=lid)
         batches = []
         rejects = []
-        for chunk in self.warehouse.read_chunks(ctes + "SELECT email, phone_number, external_id, profile_id "
-                                                "FROM imports", params):
+        for chunk in self.audience.import_chunks(self.warehouse, params):
             for row in chunk.to_dict("records"):
                 stale_id = row.pop("profile_id", None)
                 attrs = {k: v for k, v in row.items() if isinstance(v, str) and v}
@@ -521,30 +434,24 @@ def build_list_sync_asset(
     known_profiles_table: str | None = "klaviyo.profiles_current",
     key: str = "klaviyo/list_membership_sync",
     target: ActivationTarget | None = None,
-) -> Any:
+    account: str = DEFAULT_ACCOUNT,
+) -> AssetsDefinition:
     """The ``klaviyo/list_membership_sync`` asset reading ``audience_table`` (resources ``klaviyo``,
-    ``warehouse``, or those of ``target``)."""
+    ``warehouse``, or those of ``target``); ``account`` keys the lists it creates in the registry (the
+    translator's key prefix when two accounts share a warehouse)."""
     columns = columns or ProfileColumns(profile_id="profile_id")
-    target = target or ActivationTarget()
     check_table_name(audience_table, "audience_table")
 
-    @activation_asset(key, audience_table, list_sync_description(audience_table), target,
-                      checks=[(LIST_CHECK, LIST_CHECK_DESCRIPTION)])
-    def list_membership_sync(context: AssetExecutionContext, config: ListSyncConfig) -> MaterializeResult:
+    def run(client: Any, warehouse: Any, config: ListSyncConfig, context: AssetExecutionContext) -> ListSyncResult:
         settings = ListSyncSettings(
             table=audience_table, columns=columns, list_id=list_id, list_name=list_name,
-            known_profiles_table=known_profiles_table, **config.model_dump(),
+            known_profiles_table=known_profiles_table, account=account, **config.model_dump(),
         )
-        klaviyo, warehouse_resource = target.resources(context)
-        warehouse = warehouse_resource.get_warehouse()
-        with klaviyo.get_client() as client:
-            try:
-                result = run_list_sync(client, warehouse, settings, context.run.run_id, context.log)
-            except ActivationRefused as exc:
-                raise Failure(description=str(exc), allow_retries=False) from exc
-        return MaterializeResult(metadata=result.metadata(), check_results=[list_check_result(result)])
+        return run_list_sync(client, warehouse, settings, context.run.run_id, context.log)
 
-    return list_membership_sync
+    return build_activation_run_asset(key, audience_table, list_sync_description(audience_table), target,
+                                      ListSyncConfig, run, checks=[(LIST_CHECK, LIST_CHECK_DESCRIPTION)],
+                                      check_results=lambda result: [list_check_result(result)])
 
 
 LIST_CHECK = "list_matches_audience"

@@ -1,7 +1,7 @@
 """Klaviyo lists for membership sync: find-or-create by name (idempotently) and snapshot the members.
 
-Names are not unique in Klaviyo, so :func:`resolve_list` prefers a list this package created (recorded
-in ``list_registry``), then a single exact-name match, and creates a list only when none exists; a
+Names are not unique in Klaviyo, so :func:`resolve_list` prefers a list this package created in the same
+account (recorded in ``list_registry`` under the account's key prefix), then a single exact-name match, and creates a list only when none exists; a
 failed create is followed by a fresh lookup before anything else, so a retry never makes a second list.
 :func:`snapshot_members` copies a list's members (id + identifiers) into the warehouse page by page.
 """
@@ -18,6 +18,13 @@ from klaviyo_dagster.client import (
     KlaviyoServerError,
     KlaviyoUnknownOutcomeError,
     filters,
+)
+from klaviyo_dagster.warehouse.list_sync import (
+    DEFAULT_ACCOUNT,
+    append_members,
+    clear_members,
+    register_list,
+    registered_lists,
 )
 
 CREATE_ATTEMPTS = 4
@@ -46,7 +53,7 @@ def create_list_once(client: Any, name: str, attempts: int = CREATE_ATTEMPTS) ->
     """
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=0.2, max=max(0.2, float(getattr(client, "max_backoff", 10.0)))),
+        wait=wait_exponential_jitter(multiplier=0.2, max=max(0.2, float(getattr(client, "max_backoff", 10.0)))),
         retry=retry_if_exception_type((KlaviyoUnknownOutcomeError, KlaviyoServerError, KlaviyoConnectionError)),
         reraise=True,
     )
@@ -65,15 +72,15 @@ def create_list_once(client: Any, name: str, attempts: int = CREATE_ATTEMPTS) ->
 
 
 def resolve_list(client: Any, warehouse: Any, list_id: str | None, list_name: str | None,
-                 *, dry_run: bool, run_id: str, log: Any) -> tuple[str | None, bool]:
-    """(list id, created?) for a target; None as id only in dry run when the list would be created."""
+                 *, dry_run: bool, run_id: str, log: Any, account: str = DEFAULT_ACCOUNT) -> tuple[str | None, bool]:
+    """(list id, created?) for a target; None as id only in dry run when the list would be created.
+    ``account`` (the key prefix) keys the registry: only lists this package created in that account count."""
     if list_id:
         client.get(f"/api/lists/{list_id}")  # a clear KlaviyoNotFoundError when it does not exist
         return list_id, False
     if not list_name:
         raise ValueError("an audience row names no list: fill list_id or list_name")
-    ours = [r[0] for r in warehouse.query(
-        f"SELECT list_id FROM {state.LIST_REGISTRY} WHERE list_name = ? ORDER BY created_at", [list_name])]
+    ours = registered_lists(warehouse, account, list_name)
     found = find_lists_by_name(client, list_name)
     for candidate in ours:
         if candidate in found:
@@ -88,8 +95,7 @@ def resolve_list(client: Any, warehouse: Any, list_id: str | None, list_name: st
     if dry_run:
         return None, True
     new_id = create_list_once(client, list_name)
-    warehouse.execute(f"INSERT INTO {state.LIST_REGISTRY} VALUES (?, ?, ?, ?)",
-                      [list_name, new_id, state.now_utc().to_pydatetime(), run_id])
+    register_list(warehouse, account, list_name, new_id, state.now_utc().to_pydatetime(), run_id)
     log.info(f"created Klaviyo list {list_name!r}: {new_id}")
     return new_id, True
 
@@ -104,7 +110,7 @@ def _member_rows(client: Any, list_id: str, run_id: str) -> Iterator[tuple]:
 
 def snapshot_members(client: Any, warehouse: Any, list_id: str, run_id: str, chunk: int = 10_000) -> int:
     """Copy the list's current members into ``list_members_snapshot`` chunk by chunk; returns the count."""
-    warehouse.execute(f"DELETE FROM {state.LIST_MEMBERS} WHERE list_id = ?", [list_id])
+    clear_members(warehouse, list_id)
     columns = ["run_id", "list_id", "profile_id", "email", "phone_number", "external_id"]
     total, rows = 0, []
     members = _member_rows(client, list_id, run_id)
@@ -113,8 +119,4 @@ def snapshot_members(client: Any, warehouse: Any, list_id: str, run_id: str, chu
         if not rows:
             return total
         total += len(rows)
-        frame = pd.DataFrame(rows, columns=columns, dtype=object)
-        with warehouse.transaction() as con:
-            con.register("__members", frame)
-            con.execute(f"INSERT INTO {state.LIST_MEMBERS} BY NAME SELECT * FROM __members")
-            con.unregister("__members")
+        append_members(warehouse, pd.DataFrame(rows, columns=columns, dtype=object))

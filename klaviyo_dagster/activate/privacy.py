@@ -19,33 +19,29 @@ import hashlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult
+from dagster import AssetExecutionContext, AssetsDefinition, Config
 from pydantic import Field
 
 from klaviyo_dagster.activate import ledger, state
 from klaviyo_dagster.activate.inputs import (
+    ActivationRefused,
     ActivationTarget,
-    activation_asset,
-    quote_ident,
-    quote_table,
-    sql_string,
+    build_activation_run_asset,
     table_columns,
 )
-from klaviyo_dagster.activate.list_sync import ActivationRefused
 from klaviyo_dagster.activate.validate import email_problem, phone_problem
+from klaviyo_dagster.warehouse.privacy import (
+    LEDGER,
+    LEDGER_COLUMNS,
+    DeletionPlan,
+    ensure_tables,
+    requested_at,
+)
 
 PATH = "/api/data-privacy-deletion-jobs"
-LEDGER = f"{state.SCHEMA}.privacy_deletions"
-LEDGER_COLUMNS = ["sync_name", "identity_hash", "kind", "outcome", "reason", "requested_at", "confirmed_at",
-                  "run_id", "changed_by"]
-DDL = (
-    f"CREATE SCHEMA IF NOT EXISTS {state.SCHEMA}",
-    f"""CREATE TABLE IF NOT EXISTS {LEDGER} (sync_name VARCHAR, identity_hash VARCHAR, kind VARCHAR, outcome VARCHAR,
-        reason VARCHAR, requested_at TIMESTAMPTZ, confirmed_at TIMESTAMPTZ, run_id VARCHAR, changed_by VARCHAR)""",
-)
 FILTER_FIELD = {"id": "id", "email": "email", "phone_number": "phone_number"}
 
 
@@ -62,19 +58,25 @@ class PrivacyColumns:
         return {k: c for k, c in kinds.items() if c and c in available}
 
 
-@dataclass
-class PrivacySettings:
-    """What to delete and the switches (factory arguments merged with run config)."""
+class PrivacyDeletionsConfig(Config):
+    """Run config of ``klaviyo/privacy_deletions``."""
+
+    allow_deletions: bool = Field(default=False, description="The switch: without it nothing is deleted.")
+    dry_run: bool = Field(default=False, description="Plan and report (works without the switch); delete nothing.")
+    max_deletions_per_run: int = Field(default=1_000, description="Most identifiers one run may delete.")
+    allow_large_deletion: bool = Field(default=False, description="Skip the max_deletions_per_run guard this run.")
+    changed_by: str = Field(default="", description="Who requested these deletions (recorded in the ledger).")
+    max_wait_s: float = Field(default=120.0, description="Longest wait for the profiles to be gone.")
+
+
+class PrivacySettings(PrivacyDeletionsConfig):
+    """What to delete (the factory's arguments) and the switches: the run options are
+    `PrivacyDeletionsConfig`'s, defined once there; a run's settings are the factory's arguments plus its run
+    config."""
 
     table: str
-    columns: PrivacyColumns = field(default_factory=PrivacyColumns)
+    columns: PrivacyColumns = Field(default_factory=PrivacyColumns)
     sync_name: str = "privacy_deletions"
-    allow_deletions: bool = False
-    max_deletions_per_run: int = 1_000
-    allow_large_deletion: bool = False
-    changed_by: str | None = None
-    max_wait_s: float = 120.0
-    dry_run: bool = False
 
 
 @dataclass
@@ -106,21 +108,6 @@ def identity_hash(kind: str, value: str) -> str:
     return hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()
 
 
-def _identifiers_sql(s: PrivacySettings, available: list[str]) -> str:
-    parts = []
-    for kind, col in s.columns.present(available).items():
-        value = f"trim(CAST(t.{quote_ident(col)} AS VARCHAR))"
-        if kind == "email":
-            value = f"lower({value})"
-        parts.append(f"SELECT {sql_string(kind)} AS kind, {value} AS value FROM {quote_table(s.table)} t "
-                     f"WHERE nullif({value}, '') IS NOT NULL")
-    return (
-        f"WITH ids AS (SELECT DISTINCT kind, value, sha256(kind || ':' || value) AS hash FROM ({' UNION ALL '.join(parts)})), "
-        f"done AS (SELECT identity_hash FROM {LEDGER} WHERE sync_name = $sync AND outcome IN ('confirmed', 'rejected')), "
-        "todo AS (SELECT i.* FROM ids i ANTI JOIN done d ON d.identity_hash = i.hash) "
-    )
-
-
 class _Run:
     def __init__(self, client: Any, warehouse: Any, settings: PrivacySettings, run_id: str, actor: str,
                  log: Any) -> None:
@@ -138,18 +125,15 @@ class _Run:
     def execute(self) -> PrivacyResult:
         s, r = self.settings, self.result
         started = time.monotonic()
-        for statement in DDL:
-            self.warehouse.execute(statement)
+        ensure_tables(self.warehouse)
         available = table_columns(self.warehouse, s.table)
         if not s.columns.present(available):
             raise ValueError(f"deletions table {s.table!r} has none of the identifier columns "
                              f"{[c for c in (s.columns.profile_id, s.columns.email, s.columns.phone_number) if c]}; "
                              "rename a column or set PrivacyColumns")
-        ctes = _identifiers_sql(s, available)
-        params = {"sync": s.sync_name}
-        total, todo = self.warehouse.query(ctes + "SELECT (SELECT count(*) FROM ids), (SELECT count(*) FROM todo)",
-                                           params)[0]
-        r.identifiers, r.done_before, r.planned = int(total), int(total - todo), int(todo)
+        plan = DeletionPlan(s.table, s.columns.present(available))
+        total, todo = plan.counts(self.warehouse, s.sync_name)
+        r.identifiers, r.done_before, r.planned = total, total - todo, todo
         if not todo:
             r.duration_s = time.monotonic() - started
             return r
@@ -167,8 +151,7 @@ class _Run:
             r.duration_s = time.monotonic() - started
             return r
         sent: dict[str, list[tuple[str, str]]] = {}  # kind -> [(value, hash)]
-        for kind, value, digest in self.warehouse.query(ctes + "SELECT kind, value, hash FROM todo ORDER BY kind, hash",
-                                                        params):
+        for kind, value, digest in plan.todo(self.warehouse, s.sync_name):
             problem = email_problem(value) if kind == "email" else phone_problem(value) if kind == "phone_number" else None
             if problem:
                 r.rejected += 1
@@ -207,9 +190,7 @@ class _Run:
         rows = [(digest, kind, "confirmed", None, None, now) for kind, digest in gone]
         rows += [(digest, kind, "pending", f"profiles still present after {polled.waited_s:.0f} s; requested again "
                   "next run", None, None) for kind, items in waiting.items() for digest in items.values()]
-        requested = dict(self.warehouse.query(
-            f"SELECT identity_hash, requested_at FROM {LEDGER} WHERE sync_name = ? AND run_id = ?",
-            [self.settings.sync_name, self.result.run_id]))
+        requested = requested_at(self.warehouse, self.settings.sync_name, self.result.run_id)
         self._ledger([(h, k, o, why, requested.get(h), conf) for h, k, o, why, _, conf in rows])
         self.result.confirmed = len(gone)
         self.result.pending = len(rows) - len(gone)
@@ -224,17 +205,6 @@ def run_privacy_deletions(client: Any, warehouse: Any, settings: PrivacySettings
                 log or logging.getLogger(__name__)).execute()
 
 
-class PrivacyDeletionsConfig(Config):
-    """Run config of ``klaviyo/privacy_deletions``."""
-
-    allow_deletions: bool = Field(default=False, description="The switch: without it nothing is deleted.")
-    dry_run: bool = Field(default=False, description="Plan and report (works without the switch); delete nothing.")
-    max_deletions_per_run: int = Field(default=1_000, description="Most identifiers one run may delete.")
-    allow_large_deletion: bool = Field(default=False, description="Skip the max_deletions_per_run guard this run.")
-    changed_by: str = Field(default="", description="Who requested these deletions (recorded in the ledger).")
-    max_wait_s: float = Field(default=120.0, description="Longest wait for the profiles to be gone.")
-
-
 def privacy_deletions_description(deletions_table: str) -> str:
     """What ``klaviyo/privacy_deletions`` does, for its asset description."""
     return (f"Deletes the Klaviyo profiles `{deletions_table}` names (data-privacy deletion, only when allow_deletions "
@@ -243,26 +213,17 @@ def privacy_deletions_description(deletions_table: str) -> str:
 
 def build_privacy_deletions_asset(deletions_table: str, columns: PrivacyColumns | None = None,
         key: str = "klaviyo/privacy_deletions", sync_name: str = "privacy_deletions",
-        target: ActivationTarget | None = None) -> Any:
+        target: ActivationTarget | None = None) -> AssetsDefinition:
     """The ``klaviyo/privacy_deletions`` asset reading ``deletions_table`` (resources: ``target``'s)."""
     columns = columns or PrivacyColumns()
-    target = target or ActivationTarget()
 
-    @activation_asset(key, deletions_table, privacy_deletions_description(deletions_table), target)
-    def privacy_deletions(context: AssetExecutionContext, config: PrivacyDeletionsConfig) -> MaterializeResult:
+    def run(client: Any, warehouse: Any, config: PrivacyDeletionsConfig, context: AssetExecutionContext) -> PrivacyResult:
         settings = PrivacySettings(table=deletions_table, columns=columns, sync_name=sync_name, **config.model_dump())
-        klaviyo, warehouse_resource = target.resources(context)
-        warehouse = warehouse_resource.get_warehouse()
-        with klaviyo.get_client() as client:
-            try:
-                result = run_privacy_deletions(client, warehouse, settings, context.run.run_id, context.log,
-                                               dict(context.run.tags))
-            except ActivationRefused as exc:
-                raise Failure(description=str(exc), allow_retries=False) from exc
-        if result.pending:
-            raise Failure(description=f"{result.pending} deletions were requested but the profiles are still present "
-                          f"after {settings.max_wait_s:.0f} s; they are requested again next run",
-                          metadata=result.metadata())
-        return MaterializeResult(metadata=result.metadata())
+        return run_privacy_deletions(client, warehouse, settings, context.run.run_id, context.log,
+                                     dict(context.run.tags))
 
-    return privacy_deletions
+    unconfirmed = ("{pending} deletions were requested but the profiles are still present after {max_wait_s:.0f} s; "
+                   "they are requested again next run")
+
+    return build_activation_run_asset(key, deletions_table, privacy_deletions_description(deletions_table), target,
+                                      PrivacyDeletionsConfig, run, unconfirmed)

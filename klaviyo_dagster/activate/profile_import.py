@@ -25,23 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from dagster import (
-    AssetExecutionContext,
-    Config,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-)
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MetadataValue
 from pydantic import Field
 
 from klaviyo_dagster.activate import state
 from klaviyo_dagster.activate.inputs import (
     ActivationTarget,
-    activation_asset,
+    build_activation_run_asset,
     check_table_name,
-    quote_ident,
-    quote_table,
-    sql_string,
+    pack_rows,
     table_columns,
 )
 from klaviyo_dagster.activate.jobs import (
@@ -61,10 +53,10 @@ from klaviyo_dagster.activate.render import (
     ProfileColumns,
     RenderPlan,
     build_render_plan,
-    frame_rows,
     render_profile,
 )
 from klaviyo_dagster.activate.validate import profile_problem, size_problem
+from klaviyo_dagster.warehouse.profile_import import ProfileDiff
 
 # Bump when rendering changes meaning, so every row is resent once.
 HASH_VERSION = "1"
@@ -171,31 +163,13 @@ class ProfileImportResult:
         }
 
 
-def _diff_sql(table: str, plan: RenderPlan, columns: ProfileColumns, available: list[str],
-              latest_by: str | None = None) -> str:
-    """CTEs ``ided`` (every row with __hash and __identity), ``dedup`` (one row per identity: the latest by
-    ``latest_by``, then by hash), ``known`` (state) and ``inflight`` (rows of jobs still open)."""
-    struct = ", ".join(f"{sql_string(c)}: t.{quote_ident(c)}" for c in plan.columns) or "'_': NULL"
-    signature = sql_string(HASH_VERSION + plan.signature())
-    ids = [
-        f"{sql_string(IDENTITY_PREFIX[kind])} || "
-        + (f"lower(trim(CAST(t.{quote_ident(col)} AS VARCHAR)))" if kind == "email"
-           else f"trim(CAST(t.{quote_ident(col)} AS VARCHAR))")
-        for kind, col in columns.identifier_columns(available).items()
-    ]
-    # An empty string identifier counts as missing.
-    ids = [f"CASE WHEN {e} LIKE '%:' THEN NULL ELSE {e} END" for e in ids]
-    identity = "coalesce(" + ", ".join([*ids, "'row:' || __hash"]) + ")"
-    return (
-        f"WITH src AS (SELECT t.*, md5({signature} || CAST(to_json({{{struct}}}) AS VARCHAR)) AS __hash "
-        f"FROM {quote_table(table)} t), "
-        f"ided AS (SELECT t.*, {identity} AS __identity FROM src t), "
-        "dedup AS (SELECT * FROM ided QUALIFY row_number() OVER (PARTITION BY __identity ORDER BY "
-        + (f"{quote_ident(latest_by)} DESC NULLS LAST, " if latest_by else "") + "__hash) = 1), "
-        f"known AS (SELECT identity, content_hash FROM {state.STATE} WHERE sync_name = $sync), "
-        f"inflight AS (SELECT r.identity, r.content_hash FROM {state.IMPORT_JOB_ROWS} r JOIN {state.IMPORT_JOBS} j "
-        f"USING (job_id) WHERE j.sync_name = $sync AND j.status IN {state.UNSETTLED}) "
-    )
+def profile_diff(table: str, plan: RenderPlan, columns: ProfileColumns, available: list[str],
+                 latest_by: str | None = None) -> ProfileDiff:
+    """The warehouse diff of ``table``: content hash over the rendered columns (and the rendering's
+    signature), identity from the identifier columns present."""
+    return ProfileDiff(table=table, hash_version=HASH_VERSION + plan.signature(), hashed_columns=plan.columns,
+                       identifiers=columns.identifier_columns(available), prefixes=IDENTITY_PREFIX,
+                       latest_by=latest_by)
 
 
 @dataclass
@@ -228,53 +202,32 @@ class _Run:
         latest_by = latest_by_column(s.table, available, s.latest_by)
         if not s.dry_run:
             self._resume()
-        ctes = _diff_sql(s.table, plan, s.columns, available, latest_by)
-        params = {"sync": s.sync_name}
-        counts = self.warehouse.query(
-            ctes + "SELECT (SELECT count(*) FROM ided), (SELECT count(*) FROM dedup), "
-            "(SELECT count(*) FROM dedup d SEMI JOIN known k ON k.identity = d.__identity AND k.content_hash = d.__hash), "
-            "(SELECT count(*) FROM dedup d SEMI JOIN inflight f ON f.identity = d.__identity "
-            "AND f.content_hash = d.__hash)",
-            params,
-        )[0]
+        diff = profile_diff(s.table, plan, s.columns, available, latest_by)
+        counts = diff.counts(self.warehouse, s.sync_name)
         r = self.result
-        r.rows, r.duplicates = int(counts[0]), int(counts[0]) - int(counts[1])
-        r.unchanged = 0 if s.full_resync else int(counts[2])
-        r.pending += int(counts[3])
+        r.rows, r.duplicates = counts.rows, counts.rows - counts.identities
+        r.unchanged = 0 if s.full_resync else counts.unchanged
+        r.pending += counts.in_open_jobs
         if r.duplicates:
-            r.duplicate_identities = [row[0] for row in self.warehouse.query(
-                ctes + "SELECT __identity FROM ided GROUP BY 1 HAVING count(*) > 1 ORDER BY 1 LIMIT 1000", params)]
+            r.duplicate_identities = diff.repeated_identities(self.warehouse, s.sync_name)
             rule = (f"the row with the latest {latest_by!r} is sent" if latest_by else
                     "no latest_by column: the row with the lowest content hash is sent (set latest_by)")
             shown = ", ".join(r.duplicate_identities[:20])
             more = len(r.duplicate_identities) - 20
             self.log.warning(f"{r.duplicates} rows of {s.table} repeat an identity ({len(r.duplicate_identities)} "
                              f"identities: {shown}{f' and {more} more' if more > 0 else ''}); {rule}")
-        if counts[3]:
-            self.log.info(f"{counts[3]} changed rows are in jobs still running at Klaviyo; not sent again")
-        changed = ctes + "SELECT d.* FROM dedup d" + (
-            "" if s.full_resync else
-            " ANTI JOIN known k ON k.identity = d.__identity AND k.content_hash = d.__hash"
-        ) + " ANTI JOIN inflight f ON f.identity = d.__identity AND f.content_hash = d.__hash"
-        packer = JobPacker(s.max_job_profiles, s.max_job_bytes)
-        for chunk in self.warehouse.read_chunks(changed, params, chunk_rows=s.chunk_rows):
-            rejects: list[tuple[str, str, str]] = []
-            for row in frame_rows(chunk):
-                identity, content_hash = row.pop("__identity"), row.pop("__hash")
-                profile = render_profile(row, plan)
-                size = len(orjson.dumps(profile))
-                reason = (profile_problem(profile, size) if s.prevalidate
-                          else size_problem(size))
-                if reason:
-                    rejects.append((identity, content_hash, reason))
-                    continue
-                full = packer.add(PackedProfile(identity, content_hash, profile, size))
-                if full:
-                    self._submit(full)
-            self._record_rejects(rejects)
-        last = packer.flush()
-        if last:
-            self._submit(last)
+        if counts.in_open_jobs:
+            self.log.info(f"{counts.in_open_jobs} changed rows are in jobs still running at Klaviyo; not sent again")
+
+        def render(row: dict[str, Any]) -> PackedProfile | tuple[str, str, str]:
+            identity, content_hash = row.pop("__identity"), row.pop("__hash")
+            profile = render_profile(row, plan)
+            size = len(orjson.dumps(profile))
+            reason = profile_problem(profile, size) if s.prevalidate else size_problem(size)
+            return (identity, content_hash, reason) if reason else PackedProfile(identity, content_hash, profile, size)
+
+        pack_rows(diff.changed(self.warehouse, s.sync_name, full_resync=s.full_resync, chunk_rows=s.chunk_rows),
+                  render, JobPacker(s.max_job_profiles, s.max_job_bytes), self._submit, self._record_rejects)
         while self.inflight:
             self._finish(self.inflight.popleft())
         r.duration_s = time.monotonic() - started
@@ -408,32 +361,23 @@ def build_profile_import_asset(
     key: str = "klaviyo/profile_import",
     sync_name: str = "profile_import",
     target: ActivationTarget | None = None,
-) -> Any:
+) -> AssetsDefinition:
     """The ``klaviyo/profile_import`` asset reading ``profiles_table`` (resources ``klaviyo``, ``warehouse``,
     or those of ``target``)."""
     columns = columns or ProfileColumns()
-    target = target or ActivationTarget()
     check_table_name(profiles_table, "profiles_table")
 
-    @activation_asset(key, profiles_table, profile_import_description(profiles_table), target)
-    def profile_import(context: AssetExecutionContext, config: ProfileImportConfig) -> MaterializeResult:
-        settings = ProfileImportSettings(
-            table=profiles_table, columns=columns, sync_name=sync_name,
-            **config.model_dump(),
-        )
-        klaviyo, warehouse_resource = target.resources(context)
-        warehouse = warehouse_resource.get_warehouse()
-        with klaviyo.get_client() as client:
-            result = run_profile_import(client, warehouse, settings, context.run.run_id, context.log)
-        metadata = result.metadata()
-        if result.pending:
-            raise Failure(
-                description=f"{result.pending} profiles have no confirmed outcome yet: in Klaviyo jobs that "
-                f"did not finish within {settings.max_wait_s:.0f} s (polled again next run, not resent while they "
-                "run) or in jobs whose failures Klaviyo did not attribute to rows (sent again next run); see "
-                f"{state.LOG} (outcome 'pending'). Raise max_wait_s if Klaviyo is slow today",
-                metadata=metadata,
-            )
-        return MaterializeResult(metadata=metadata)
+    def run(client: Any, warehouse: Any, config: ProfileImportConfig,
+            context: AssetExecutionContext) -> ProfileImportResult:
+        settings = ProfileImportSettings(table=profiles_table, columns=columns, sync_name=sync_name,
+                                         **config.model_dump())
+        return run_profile_import(client, warehouse, settings, context.run.run_id, context.log)
 
-    return profile_import
+    unconfirmed = (
+        "{pending} profiles have no confirmed outcome yet: in Klaviyo jobs that did not finish within "
+        "{max_wait_s:.0f} s (polled again next run, not resent while they run) or in jobs whose failures Klaviyo "
+        f"did not attribute to rows (sent again next run); see {state.LOG} (outcome 'pending'). Raise max_wait_s "
+        "if Klaviyo is slow today")
+
+    return build_activation_run_asset(key, profiles_table, profile_import_description(profiles_table), target,
+                                      ProfileImportConfig, run, unconfirmed)

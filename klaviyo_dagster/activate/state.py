@@ -27,15 +27,18 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA = "klaviyo_activation"
-STATE = f"{SCHEMA}.profile_import_state"
-LOG = f"{SCHEMA}.profile_import_log"
-LIST_REGISTRY = f"{SCHEMA}.list_registry"
-LIST_LOG = f"{SCHEMA}.list_sync_log"
-LIST_MEMBERS = f"{SCHEMA}.list_members_snapshot"
-IMPORT_JOBS = f"{SCHEMA}.import_jobs"
-LIST_STALE = f"{SCHEMA}.list_stale_profile_ids"
-IMPORT_JOB_ROWS = f"{SCHEMA}.import_job_rows"
+from klaviyo_dagster.warehouse.activation_state import (  # noqa: F401  (the names activation uses)
+    IMPORT_JOB_ROWS,
+    IMPORT_JOBS,
+    LIST_LOG,
+    LIST_MEMBERS,
+    LIST_REGISTRY,
+    LIST_STALE,
+    LOG,
+    SCHEMA,
+    STATE,
+    UNSETTLED,
+)
 
 DDL = (
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
@@ -62,9 +65,6 @@ DDL = (
         profile VARCHAR)""",
     f"ALTER TABLE {IMPORT_JOBS} ADD COLUMN IF NOT EXISTS adopted BOOLEAN",  # ledgers of earlier releases
 )
-
-# Ledger statuses whose rows are at Klaviyo or may be: never sent in another job meanwhile.
-UNSETTLED = ("open", "sending", "unknown")
 
 LOG_COLUMNS = ["run_id", "sync_name", "identity", "outcome", "reason", "job_id", "logged_at"]
 STATE_COLUMNS = ["sync_name", "identity", "content_hash", "status", "job_id", "synced_at"]

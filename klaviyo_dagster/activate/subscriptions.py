@@ -34,34 +34,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MetadataValue
 from pydantic import Field
 
 from klaviyo_dagster.activate import ledger, state
 from klaviyo_dagster.activate.inputs import (
+    ActivationRefused,
     ActivationTarget,
-    activation_asset,
-    quote_ident,
-    quote_table,
+    build_activation_run_asset,
     table_columns,
 )
-from klaviyo_dagster.activate.list_sync import ActivationRefused
 from klaviyo_dagster.activate.render import frame_rows, to_json_value
 from klaviyo_dagster.activate.validate import email_problem, phone_problem
-
-STATE = f"{state.SCHEMA}.subscription_state"
-LOG = f"{state.SCHEMA}.subscription_log"
-STATE_COLUMNS = ["sync_name", "channel", "identity", "list_id", "state", "outcome", "synced_at"]
-LOG_COLUMNS = ["run_id", "sync_name", "changed_by", "channel", "identity", "list_id", "action", "from_state",
-               "to_state", "outcome", "reason", "source_reason", "job_ref", "logged_at"]
-DDL = (
-    f"CREATE SCHEMA IF NOT EXISTS {state.SCHEMA}",
-    f"""CREATE TABLE IF NOT EXISTS {STATE} (sync_name VARCHAR, channel VARCHAR, identity VARCHAR, list_id VARCHAR,
-        state VARCHAR, outcome VARCHAR, synced_at TIMESTAMPTZ)""",
-    f"""CREATE TABLE IF NOT EXISTS {LOG} (run_id VARCHAR, sync_name VARCHAR, changed_by VARCHAR, channel VARCHAR,
-        identity VARCHAR, list_id VARCHAR, action VARCHAR, from_state VARCHAR, to_state VARCHAR, outcome VARCHAR,
-        reason VARCHAR, source_reason VARCHAR, job_ref VARCHAR, logged_at TIMESTAMPTZ)""",
+from klaviyo_dagster.warehouse.subscriptions import (
+    LOG,
+    LOG_COLUMNS,
+    STATE,
+    STATE_COLUMNS,
+    ConsentPlan,
+    ensure_tables,
 )
+
 ACTIONS = {"subscribed": "subscribe", "unsubscribed": "unsubscribe", "suppressed": "suppress",
            "unsuppressed": "unsuppress"}
 BATCH = {"subscribe": 1_000, "unsubscribe": 100, "suppress": 100, "unsuppress": 100}
@@ -86,20 +79,25 @@ class SubscriptionColumns:
     reason: str | None = "reason"
 
 
-@dataclass
-class SubscriptionSettings:
-    """What to reconcile and how (factory arguments merged with run config)."""
+class SubscriptionsConfig(Config):
+    """Run config of ``klaviyo/subscriptions``."""
+
+    allow_consent_changes: bool = Field(default=False, description="The switch: without it nothing is sent.")
+    dry_run: bool = Field(default=False, description="Plan and report (works without the switch); change nothing.")
+    max_unsubscribe_share: float = Field(default=0.1, description="Largest share of a list one run may unsubscribe.")
+    allow_large_unsubscribe: bool = Field(default=False, description="Skip the unsubscribe-share guard this run.")
+    changed_by: str = Field(default="", description="Who is making these changes (recorded in the log).")
+    custom_source: str = Field(default="klaviyo-dagster", description="Source stored on Klaviyo's consent records.")
+    max_wait_s: float = Field(default=120.0, description="Longest wait for Klaviyo to show the changes.")
+
+
+class SubscriptionSettings(SubscriptionsConfig):
+    """What to reconcile (the factory's arguments) and how: the run options are `SubscriptionsConfig`'s,
+    defined once there; a run's settings are the factory's arguments plus its run config."""
 
     table: str
-    columns: SubscriptionColumns = field(default_factory=SubscriptionColumns)
+    columns: SubscriptionColumns = Field(default_factory=SubscriptionColumns)
     sync_name: str = "subscriptions"
-    allow_consent_changes: bool = False
-    max_unsubscribe_share: float = 0.1
-    allow_large_unsubscribe: bool = False
-    changed_by: str | None = None
-    custom_source: str = "klaviyo-dagster"
-    max_wait_s: float = 120.0
-    dry_run: bool = False
 
 
 @dataclass
@@ -173,29 +171,12 @@ def satisfied(change: Change, subs: dict[str, Any] | None) -> bool:
             "suppress": user_suppressed, "unsuppress": not user_suppressed}[change.action]
 
 
-def _col(name: str | None, available: list[str]) -> str:
-    if name and name in available:
-        return f"nullif(trim(CAST(t.{quote_ident(name)} AS VARCHAR)), '')"
-    return "NULL::VARCHAR"
-
-
-def _plan_ctes(s: SubscriptionSettings, available: list[str]) -> str:
+def consent_plan(s: SubscriptionSettings, available: list[str]) -> ConsentPlan:
+    """The warehouse plan of the consent table under ``s.columns``."""
     c = s.columns
-    channel, email, phone = f"lower({_col(c.channel, available)})", f"lower({_col(c.email, available)})", \
-        _col(c.phone_number, available)
-    consented = f"t.{quote_ident(c.consented_at)}" if c.consented_at and c.consented_at in available else "NULL"
-    return (
-        f"WITH src AS (SELECT {channel} AS __channel, lower({_col(c.state, available)}) AS __state, "
-        f"{_col(c.list_id, available)} AS __list, CASE {channel} WHEN 'sms' THEN {phone} ELSE {email} END AS __identity, "
-        f"{consented} AS __consented_at, {_col(c.reason, available)} AS __reason FROM {quote_table(s.table)} t), "
-        "keyed AS (SELECT *, count(DISTINCT __state) OVER (PARTITION BY __channel, __identity, coalesce(__list, '')) "
-        "AS __states FROM src), "
-        "dedup AS (SELECT * FROM keyed QUALIFY row_number() OVER (PARTITION BY __channel, __identity, coalesce(__list, '') "
-        "ORDER BY __state) = 1), "
-        f"known AS (SELECT * FROM {STATE} WHERE sync_name = $sync), "
-        "todo AS (SELECT d.* FROM dedup d ANTI JOIN known k ON k.channel = d.__channel AND k.identity = d.__identity "
-        "AND k.list_id IS NOT DISTINCT FROM d.__list AND k.state = d.__state) "
-    )
+    return ConsentPlan(table=s.table, available=available, email=c.email, phone_number=c.phone_number,
+                       channel=c.channel, state=c.state, list_id=c.list_id, consented_at=c.consented_at,
+                       reason=c.reason)
 
 
 class _Run:
@@ -249,9 +230,7 @@ class _Run:
         for key, n in removing.items():
             if key.endswith(":*"):
                 channel = key[:-2]
-                total = self.warehouse.query(
-                    f"SELECT count(*) FROM {quote_table(s.table)} t WHERE lower({_col(s.columns.channel, self.available)}) = ?",
-                    [channel])[0][0]
+                total = self.plan.channel_rows(self.warehouse, channel)
                 what = f"the table's {total} {channel} rows"
             else:
                 total = int(self._list(key).get("profile_count") or 0)
@@ -286,20 +265,17 @@ class _Run:
     def execute(self) -> SubscriptionResult:
         s, r = self.settings, self.result
         started = time.monotonic()
-        for statement in DDL:
-            self.warehouse.execute(statement)
+        ensure_tables(self.warehouse)
         self.available = table_columns(self.warehouse, s.table)
         missing = [c for c in (s.columns.channel, s.columns.state) if c not in self.available]
         if missing or not any(c and c in self.available for c in (s.columns.email, s.columns.phone_number)):
             raise ValueError(f"consent table {s.table!r} needs channel, state and email or phone_number columns "
                              f"(missing: {missing or 'email/phone_number'}); rename them or set SubscriptionColumns")
-        ctes = _plan_ctes(s, self.available)
-        params = {"sync": s.sync_name}
-        counts = self.warehouse.query(ctes + "SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM dedup), "
-                                      "(SELECT count(*) FROM todo)", params)[0]
-        r.rows, r.unchanged = int(counts[0]), int(counts[1] - counts[2])
+        self.plan = consent_plan(s, self.available)
+        rows, distinct, todo = self.plan.counts(self.warehouse, s.sync_name)
+        r.rows, r.unchanged = rows, distinct - todo
         changes, rejects = [], []
-        for chunk in self.warehouse.read_chunks(ctes + "SELECT * FROM todo", params):
+        for chunk in self.plan.todo(self.warehouse, s.sync_name):
             for raw in frame_rows(chunk):
                 row = {k: (v if k == "__consented_at" else to_json_value(v)) for k, v in raw.items()}
                 change, reason = self._validate(row)
@@ -449,18 +425,6 @@ def run_subscriptions(client: Any, warehouse: Any, settings: SubscriptionSetting
                 log or logging.getLogger(__name__)).execute()
 
 
-class SubscriptionsConfig(Config):
-    """Run config of ``klaviyo/subscriptions``."""
-
-    allow_consent_changes: bool = Field(default=False, description="The switch: without it nothing is sent.")
-    dry_run: bool = Field(default=False, description="Plan and report (works without the switch); change nothing.")
-    max_unsubscribe_share: float = Field(default=0.1, description="Largest share of a list one run may unsubscribe.")
-    allow_large_unsubscribe: bool = Field(default=False, description="Skip the unsubscribe-share guard this run.")
-    changed_by: str = Field(default="", description="Who is making these changes (recorded in the log).")
-    custom_source: str = Field(default="klaviyo-dagster", description="Source stored on Klaviyo's consent records.")
-    max_wait_s: float = Field(default=120.0, description="Longest wait for Klaviyo to show the changes.")
-
-
 def subscriptions_description(consent_table: str) -> str:
     """What ``klaviyo/subscriptions`` does, for its asset description."""
     return (f"Reconciles email/SMS consent and suppressions with `{consent_table}` (only when allow_consent_changes "
@@ -469,26 +433,18 @@ def subscriptions_description(consent_table: str) -> str:
 
 def build_subscriptions_asset(consent_table: str, columns: SubscriptionColumns | None = None,
         key: str = "klaviyo/subscriptions", sync_name: str = "subscriptions",
-        target: ActivationTarget | None = None) -> Any:
+        target: ActivationTarget | None = None) -> AssetsDefinition:
     """The ``klaviyo/subscriptions`` asset reading ``consent_table`` (resources: ``target``'s)."""
     columns = columns or SubscriptionColumns()
-    target = target or ActivationTarget()
 
-    @activation_asset(key, consent_table, subscriptions_description(consent_table), target)
-    def subscriptions(context: AssetExecutionContext, config: SubscriptionsConfig) -> MaterializeResult:
+    def run(client: Any, warehouse: Any, config: SubscriptionsConfig,
+            context: AssetExecutionContext) -> SubscriptionResult:
         settings = SubscriptionSettings(table=consent_table, columns=columns, sync_name=sync_name,
                                         **config.model_dump())
-        klaviyo, warehouse_resource = target.resources(context)
-        warehouse = warehouse_resource.get_warehouse()
-        with klaviyo.get_client() as client:
-            try:
-                result = run_subscriptions(client, warehouse, settings, context.run.run_id, context.log,
-                                           dict(context.run.tags))
-            except ActivationRefused as exc:
-                raise Failure(description=str(exc), allow_retries=False) from exc
-        if result.pending:
-            raise Failure(description=f"{result.pending} consent changes were sent but Klaviyo does not show them "
-                          f"after {settings.max_wait_s:.0f} s; they are sent again next run", metadata=result.metadata())
-        return MaterializeResult(metadata=result.metadata())
+        return run_subscriptions(client, warehouse, settings, context.run.run_id, context.log, dict(context.run.tags))
 
-    return subscriptions
+    unconfirmed = ("{pending} consent changes were sent but Klaviyo does not show them after {max_wait_s:.0f} s; "
+                   "they are sent again next run")
+
+    return build_activation_run_asset(key, consent_table, subscriptions_description(consent_table), target,
+                                      SubscriptionsConfig, run, unconfirmed)

@@ -20,6 +20,14 @@ ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 SCHEDULE_NAME = "klaviyo_ingest_daily"
 DEFAULT_CRON = "15 2 * * *"  # 02:15 UTC: a little after midnight so yesterday is complete
 DEFAULT_LOOKBACK_DAYS = 7  # Estuary measured events arriving more than 4 days late and re-reads 7
+# Reporting API assets (ingest/reports.py): their own job and daily schedule, yesterday's partition.
+REPORTING_JOB = "klaviyo_reporting_job"
+REPORTING_SCHEDULE = "klaviyo_reporting_daily"
+DEFAULT_REPORT_CRON = "45 2 * * *"  # after the ingest schedule
+# Days before yesterday the reports re-read: conversions are attributed to a send for days after it (and
+# events arrive late), so a day's values keep changing for a while. 3 costs 4 requests a day per values
+# report (of 225) and 1 for the series.
+DEFAULT_REPORT_LOOKBACK_DAYS = 3
 
 
 def build_ingest_schedule(
@@ -81,6 +89,38 @@ def build_ingest_schedule(
                 )
             )
         return requests
+
+    return _schedule
+
+
+def build_report_schedule(
+    job: dg.UnresolvedAssetJobDefinition,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    *,
+    lookback_days: int = DEFAULT_REPORT_LOOKBACK_DAYS,
+    cron_schedule: str = DEFAULT_REPORT_CRON,
+    name: str = REPORTING_SCHEDULE,
+    default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
+) -> dg.ScheduleDefinition:
+    """The reporting job over ``lookback_days`` days before yesterday through yesterday, as one single-run
+    range (the report assets plan one request per day, a series one for the whole range)."""
+    if lookback_days < 0:
+        raise ValueError(f"report_lookback_days must be >= 0, got {lookback_days}")
+
+    @dg.schedule(
+        name=name, cron_schedule=cron_schedule, execution_timezone="UTC", job=job, default_status=default_status,
+        description=f"Daily Klaviyo reports: yesterday and the {lookback_days} days before it (late attribution).",
+    )  # fmt: skip
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.SkipReason | dg.RunRequest:
+        tick = context.scheduled_execution_time or datetime.now(UTC)
+        last_start = tick.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+        if last_start < partitions_def.start:
+            return dg.SkipReason(f"no complete daily partition yet at {tick.isoformat()}")
+        last = partitions_def.get_partition_key_for_timestamp(last_start.timestamp())
+        first_dt = max(last_start - timedelta(days=lookback_days), partitions_def.start)
+        first = partitions_def.get_partition_key_for_timestamp(first_dt.timestamp())
+        return dg.RunRequest(run_key=f"{name}:{first}...{last}",
+                             tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
 
     return _schedule
 

@@ -24,6 +24,8 @@ class Tier(enum.Enum):
     M = (10, 150)
     L = (75, 750)
     XL = (350, 3500)
+    # The Reporting API's own limits (campaign/flow values and series reports; also 225 a day).
+    REPORTING = (1, 2)
 
     @property
     def burst(self) -> int:
@@ -159,6 +161,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/profile-suppression-bulk-delete-jobs", Tier.L),
     Route("GET", "/api/profile-suppression-bulk-delete-jobs/{id}", Tier.L),
     Route("POST", "/api/data-privacy-deletion-jobs", Tier.S),
+    # Reporting API (ingest/reports.py): 1/s, 2/m and 225 a day per account and endpoint; a query repeats safely.
+    Route("POST", "/api/campaign-values-reports", Tier.REPORTING, daily=225),
+    Route("POST", "/api/flow-values-reports", Tier.REPORTING, daily=225),
+    Route("POST", "/api/flow-series-reports", Tier.REPORTING, daily=225),
 )
 
 # Endpoints not in the table: Klaviyo's most common tier for secondary endpoints. RateLimit-* headers
@@ -237,6 +243,9 @@ _SCOPE_NAMES: dict[str, tuple[str, ...]] = {
     "campaign-messages": ("campaigns",),
     "flow-actions": ("flows",),
     "flow-messages": ("flows",),
+    "campaign-values-reports": ("campaigns",),
+    "flow-values-reports": ("flows",),
+    "flow-series-reports": ("flows",),
 }
 
 
@@ -245,7 +254,8 @@ def scope_hint(method: str, path: str) -> list[str]:
     parts = _split(path.split("?", 1)[0])
     if len(parts) < 2:
         return []
-    access = "read" if method.upper() == "GET" else "write"
+    # Report queries are POSTs that only read (their scope is campaigns:read / flows:read).
+    access = "read" if method.upper() == "GET" or parts[1].endswith("-reports") else "write"
     resource = parts[1]
     if resource == "profile-bulk-import-jobs":
         if len(parts) > 3:

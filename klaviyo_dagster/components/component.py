@@ -22,10 +22,16 @@ import dagster as dg
 from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
 from pydantic import ConfigDict, Field
 
-from klaviyo_dagster.automation.schedules import DEFAULT_CRON, DEFAULT_LOOKBACK_DAYS
+from klaviyo_dagster.automation.schedules import (
+    DEFAULT_CRON,
+    DEFAULT_LOOKBACK_DAYS,
+    DEFAULT_REPORT_CRON,
+    DEFAULT_REPORT_LOOKBACK_DAYS,
+)
 from klaviyo_dagster.components.scaffolder import KlaviyoComponentScaffolder
 from klaviyo_dagster.factories import build_activation_definitions, build_ingest_definitions
 from klaviyo_dagster.ingest import CAMPAIGN_CHANNELS, DEFAULT_START_DATE
+from klaviyo_dagster.ingest.reports import DEFAULT_CONVERSION_METRIC
 from klaviyo_dagster.resources import KlaviyoResource
 from klaviyo_dagster.translator import DagsterKlaviyoTranslator, KlaviyoAssetProps
 from klaviyo_dagster.warehouse import WarehouseResource
@@ -88,11 +94,19 @@ class IngestModel(dg.Resolvable, dg.Model):
     event_metrics: list[str] | None = None
     profile_subscriptions: bool = True
     profile_predictive_analytics: bool = False
+    list_profile_count: bool = False
+    segment_profile_count: bool = False
     campaign_channels: list[str] = Field(default_factory=lambda: list(CAMPAIGN_CHANNELS))
     include_archived: bool = True
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
     schedule: bool = True
     cron_schedule: str = DEFAULT_CRON
+    reports: bool | list[str] = Field(
+        False, description="Reporting API assets (campaign_values, flow_values, flow_series): true for all, or names.")
+    conversion_metric: str = DEFAULT_CONVERSION_METRIC
+    report_statistics: list[str] | None = None
+    report_cron: str = DEFAULT_REPORT_CRON
+    report_lookback_days: int = DEFAULT_REPORT_LOOKBACK_DAYS
     automation_condition: dg.Injected[dg.AutomationCondition] | None = Field(
         None, description="e.g. `{{ dg.AutomationCondition.on_cron('15 2 * * *') }}` on every ingest asset.")
     freshness_policy: dg.Injected[dg.FreshnessPolicy] | None = None
@@ -204,8 +218,11 @@ class KlaviyoComponent(dg.Component, dg.Model, dg.Resolvable):
                 start_date=i.start_date, objects=i.objects, event_metrics=i.event_metrics,
                 profile_subscriptions=i.profile_subscriptions,
                 profile_predictive_analytics=i.profile_predictive_analytics,
+                list_profile_count=i.list_profile_count, segment_profile_count=i.segment_profile_count,
                 campaign_channels=i.campaign_channels, include_archived=i.include_archived,
-                lookback_days=i.lookback_days,
+                lookback_days=i.lookback_days, reports=i.reports, conversion_metric=i.conversion_metric,
+                report_statistics=i.report_statistics, report_cron=i.report_cron,
+                report_lookback_days=i.report_lookback_days,
                 schedule=i.schedule, cron_schedule=i.cron_schedule, resources=resources,
                 schema=self.warehouse.schema_, **keys,
             ))  # fmt: skip

@@ -12,8 +12,14 @@ from typing import Any
 import dagster as dg
 from pydantic import BaseModel
 
-from klaviyo_dagster.automation.schedules import DEFAULT_CRON, DEFAULT_LOOKBACK_DAYS
+from klaviyo_dagster.automation.schedules import (
+    DEFAULT_CRON,
+    DEFAULT_LOOKBACK_DAYS,
+    DEFAULT_REPORT_CRON,
+    DEFAULT_REPORT_LOOKBACK_DAYS,
+)
 from klaviyo_dagster.ingest import CAMPAIGN_CHANNELS, DEFAULT_START_DATE, OBJECTS
+from klaviyo_dagster.ingest.reports import DEFAULT_CONVERSION_METRIC
 from klaviyo_dagster.warehouse import DATABASE_ENV, DEFAULT_DATABASE
 
 
@@ -46,11 +52,18 @@ def default_attributes(params: KlaviyoScaffoldParams | None = None) -> dict[str,
             "event_metrics": None,
             "profile_subscriptions": True,
             "profile_predictive_analytics": False,
+            "list_profile_count": False,
+            "segment_profile_count": False,
             "campaign_channels": list(CAMPAIGN_CHANNELS),
             "include_archived": True,
             "lookback_days": DEFAULT_LOOKBACK_DAYS,
             "schedule": True,
             "cron_schedule": DEFAULT_CRON,
+            "reports": False,
+            "conversion_metric": DEFAULT_CONVERSION_METRIC,
+            "report_statistics": None,
+            "report_cron": DEFAULT_REPORT_CRON,
+            "report_lookback_days": DEFAULT_REPORT_LOOKBACK_DAYS,
             "automation_condition": None,
         },
         "activation": {

@@ -261,6 +261,8 @@ def live_schema(obj: KlaviyoObject, columns: Mapping[str, str]) -> dg.TableSchem
     declared[PARTITION_COLUMN] = "UTC day of the partition"
     declared[LOADED_AT] = "when the row was written"
     descriptions = {n: declared.get(n, "added by schema evolution (an attribute Klaviyo started sending)") for n in columns}
+    if obj.derived is not None:  # a view: its own key (some parts may be NULL), no partition in it
+        return column_schema(columns, obj.primary_key, descriptions, nullable=obj.derived.nullable_key)
     return column_schema(columns, (*obj.primary_key, PARTITION_COLUMN), descriptions)
 
 

@@ -40,6 +40,8 @@ class PagingClient(Protocol):
         self, path: str, params: Mapping[str, Any] | None = None, *, tier: Tier | None = None
     ) -> Iterator[dict]: ...
 
+    def get(self, path: str, params: Mapping[str, Any] | None = None, *, tier: Tier | None = None) -> dict: ...
+
 
 @dataclass(frozen=True)
 class FetchOptions:
@@ -108,7 +110,7 @@ def base_params(obj: KlaviyoObject, options: FetchOptions) -> tuple[dict[str, st
     by_param: dict[str, list[str]] = {}
     enabled = set(options.enabled_fields(obj))
     for extra in obj.additional_fields:
-        if extra.name in enabled:
+        if extra.name in enabled and extra.path is None:  # per-record fields: see per_record_reads
             by_param.setdefault(extra.param, []).append(extra.name)
             if extra.tier is not None:
                 tiers.append(extra.tier)
@@ -216,6 +218,30 @@ def iter_pages(
     client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions
 ) -> Iterator[Page]:
     """``(records, pass values)`` for every page of every pass, as they arrive (concurrently when it can)."""
+    extras = [f for f in obj.additional_fields if f.path and f.name in set(options.enabled_fields(obj))]
+    if extras:
+        yield from per_record_reads(client, _iter_pages(client, obj, window, options), extras)
+        return
+    yield from _iter_pages(client, obj, window, options)
+
+
+def per_record_reads(client: PagingClient, pages: Iterator[Page], extras: Sequence[Any]) -> Iterator[Page]:
+    """Add each per-record additional field to every record of ``pages``: one read of the field's path
+    per record (``profile_count``: ``GET /api/lists/{id}``, on its own slower tier, paced by the client)."""
+    for records, values in pages:
+        for rec in records:
+            attrs = rec.setdefault("attributes", {})
+            for extra in extras:
+                kind = extra.param[extra.param.index("[") + 1:-1]  # additional-fields[list] -> list
+                doc = client.get(extra.path.format(id=rec["id"]),
+                                 {extra.param: extra.name, f"fields[{kind}]": extra.name}, tier=extra.tier)
+                attrs[extra.name] = ((doc.get("data") or {}).get("attributes") or {}).get(extra.name)
+        yield records, values
+
+
+def _iter_pages(
+    client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions
+) -> Iterator[Page]:
     if obj.parent is not None:  # read through the parent entry's passes (children.py)
         yield from iter_child_pages(client, obj, window, options, plan_passes)
         return

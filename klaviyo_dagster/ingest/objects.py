@@ -7,11 +7,13 @@ into several API passes. Adding an object means adding an entry here, not writin
 
 Column sources: ``id``; ``attributes.<name>``; ``relationships.<name>`` (the related resource's id);
 ``pass.<name>`` (a value fixed by the fan-out pass, e.g. the campaign channel or the list id);
-``parent.<name>`` (``id`` or an attribute of the parent record a child row was read through).
+``parent.<name>`` (``id`` or an attribute of the parent record a child row was read through);
+``<object>.<path>`` for derived objects (where in the source object's rows the value is found).
 Sync modes: ``incremental`` (a partition = records whose cursor lies in [day, next day), filtered
 server-side), ``snapshot`` (a partition = the state captured for that day), ``membership`` (a snapshot
-of each list's or segment's members, one pass per group), ``derived`` (a snapshot computed in the
-warehouse from another landed table: no API calls).
+of each list's or segment's members, one pass per group), ``derived`` (``derived=Derived(...)``: a view
+computed in the warehouse from another object's ``_current`` view, SQL in warehouse/derived.py; no API
+calls, and it follows that view's deletions and merges).
 
 Children (``parent=Parent(...)``) are read through another entry's passes: ``include`` rows are the
 resources the parent read carries in ``included`` (campaign messages, flow actions: no extra requests);
@@ -20,6 +22,12 @@ linked id (flow messages: one request per flow action). An incremental child is 
 parent's cursor, so a day's run reads only the parents that changed that day, and its ``_current``
 view keeps the rows of each parent's latest version. ``sweep=Sweep(...)`` adds a periodic id sweep:
 ``<name>_deleted`` and a ``_current`` view without the ids the latest sweep no longer saw.
+
+Reports (``sync="report"``, ``report=Report(...)``, the `REPORTS` tuple) come from Klaviyo's Reporting API
+(``POST`` a report query, 2 a minute and 225 a day per account): a daily partition per report day, one
+request covering every campaign (flow) of ``Report.days_per_request`` days (ingest/reports.py plans the
+requests within the day's budget). Their column sources are ``groupings.<name>``, ``statistics.<name>``,
+``series.datetime`` (a series result's interval start) and ``pass.conversion_metric_id``.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from typing import Any, Literal
 
 from klaviyo_dagster.client.tiers import Tier
 
-SyncMode = Literal["incremental", "snapshot", "membership", "derived"]
+SyncMode = Literal["incremental", "snapshot", "membership", "derived", "report"]
 
 PARTITION_COLUMN = "_partition"
 
@@ -70,12 +78,17 @@ class FanOut:
 
 @dataclass(frozen=True)
 class AdditionalField:
-    """A switchable ``additional-fields[...]`` value (column ``name``, JSON), with the tier it costs."""
+    """A switchable ``additional-fields[...]`` value (column ``name``), with the tier it costs.
+
+    ``path``: the field is served only by that single-resource read (``{id}``: the record's id), not by the
+    collection (``profile_count`` on ``GET /api/lists/{id}``): one request per record, on ``tier``.
+    """
 
     name: str
     param: str
     default: bool
     tier: Tier | None = None
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,35 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A derived object: a view over ``<source>_current`` (warehouse/derived.py has its SQL).
+
+    ``nullable_key``: key columns that may be NULL (a global suppression has no list); ``count_by``: the
+    columns whose row counts a run reports; ``needs``: the build option the source must have on (the
+    object is left out, or refused when asked for by name, without it).
+    """
+
+    source: str
+    nullable_key: tuple[str, ...] = ()
+    count_by: tuple[str, ...] = ()
+    needs: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """A Reporting API report: the JSON:API type of its query, what it groups by, the statistics asked for
+    by default (``report_statistics`` replaces them), and how many days one request may cover (values
+    reports aggregate their whole time frame, so one day; a daily series takes up to 60)."""
+
+    type: str
+    group_by: tuple[str, ...]
+    statistics: tuple[str, ...]
+    days_per_request: int = 1
+    interval: str | None = None  # series reports: the interval of the series (one value per interval)
+    daily_budget: int = 225  # requests a day per account (x-klaviyo-ratelimit `daily`)
+
+
+@dataclass(frozen=True)
 class KlaviyoObject:
     """One Klaviyo object: where it lives and how it lands in ``klaviyo.<name>``."""
 
@@ -144,8 +186,8 @@ class KlaviyoObject:
     groups: Groups | None = None
     parent: Parent | None = None
     sweep: Sweep | None = None
-    # derived objects: the landed object they are computed from (SQL in warehouse/derived.py)
-    derived_from: str | None = None
+    derived: Derived | None = None
+    report: Report | None = None
 
     @property
     def incremental(self) -> bool:
@@ -208,6 +250,12 @@ PROFILE_ATTRS = _attrs(
     "email", "phone_number", "external_id", "first_name", "last_name", "organization", "locale", "title",
     "image", f"created:{TS}", f"updated:{TS}", f"last_event_date:{TS}", "location:JSON", "properties:JSON",
 )  # fmt: skip
+
+def _profile_count(kind: str) -> AdditionalField:
+    """``profile_count`` of a list (segment): one ``GET /api/<kind>s/{id}`` per group on the XS tier."""
+    return AdditionalField("profile_count", f"additional-fields[{kind}]", default=False, tier=Tier.XS,
+                           path=f"/api/{kind}s/{{id}}")
+
 
 def _membership(kind: str) -> KlaviyoObject:
     """``<kind>_memberships``: a snapshot of every list's (segment's) members, one pass per group."""
@@ -357,7 +405,9 @@ _BASE: tuple[KlaviyoObject, ...] = (
         primary_key=("id",),
         page_size=10,
         tier=Tier.L,
-        columns=(ID, *_attrs("name", "opt_in_process", f"created:{TS}", f"updated:{TS}")),
+        columns=(ID, *_attrs("name", "opt_in_process", f"created:{TS}", f"updated:{TS}", "profile_count:INTEGER")),
+        # Opt-in (list_profile_count=True): only GET /api/lists/{id} serves it, at 1/s and 15/m.
+        additional_fields=(_profile_count("list"),),
     ),
     KlaviyoObject(
         name="segments",
@@ -377,8 +427,10 @@ _BASE: tuple[KlaviyoObject, ...] = (
                 "is_starred:BOOLEAN",
                 f"created:{TS}",
                 f"updated:{TS}",
+                "profile_count:INTEGER",
             ),  # fmt: skip
         ),
+        additional_fields=(_profile_count("segment"),),  # opt-in: segment_profile_count=True
     ),
     KlaviyoObject(
         name="metrics",
@@ -511,10 +563,94 @@ _CHILDREN: tuple[KlaviyoObject, ...] = (
     _tag_links("segments", "segment"),
 )
 
-OBJECTS: tuple[KlaviyoObject, ...] = _BASE + _CHILDREN
+_SUPPRESSION = "profiles.subscriptions.email.marketing"
+_DERIVED: tuple[KlaviyoObject, ...] = (
+    KlaviyoObject(
+        name="exclusions",
+        path="/api/profiles",
+        description="Exclusions: the global and list suppressions of every current profile, one row per profile, channel, "
+        "list (NULL for a global suppression) and reason, with its timestamp: email `suppression[]` and "
+        "`list_suppressions[]` and SMS opt-outs (SMS consent `UNSUBSCRIBED`; the spec gives SMS no "
+        "suppression list). A view over `klaviyo.profiles_current` (their `subscriptions`): no API calls, "
+        "and a profile deleted or merged away in Klaviyo leaves it with `profiles_current`.",
+        sync="derived",
+        primary_key=("profile_id", "channel", "list_id", "reason"),
+        tier=Tier.L,  # no requests of its own: the profiles read it comes from draws on this tier
+        columns=(
+            Column("profile_id", "profiles.id"),
+            Column("channel", "profiles.subscriptions.<email|sms>"),
+            Column("list_id", f"{_SUPPRESSION}.list_suppressions[].list_id"),
+            Column("reason", f"{_SUPPRESSION}.suppression[].reason"),
+            Column("timestamp", f"{_SUPPRESSION}.suppression[].timestamp", TS),
+            Column("source", "suppression | list_suppression | consent"),
+        ),
+        derived=Derived("profiles", nullable_key=("list_id",), count_by=("channel", "source", "reason"),
+                        needs="profile_subscriptions"),
+    ),
+)
+
+OBJECTS: tuple[KlaviyoObject, ...] = _BASE + _CHILDREN + _DERIVED
+
+# Statistics asked for by default: counts and value (rates are derivable from them, and exact).
+REPORT_STATISTICS = (
+    "recipients", "delivered", "bounced", "opens", "opens_unique", "clicks", "clicks_unique",
+    "conversions", "conversion_uniques", "conversion_value", "unsubscribes", "spam_complaints",
+)  # fmt: skip
+COUNT_STATISTICS = {"conversion_value", "average_order_value", "revenue_per_recipient", "text_message_spend",
+                    "text_message_roi", "text_message_credit_usage_amount"}
 
 
-OBJECTS_BY_NAME: dict[str, KlaviyoObject] = {o.name: o for o in OBJECTS}
+def stat_type(name: str) -> str:
+    """Warehouse type of a statistic: rates and money are DOUBLE, counts BIGINT."""
+    return "DOUBLE" if name.endswith("_rate") or name in COUNT_STATISTICS else "BIGINT"
+
+
+def _report(name: str, path: str, owner: str, report: Report, description: str) -> KlaviyoObject:
+    """A Reporting API entry: grouping columns, the conversion metric, one column per default statistic."""
+    groups = tuple(Column(g, f"groupings.{g}") for g in report.group_by)
+    series = (Column("datetime", "series.datetime", TS),) if report.interval else ()
+    return KlaviyoObject(
+        name=name,
+        path=path,
+        description=description,
+        sync="report",
+        primary_key=(*report.group_by, *(c.name for c in series)),
+        tier=Tier.REPORTING,
+        columns=(
+            *groups,
+            *series,
+            Column("conversion_metric_id", "pass.conversion_metric_id"),
+            *(Column(s, f"statistics.{s}", stat_type(s)) for s in report.statistics),
+        ),
+        report=report,
+    )
+
+
+REPORTS: tuple[KlaviyoObject, ...] = (
+    _report(
+        "campaign_values", "/api/campaign-values-reports", "campaign",
+        Report("campaign-values-report", ("campaign_id", "campaign_message_id", "send_channel"), REPORT_STATISTICS),
+        "Campaign performance per report day (UTC): one row per campaign, message and channel with activity "
+        "that day, from the Reporting API (`POST /api/campaign-values-reports`, timeframe = the day, "
+        "conversions of the configured conversion metric, default Placed Order). One request per day.",
+    ),
+    _report(
+        "flow_values", "/api/flow-values-reports", "flow",
+        Report("flow-values-report", ("flow_id", "flow_message_id", "send_channel"), REPORT_STATISTICS),
+        "Flow performance per report day (UTC): one row per flow, flow message and channel with activity "
+        "that day (`POST /api/flow-values-reports`, timeframe = the day). One request per day.",
+    ),
+    _report(
+        "flow_series", "/api/flow-series-reports", "flow",
+        Report("flow-series-report", ("flow_id", "flow_message_id", "send_channel"), REPORT_STATISTICS,
+               days_per_request=60, interval="daily"),
+        "Flow performance as a daily series (`POST /api/flow-series-reports`, interval daily): one row per "
+        "flow, message, channel and day; one request covers up to 60 days, so a backfill costs a sixtieth "
+        "of flow_values' budget.",
+    ),
+)
+
+OBJECTS_BY_NAME: dict[str, KlaviyoObject] = {o.name: o for o in (*OBJECTS, *REPORTS)}
 
 
 def get_object(name: str) -> KlaviyoObject:

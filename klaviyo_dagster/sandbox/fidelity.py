@@ -21,6 +21,13 @@ Two readings of the spec, both because a real Klaviyo answer would fail otherwis
   variant at once), so "exactly one" cannot hold for any body. A value matching none still fails.
 - With a sparse fieldset (`fields[TYPE]=...` in the query) the answer carries only the asked attributes,
   so `required` is not enforced inside `attributes` for such answers (types and formats still are).
+
+Speed: a body is first screened by jsonschema-rs (a compiled validator, ~50x faster) against the same
+schemas read as plain JSON Schema (`nullable: true` as `type: [T, "null"]`, `oneOf` as `anyOf`). That
+reading is never more lenient than openapi-schema-validator's (it may be stricter: `required` inside a
+sparse fieldset's `attributes`, `enum` with `nullable`, formats it checks and the other does not), so a
+body it passes is valid; every other body goes to openapi-schema-validator, whose verdict and messages
+are the ones reported.
 """
 
 from __future__ import annotations
@@ -83,7 +90,8 @@ class ResponseRecorder:
     `per_key` / `max_key_bytes`: bodies and bytes kept per (operation, status, query shape) key (distinct
     bodies first, then a uniform reservoir sample of the rest); `max_keys`: how many keys; `max_bytes`:
     total body bytes kept. Beyond the bounds responses are only counted (`dropped` says how many).
-    `counts` counts every response by (operation, status). Validation runs at about 2-4 MB/s, so the
+    `counts` counts every response by (operation, status). Validation runs at about 30 MB/s (the screen; 2-4 MB/s
+    for bodies it sends on to openapi-schema-validator), so the
     default bounds keep the end-of-session check within seconds to tens of seconds.
     """
 
@@ -244,6 +252,25 @@ class FidelityReport:
         return "\n".join(lines)
 
 
+def _plain_json_schema(node: Any) -> Any:
+    """The subset's OAS 3.0 schemas read as plain JSON Schema (draft 4) for the fast screen: `nullable: true`
+    beside a `type` becomes `type: [T, "null"]`, `oneOf` becomes `anyOf` (the module docstring says why)."""
+    if isinstance(node, list):
+        return [_plain_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _plain_json_schema(value) for key, value in node.items()}
+    if out.get("nullable") is True and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    if isinstance(out.get("oneOf"), list):
+        variants = out.pop("oneOf")
+        if "anyOf" in out:
+            out["allOf"] = [*out.get("allOf", []), {"anyOf": variants}]
+        else:
+            out["anyOf"] = variants
+    return out
+
+
 def _pointer(path: Sequence[Any]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
@@ -270,6 +297,8 @@ class SpecValidator:
         self._validator_class = extend(OAS30ReadValidator, {"oneOf": OAS30ReadValidator.VALIDATORS["anyOf"]})
         self._format_checker = oas30_format_checker
         self._validators: dict[str, Any] = {}
+        self._screens: dict[str, Any] = {}
+        self._plain: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
     def _resolve_response(self, response: Mapping[str, Any], pointer: str) -> tuple[Mapping[str, Any], str]:
@@ -320,6 +349,19 @@ class SpecValidator:
                 )
             return validator
 
+    def screen(self, pointer: str) -> Any:
+        """The jsonschema-rs validator of `pointer` over the plain JSON Schema reading (see the module docstring)."""
+        import jsonschema_rs
+
+        with self._lock:
+            screen = self._screens.get(pointer)
+            if screen is None:
+                if self._plain is None:
+                    self._plain = _plain_json_schema(self.subset)
+                root = {**self._plain, "$ref": "#" + quote(pointer, safe="/~")}
+                screen = self._screens[pointer] = jsonschema_rs.Draft4Validator(root, validate_formats=True)
+            return screen
+
     def validate(
         self, op_key: str, status: int, body: bytes | str | Any, query: Mapping[str, Any] | Sequence[Any] = ()
     ) -> list[Violation]:
@@ -349,6 +391,8 @@ class SpecValidator:
                 return [Violation(op_key, status, "", f"body is not JSON: {exc}")]
         else:
             document = raw
+        if self.screen(pointer).is_valid(document):
+            return []
         names = query.keys() if isinstance(query, Mapping) else [pair[0] for pair in query]
         sparse = any(name.startswith("fields[") for name in names)
         violations = []

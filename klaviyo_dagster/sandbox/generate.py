@@ -11,7 +11,9 @@ profile indices, so the k-th member is O(1) and `joined_group_at` is monotone in
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 from klaviyo_dagster.sandbox.catalog import LIST_NAMES, METRICS, Catalog, Group, build_catalog
@@ -77,6 +79,38 @@ INTERESTS = ["running", "yoga", "hiking", "fashion", "tech", "travel", "cooking"
 
 _METRIC_PICK = [i for i, (_, _, w) in enumerate(METRICS) for _ in range(w)]
 
+ATTRIBUTED_SHARE = 35  # percent of Placed Order events attributed to an email send
+
+
+@dataclass(frozen=True)
+class Send:
+    """A message events can belong to: a sent campaign's message or a flow's message."""
+
+    message_id: str
+    channel: str  # email | sms | mobile_push (campaign channels)
+    name: str
+    campaign_id: str | None = None
+    flow_id: str | None = None
+
+
+def sends_by_channel(catalog: Catalog) -> dict[str, list[Send]]:
+    """``{channel: [Send]}``: the messages of sent campaigns of each channel, and flow messages (email)."""
+    out: dict[str, list[Send]] = {"email": [], "sms": [], "mobile_push": []}
+    messages = {m["id"]: m for m in catalog.campaign_messages}
+    for c in catalog.campaigns:
+        if c["attributes"]["status"] != "Sent":
+            continue
+        for mid in c["message_ids"]:
+            if mid in messages:
+                out[c["channel"]].append(Send(mid, c["channel"], c["attributes"]["name"], campaign_id=c["id"]))
+    actions = {a["id"]: a for a in catalog.flow_actions}
+    flows = {f["id"]: f for f in catalog.flows}
+    for m in catalog.flow_messages:
+        flow = flows[actions[m["action_id"]]["flow_id"]]
+        out["email"].append(Send(m["id"], "email", flow["attributes"]["name"], flow_id=flow["id"]))
+    return out
+
+
 LATE_WINDOW_MS = 3 * DAY_MS  # late events carry a datetime within the last 3 days of data
 LATE_STRIDE = 50  # one event in LATE_STRIDE of that window arrives late
 
@@ -104,6 +138,7 @@ class BaseData(Catalog):
         catalog = build_catalog(self.seed, self.n_profiles, self.data_start, self.data_end, self.span_ms)
         for f in fields(Catalog):
             setattr(self, f.name, getattr(catalog, f.name))
+        self.sends = sends_by_channel(self)
 
     # ---- profiles -------------------------------------------------------------------------------------
     def profile_id(self, i: int) -> str:
@@ -203,10 +238,32 @@ class BaseData(Catalog):
         return self.profile_id(i), attrs
 
     def profile_extra(self, i: int, name: str, attrs: dict[str, Any]) -> dict[str, Any]:
-        """`subscriptions` or `predictive_analytics` of base profile `i` (asked for via additional-fields)."""
-        return profile_extra(self.seed, i, name, attrs)
+        """`subscriptions` or `predictive_analytics` of profile `i` (asked for via additional-fields)."""
+        return profile_extra(self.seed, i, name, attrs, [g.id for g in self.groups.get("list", ())])
 
     # ---- events ---------------------------------------------------------------------------------------
+    # Message events carry their send in `$message` (the campaign or flow message id) and, for flow
+    # sends, `$flow`; one Placed Order in ATTRIBUTED_SHARE carries the send it is attributed to as
+    # `$attributed_message` (+ `$attributed_flow`, `$attributed_channel`). The Reporting API endpoints
+    # (reports.py) aggregate these; hashes, not the event's rng, pick them, so other values stay put.
+    def _send_props(self, channel: str, i: int) -> dict[str, Any]:
+        pool = self.sends[channel]
+        if not pool:
+            return {}
+        s = pool[h(self.seed, f"send-{channel}", i) % len(pool)]
+        return {"$message": s.message_id}
+
+    def attribution(self, i: int) -> dict[str, Any]:
+        """The attribution properties of conversion event `i` (empty for an unattributed one)."""
+        pool = self.sends["email"]
+        if not pool or h(self.seed, "order-attributed", i) % 100 >= ATTRIBUTED_SHARE:
+            return {}
+        s = pool[h(self.seed, "order-attributed-send", i) % len(pool)]
+        out = {"$attributed_message": s.message_id, "$attributed_channel": "email"}
+        if s.flow_id:
+            out["$attributed_flow"] = s.flow_id
+        return out
+
     def is_late(self, i: int) -> bool:
         return i >= self.late_from and (i - self.late_from) % LATE_STRIDE == 0
 
@@ -246,6 +303,8 @@ class BaseData(Catalog):
             if name in ("Placed Order", "Fulfilled Order"):
                 props["OrderId"] = f"ORD-{100000 + i}"
                 props["DiscountCode"] = r.choice([None, "WELCOME10", "VIP20"])
+            if name == "Placed Order":
+                props.update(self.attribution(i))
         elif name == "Viewed Product":
             p = r.choice(PRODUCTS)
             props = {"ProductID": p[0], "ProductName": p[1], "Price": p[2], "Categories": [p[3]],
@@ -254,9 +313,12 @@ class BaseData(Catalog):
             props = {"page": r.choice(["/", "/collections/new", "/cart", "/pages/about"]),
                      "browser": r.choice(["Chrome", "Safari", "Firefox"]), "os": r.choice(["macOS", "iOS", "Android"])}
         elif name in ("Received Email", "Opened Email", "Clicked Email"):
-            c = self.campaigns[r.below(len(self.campaigns))] if self.campaigns else None
-            props = {"Campaign Name": c["attributes"]["name"] if c else "Welcome", "Subject": "Our newest arrivals",
-                     "$message": c["id"] if c else None, "Email Domain": r.choice(DOMAINS)}
+            # Which send it belongs to: a sent email campaign's message or a flow's email message.
+            s = self.sends["email"][r.below(len(self.sends["email"]))] if self.sends["email"] else None
+            props = {"Campaign Name": s.name if s else "Welcome", "Subject": "Our newest arrivals",
+                     "$message": s.message_id if s else None, "Email Domain": r.choice(DOMAINS)}
+            if s is not None and s.flow_id:
+                props["$flow"] = s.flow_id
             if name == "Clicked Email":
                 props["URL"] = "https://shop.example.com/collections/new?utm_source=klaviyo"
             if name == "Opened Email":
@@ -264,8 +326,10 @@ class BaseData(Catalog):
         elif name == "Sent SMS":
             props = {"Message Body": "Flash sale: 20% off today only", "Message Type": "campaign",
                      "Carrier Deliverability": r.choice(["delivered", "pending"]), "Segments": 1 + r.below(2)}
+            props.update(self._send_props("sms", i))
         elif name == "Received Push":
             props = {"Title": "New drop", "Platform": r.choice(["ios", "android"])}
+            props.update(self._send_props("mobile_push", i))
         else:
             props = {"List": LIST_NAMES[r.below(len(LIST_NAMES))], "method": "form"}
         props["$event_id"] = f"{i}"
@@ -306,7 +370,53 @@ class BaseData(Catalog):
     # ---- small collections ----------------------------------------------------------------------------
 
 
-def profile_extra(seed: int, i: int, name: str, attrs: dict[str, Any]) -> dict[str, Any]:
+# Global email suppressions of subscribed profiles beyond the unsubscribes: (reason, share in 10,000), the
+# spec's EmailMarketingSuppression.reason enum; a spam complaint or a user suppression also unsubscribes.
+_SUPPRESSIONS = (("HARD_BOUNCE", 300), ("SPAM_COMPLAINT", 80), ("INVALID_EMAIL", 100), ("USER_SUPPRESSED", 150))
+_UNSUBSCRIBING = ("SPAM_COMPLAINT", "USER_SUPPRESSED")
+_LIST_SUPPRESSION_REASONS = ("UNSUBSCRIBE", "USER_SUPPRESSED", "SPAM_COMPLAINT")
+
+
+def _between(r: Any, start: str | None, end: str | None) -> str | None:
+    """An ISO time in [start, end] (whole seconds), or start."""
+    if not start:
+        return start
+    lo = int(datetime.fromisoformat(start).timestamp())
+    hi = int(datetime.fromisoformat(end).timestamp()) if end else lo
+    return iso((lo + r.below(max(1, hi - lo + 1))) * 1000)
+
+
+def _suppressions(seed: int, i: int, attrs: dict[str, Any], email: dict[str, Any], sms: dict[str, Any],
+                  list_ids: Sequence[str]) -> None:
+    """Add suppressions to profile `i`'s email marketing (global and per list) and SMS opt-outs, from their
+    own random stream (the other consent draws are left as they were)."""
+    r = rng(seed, "profile-suppressions", i)
+    created, updated = attrs.get("created"), attrs.get("updated")
+    pick = r.below(10_000)
+    for reason, share in _SUPPRESSIONS:
+        if pick < share:
+            if attrs.get("email") and email["consent"] != "NEVER_SUBSCRIBED":
+                email["suppression"] = [*email["suppression"], {"reason": reason, "timestamp": _between(r, created, updated)}]
+                if reason in _UNSUBSCRIBING:
+                    email["consent"] = "UNSUBSCRIBED"
+            break
+        pick -= share
+    if list_ids and attrs.get("email") and r.chance(0.04):
+        chosen = sorted({list_ids[r.below(len(list_ids))] for _ in range(1 + r.below(2))})
+        email["list_suppressions"] = [
+            {"list_id": lid, "reason": r.choice(_LIST_SUPPRESSION_REASONS), "timestamp": _between(r, created, updated)}
+            for lid in chosen
+        ]
+    email["can_receive_email_marketing"] = (email["consent"] == "SUBSCRIBED" and bool(attrs.get("email"))
+                                            and not email["suppression"])
+    if attrs.get("phone_number") and r.chance(0.08):
+        # SMS has no suppression list in the spec (SMSMarketing: consent only): an opt-out is consent UNSUBSCRIBED.
+        sms.update(can_receive_sms_marketing=False, consent="UNSUBSCRIBED", method="TEXT", method_detail="STOP",
+                   consent_timestamp=_between(r, created, updated))
+
+
+def profile_extra(seed: int, i: int, name: str, attrs: dict[str, Any],
+                  list_ids: Sequence[str] = ()) -> dict[str, Any]:
     """Deterministic subscriptions / predictive analytics for profile `i` (also used for new profiles)."""
     r = rng(seed, "profile-" + name, i)
     created = attrs.get("created")
@@ -322,12 +432,14 @@ def profile_extra(seed: int, i: int, name: str, attrs: dict[str, Any]) -> dict[s
         }
         if consent == "UNSUBSCRIBED" and r.chance(0.5):
             email_marketing["suppression"] = [{"reason": "UNSUBSCRIBE", "timestamp": created}]
+        sms_marketing = {"can_receive_sms_marketing": sms == "SUBSCRIBED", "consent": sms,
+                         "consent_timestamp": created if sms == "SUBSCRIBED" else None,
+                         "method": "TEXT" if sms == "SUBSCRIBED" else None, "method_detail": None,
+                         "last_updated": created}
+        _suppressions(seed, i, attrs, email_marketing, sms_marketing, list_ids)
         return {
             "email": {"marketing": email_marketing},
-            "sms": {"marketing": {"can_receive_sms_marketing": sms == "SUBSCRIBED", "consent": sms,
-                                  "consent_timestamp": created if sms == "SUBSCRIBED" else None,
-                                  "method": "TEXT" if sms == "SUBSCRIBED" else None, "method_detail": None,
-                                  "last_updated": created},
+            "sms": {"marketing": sms_marketing,
                     "transactional": {"can_receive_sms_transactional": sms == "SUBSCRIBED", "consent": sms,
                                       "consent_timestamp": None, "method": None, "method_detail": None,
                                       "last_updated": created}},

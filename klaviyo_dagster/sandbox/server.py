@@ -44,6 +44,7 @@ from klaviyo_dagster.sandbox.latency import LatencyModel
 from klaviyo_dagster.sandbox.pagecache import PageCache
 from klaviyo_dagster.sandbox.params import ApiError, parse_params
 from klaviyo_dagster.sandbox.ratelimit import RateLimiter
+from klaviyo_dagster.sandbox.reports import ReportApi
 from klaviyo_dagster.sandbox.semantics import Semantics
 from klaviyo_dagster.sandbox.store import Store
 from klaviyo_dagster.sandbox.writes import WriteApi
@@ -114,7 +115,7 @@ class SandboxServer:
         self.custom_metrics = CustomMetrics(self.reads, seed)
         self.compound = Compound(self.reads, self.custom_metrics, self.subset)
         self.writes = WriteApi(self.store, self.reads)
-        self.more_writes = [cls(self.store, self.reads) for cls in (EventWrites, ConsentWrites, PrivacyWrites)]
+        self.more_writes = [cls(self.store, self.reads) for cls in (EventWrites, ConsentWrites, PrivacyWrites, ReportApi)]
         self._thread: threading.Thread | None = None
         self._handlers: dict[str, Callable[[Request], Any]] = self._handler_table()
         assert set(self._handlers) == set(routes.OPERATIONS), "every spec operation needs a handler"

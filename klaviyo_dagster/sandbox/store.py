@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from klaviyo_dagster.sandbox.catalog import Group
-from klaviyo_dagster.sandbox.generate import LATE_STRIDE, BaseData, profile_extra
+from klaviyo_dagster.sandbox.generate import LATE_STRIDE, BaseData
 from klaviyo_dagster.sandbox.ids import encode_ulid, short_id
 from klaviyo_dagster.sandbox.paging import OrderedSource, Overlay
 from klaviyo_dagster.sandbox.semantics import Semantics
@@ -122,7 +122,7 @@ class Store:
     def profile_extra(self, rec: dict[str, Any], name: str) -> dict[str, Any]:
         if name == "subscriptions" and rec["id"] in self.consent:
             return self.consent[rec["id"]]
-        extra = profile_extra(self.base.seed, rec["_pidx"], name, rec["attributes"])
+        extra = self.base.profile_extra(rec["_pidx"], name, rec["attributes"])
         if name == "subscriptions" and rec["_pidx"] >= self.base.n_profiles:
             # A profile written through the API (import, event, subscribe) has consented to nothing yet.
             for channel in extra.values():
@@ -130,8 +130,9 @@ class Store:
                     kind.update({k: False for k in kind if k.startswith("can_receive")})
                     kind.update(consent="NEVER_SUBSCRIBED", consent_timestamp=None)
                     kind.update({k: None for k in ("method", "method_detail") if k in kind})
-                    if "suppression" in kind:
-                        kind["suppression"] = []
+                    for key in ("suppression", "list_suppressions"):
+                        if key in kind:
+                            kind[key] = []
         return extra
 
     def lookup(self, field_name: str, value: Any) -> list[str]:

@@ -118,6 +118,32 @@ class Truth:
             source = {"campaign": b.campaigns, "flow": b.flows, "flow-action": b.flow_actions}[rtype]
             return [(rec["id"], linked) for rec in source for linked in rec.get(field, ())]
 
+    def exclusions(self) -> list[tuple[str, str, str | None, str, datetime | None]]:
+        """(profile_id, channel, list_id or None, reason, timestamp) of every suppression the sandbox holds:
+        email global suppressions and list suppressions, and SMS opt-outs (consent UNSUBSCRIBED, reason
+        UNSUBSCRIBE: the spec's SMS subscription has no suppression list)."""
+        s = self._store
+
+        def when(value: str | None) -> datetime | None:
+            return None if value is None else ms_to_dt(to_ms(value))
+
+        out: list[tuple[str, str, str | None, str, datetime | None]] = []
+        with s.lock:
+            s.advance_jobs()
+            for ref in s.all_profile_refs():
+                rec = s.profile_by_ref(ref)
+                subs = s.profile_extra(rec, "subscriptions")
+                email = (subs.get("email") or {}).get("marketing") or {}
+                for x in email.get("suppression") or ():
+                    out.append((rec["id"], "email", None, x["reason"], when(x["timestamp"])))
+                for x in email.get("list_suppressions") or ():
+                    out.append((rec["id"], "email", x["list_id"], x["reason"], when(x["timestamp"])))
+                sms = (subs.get("sms") or {}).get("marketing") or {}
+                if sms.get("consent") == "UNSUBSCRIBED":
+                    out.append((rec["id"], "sms", None, "UNSUBSCRIBE",
+                                when(sms.get("consent_timestamp") or sms.get("last_updated"))))
+        return out
+
     def import_jobs(self) -> list[dict[str, Any]]:
         """Every profile bulk import job the account holds, oldest first: ``{"id", "created_at",
         "status", "total_count", "list_ids", "rows"}``, ``rows`` being the identifiers (email,

@@ -111,7 +111,7 @@ def _connect(database: str, config: dict[str, Any], log: logging.Logger) -> duck
     log.debug("DuckDB file %s is locked by %s; waiting for the write lock", database, holder)
     retrying = Retrying(
         stop=stop_after_delay(LOCK_WAIT_SECONDS),
-        wait=wait_exponential_jitter(initial=0.05, max=0.5),
+        wait=wait_exponential_jitter(multiplier=0.05, max=0.5),
         retry=retry_if_exception(_is_lock_error),
         before_sleep=_before_sleep,
         reraise=True,

@@ -56,7 +56,7 @@ def test_deletions_behind_the_switch_confirmed_gone_and_recorded_once(sandbox, t
     assert wh.query(f"SELECT count(*) FROM {LEDGER}") == [(0,)]
     assert client.get(f"/api/profiles/{by_id['id']}")["data"]["id"] == by_id["id"]
 
-    settings.allow_deletions, settings.changed_by = True, "dpo@example.com"
+    settings = settings.model_copy(update={"allow_deletions": True, "changed_by": "dpo@example.com"})
     client = new_client()
     done = run_privacy_deletions(client, wh, settings, run_id="r1")
     assert (done.requested, done.confirmed, done.pending, done.rejected) == (5, 5, 0, 1)

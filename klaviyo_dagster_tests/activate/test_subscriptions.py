@@ -78,7 +78,7 @@ def test_consent_converges_only_behind_the_switch_and_logs_who_changed_what(sand
     assert plan.planned == {"subscribe": 3, "unsubscribe": 1, "suppress": 1} and plan.rejected == 2
     assert wh.query(f"SELECT count(*) FROM {LOG}")[0][0] == 0
 
-    settings.allow_consent_changes, settings.changed_by = True, "alice@example.com"
+    settings = settings.model_copy(update={"allow_consent_changes": True, "changed_by": "alice@example.com"})
     client = new_client()
     done = run_subscriptions(client, wh, settings, run_id="r1")
     assert (done.confirmed + done.already, done.awaiting_confirmation, done.pending, done.rejected) == (4, 1, 0, 2)

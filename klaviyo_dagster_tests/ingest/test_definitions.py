@@ -37,10 +37,14 @@ def test_every_object_is_an_asset_in_the_klaviyo_pool(defs: dg.Definitions) -> N
             assert a.backfill_policy == dg.BackfillPolicy.single_run(), obj.name
         else:  # snapshots capture the current state: no past partition to offer
             assert a.partitions_def is None and a.backfill_policy is None, obj.name
-        assert a.op.pool == "klaviyo_api"
         checks = {k.name for k in a.check_keys}
         assert {"primary_key_unique", "primary_key_not_null"} <= checks
         assert ("cursor_in_partition" in checks) == obj.incremental
+        if obj.derived is not None:  # a view over its source's _current view: no API calls, no pool
+            assert a.op.pool is None and "klaviyo" not in a.required_resource_keys, obj.name
+            assert [d.asset_key for d in spec.deps] == [dg.AssetKey(["klaviyo", obj.derived.source])]
+            continue
+        assert a.op.pool == "klaviyo_api"
         assert a.required_resource_keys >= {"klaviyo", "warehouse"}
 
 
@@ -54,6 +58,9 @@ def test_object_selection_and_unknown_names() -> None:
         build_ingest_definitions(objects=["orders"])
     with pytest.raises(ValueError, match="campaign_channels must be a non-empty selection of email, sms"):
         build_ingest_definitions(campaign_channels=["fax"])
+    # A misspelt option names itself and the known ones (they are IngestOptions' fields, defined once).
+    with pytest.raises(TypeError, match=r"unknown ingest option\(s\) event_metric; known: .*event_metrics"):
+        build_ingest_definitions(event_metric=["Placed Order"])
 
 
 def test_named_ingest_jobs_have_one_backfill_policy_each_and_schedules_target_them() -> None:

@@ -57,7 +57,7 @@ def test_snapshots_have_their_own_daily_schedule() -> None:
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {
         "klaviyo/lists", "klaviyo/segments", "klaviyo/metrics", "klaviyo/list_memberships",
         "klaviyo/segment_memberships", "klaviyo/tags", "klaviyo/campaign_tags", "klaviyo/flow_tags",
-        "klaviyo/list_tags", "klaviyo/segment_tags",
+        "klaviyo/list_tags", "klaviyo/segment_tags", "klaviyo/exclusions",
     }  # fmt: skip
 
 

@@ -20,7 +20,7 @@ def test_every_entry_is_consistent() -> None:
     assert names == [
         "profiles", "events", "campaigns", "flows", "templates", "lists", "segments", "metrics",
         "list_memberships", "segment_memberships", "tags", "campaign_messages", "flow_actions", "flow_messages",
-        "campaign_tags", "flow_tags", "list_tags", "segment_tags",
+        "campaign_tags", "flow_tags", "list_tags", "segment_tags", "exclusions",
     ]  # fmt: skip
     for obj in OBJECTS:
         cols = obj.sql_columns()

@@ -95,6 +95,8 @@ def test_violations_are_caught_with_pointer_and_message(
     body = body if isinstance(body, bytes) else orjson.dumps(body)
     violations = validator.validate(op_key, status, body)
     assert violations, f"{op_key} {status} {body!r} was not flagged"
+    if pointer:  # a schema violation: the fast screen must refuse it too (else it would hide it)
+        assert not validator.screen(validator.schema_pointer(op_key, status)).is_valid(orjson.loads(body))
     hits = [v for v in violations if v.pointer == pointer and message in v.message]
     assert hits, [str(v) for v in violations]
     assert hits[0].op_key == op_key and hits[0].status == status
@@ -275,7 +277,31 @@ def request_body(op_key: str, ids: dict[str, str]) -> Any:
         rows = [{"type": "profile", "attributes": {"email": f"fidelity{k}@example.com"}} for k in range(2)]
         rows += [{"type": "profile", "attributes": {"email": f"not an email {k}"}} for k in range(2)]
         return {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": rows}}}}
+    if op_key in REPORT_TYPES:
+        return report_body(op_key, ids["metric"])
     return ACTIVATION_BODIES.get(op_key)
+
+
+REPORT_TYPES = {"POST /api/campaign-values-reports": "campaign-values-report",
+                "POST /api/flow-values-reports": "flow-values-report",
+                "POST /api/flow-series-reports": "flow-series-report"}
+
+
+def report_body(op_key: str, metric_id: str) -> dict[str, Any]:
+    """A valid Reporting API body: last 30 days (series: daily), a few statistics."""
+    attrs: dict[str, Any] = {"statistics": ["recipients", "opens", "conversions", "open_rate"],
+                             "timeframe": {"key": "last_30_days"}, "conversion_metric_id": metric_id}
+    if op_key.endswith("series-reports"):
+        attrs["interval"] = "daily"
+    return {"data": {"type": REPORT_TYPES[op_key], "attributes": attrs}}
+
+
+def report_cursor(handle: Any, op_key: str, ids: dict[str, str]) -> str:
+    """A page_cursor this report issued (one result a page, so a second page exists)."""
+    with handle.semantics_override(report_page_rows=1):
+        answer = call(handle, "POST", op_key.split(" ", 1)[1], json_body=request_body(op_key, ids))
+    assert answer.status_code == 200, answer.text
+    return parse_qs(urlsplit(answer.json()["links"]["next"]).query)["page_cursor"][0]
 
 
 def _event(unique_id: str) -> dict[str, Any]:
@@ -419,7 +445,9 @@ def sweep() -> dict[str, list[str]]:
                         jobs.append((op_key, method, path, {**base_query(op_key), name: value}, body, True, name))
             else:
                 for name, param in declared.items():  # writes: e.g. fields[list] on POST /api/lists
-                    jobs.append((op_key, method, path, {name: value_for(op_key, name, param, handle, path)[0]}, body, True, name))
+                    value = (report_cursor(handle, op_key, ids) if name == "page_cursor"
+                             else value_for(op_key, name, param, handle, path)[0])
+                    jobs.append((op_key, method, path, {name: value}, body, True, name))
             # Parameters that are not this operation's: typos, nonsense fieldsets, other operations' ones.
             for name in sorted(set(ALL_QUERY_PARAMS) - set(declared)) + ["foo", "fields[nonsense]"]:
                 jobs.append((op_key, method, path, {**base_query(op_key), name: "1"}, body, False, name))
