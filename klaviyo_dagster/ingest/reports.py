@@ -22,8 +22,8 @@ how long the pacing takes (about 30 s a request after the first).
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -114,6 +114,11 @@ class Budget:
     def spend(self, n: int = 1) -> None:
         """Count ``n`` requests before they are sent; `budget.BudgetSpent` when the day has no room."""
         budget.spend(self.warehouse, self.account, self.endpoint, self.day, n, limit=self.limit)
+        self.spent += n
+
+    def record_sent(self, n: int) -> None:
+        """Count ``n`` attempts already sent (the client's retries): they count even past the limit."""
+        budget.spend(self.warehouse, self.account, self.endpoint, self.day, n)
         self.spent += n
 
     def as_metadata(self) -> dict[str, Any]:
@@ -211,38 +216,28 @@ def _rows(obj: KlaviyoObject, doc: dict[str, Any], metric_id: str, frame: tuple[
 
 
 def fetch_rows(client: Any, obj: KlaviyoObject, plan: ReportPlan, metric_id: str, statistics: Sequence[str],
-               spend: Callable[[int], None]) -> Iterator[list[dict[str, Any]]]:
-    """Rows of every planned request, page by page; each request is counted (``spend``) before it is sent,
-    and an attempt the client repeated (a 5xx, a broken connection) is counted after it."""
+               ledger: Budget) -> Iterator[list[dict[str, Any]]]:
+    """Rows of every planned request, page by page; each request is counted in ``ledger`` before it is
+    sent, and an attempt the client repeated (a 5xx, a broken connection) after it."""
     bucket = resolve_bucket("POST", obj.path).key
     for frame in plan.timeframes:
         body = request_body(obj, frame, metric_id, statistics)
         cursor: str | None = None
         while True:
-            spend(1)
+            ledger.spend(1)
             before = client.stats.by_endpoint[bucket]
             path = obj.path + (f"?page_cursor={quote(cursor, safe='')}" if cursor else "")
             try:
                 doc = client.post(path, body) or {}
             finally:
-                extra = client.stats.by_endpoint[bucket] - before - 1
-                if extra > 0:
-                    spend_after(spend, extra)
+                repeated = client.stats.by_endpoint[bucket] - before - 1
+                if repeated > 0:
+                    ledger.record_sent(repeated)
             yield _rows(obj, doc, metric_id, frame, statistics)
             nxt = (doc.get("links") or {}).get("next")
-            if not nxt:
-                break
-            cursor = (parse_qs(urlsplit(nxt).query).get("page_cursor") or [None])[0]
+            cursor = (parse_qs(urlsplit(nxt).query).get("page_cursor") or [None])[0] if nxt else None
             if not cursor:
                 break
-
-
-def spend_after(spend: Callable[[int], None], n: int) -> None:
-    """Count attempts already sent (retries): they count even past the limit, so ignore a refusal."""
-    try:
-        spend(n)
-    except budget.BudgetSpent:
-        pass
 
 
 def report_columns(obj: KlaviyoObject, statistics: Sequence[str]) -> dict[str, str]:
@@ -291,11 +286,6 @@ def build_report_asset(
     return _report
 
 
-@dataclass
-class _Preview:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-
 def materialize_report(
     context: dg.AssetExecutionContext, obj: KlaviyoObject, settings: IngestSettings, options: ReportOptions
 ) -> dg.MaterializeResult:
@@ -320,7 +310,7 @@ def materialize_report(
                       "planned_requests": dg.MetadataValue.int(plan.requests)},
             allow_retries=False,
         )
-    preview = _Preview()
+    preview: list[dict[str, Any]] = []  # the first rows, for the metadata's table preview
     try:
         with getattr(resources, settings.klaviyo_resource_key).get_client(context.log) as client:
             interval = pacing_interval(client, obj)
@@ -333,9 +323,9 @@ def materialize_report(
             metric_id = resolve_metric(client, options.conversion_metric)
 
             def chunks() -> Iterator[list[dict[str, Any]]]:
-                for rows in fetch_rows(client, obj, plan, metric_id, statistics, ledger.spend):
-                    if not preview.rows:
-                        preview.rows = rows[:5]
+                for rows in fetch_rows(client, obj, plan, metric_id, statistics, ledger):
+                    if not preview:
+                        preview.extend(rows[:5])
                     yield rows
 
             result = warehouse.replace_partitions(
@@ -364,7 +354,7 @@ def materialize_report(
         dg.AssetCheckResult(check_name=name, passed=bad == 0, metadata={"violations": dg.MetadataValue.int(bad)})
         for name, bad in facts.violations.items()
     ]
-    columns = {k: [r.get(k) for r in preview.rows] for k in (preview.rows[0] if preview.rows else {})}
+    columns = {k: [r.get(k) for r in preview] for k in (preview[0] if preview else {})}
     context.log.info(
         f"{result.table}: {result.rows} rows into {len(plan.days)} partition(s) from {ledger.spent} request(s) "
         f"to {endpoint}; budget today {ledger.used_before + ledger.spent}/{report.daily_budget} used, "

@@ -10,6 +10,7 @@ profile indices, so the k-th member is O(1) and `joined_group_at` is monotone in
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -91,23 +92,31 @@ class Send:
     name: str
     campaign_id: str | None = None
     flow_id: str | None = None
+    sent_ms: int | None = None  # a campaign's send time (flows send all the time: None)
 
 
 def sends_by_channel(catalog: Catalog) -> dict[str, list[Send]]:
-    """``{channel: [Send]}``: the messages of sent campaigns of each channel, and flow messages (email)."""
+    """``{channel: [Send]}``: flow messages (email) first, then the messages of sent campaigns by send time,
+    so the sends an event at time t can belong to are a prefix (`BaseData.eligible_sends`)."""
     out: dict[str, list[Send]] = {"email": [], "sms": [], "mobile_push": []}
-    messages = {m["id"]: m for m in catalog.campaign_messages}
-    for c in catalog.campaigns:
-        if c["attributes"]["status"] != "Sent":
-            continue
-        for mid in c["message_ids"]:
-            if mid in messages:
-                out[c["channel"]].append(Send(mid, c["channel"], c["attributes"]["name"], campaign_id=c["id"]))
     actions = {a["id"]: a for a in catalog.flow_actions}
     flows = {f["id"]: f for f in catalog.flows}
     for m in catalog.flow_messages:
         flow = flows[actions[m["action_id"]]["flow_id"]]
         out["email"].append(Send(m["id"], "email", flow["attributes"]["name"], flow_id=flow["id"]))
+    messages = {m["id"]: m for m in catalog.campaign_messages}
+    campaign_sends: list[Send] = []
+    for c in catalog.campaigns:
+        sent = c["attributes"].get("send_time")
+        if c["attributes"]["status"] != "Sent" or not sent:
+            continue
+        sent_ms = int(datetime.fromisoformat(sent).timestamp() * 1000)
+        for mid in c["message_ids"]:
+            if mid in messages:
+                campaign_sends.append(Send(mid, c["channel"], c["attributes"]["name"], campaign_id=c["id"],
+                                           sent_ms=sent_ms))
+    for send in sorted(campaign_sends, key=lambda x: (x.sent_ms, x.message_id)):
+        out[send.channel].append(send)
     return out
 
 
@@ -139,6 +148,7 @@ class BaseData(Catalog):
         for f in fields(Catalog):
             setattr(self, f.name, getattr(catalog, f.name))
         self.sends = sends_by_channel(self)
+        self._send_times = {ch: [x.sent_ms for x in pool if x.sent_ms is not None] for ch, pool in self.sends.items()}
 
     # ---- profiles -------------------------------------------------------------------------------------
     def profile_id(self, i: int) -> str:
@@ -242,23 +252,29 @@ class BaseData(Catalog):
         return profile_extra(self.seed, i, name, attrs, [g.id for g in self.groups.get("list", ())])
 
     # ---- events ---------------------------------------------------------------------------------------
-    # Message events carry their send in `$message` (the campaign or flow message id) and, for flow
-    # sends, `$flow`; one Placed Order in ATTRIBUTED_SHARE carries the send it is attributed to as
+    # Message events carry their send in `$message` (the campaign or flow message id, of a campaign sent by
+    # then) and, for flow sends, `$flow`; one Placed Order in ATTRIBUTED_SHARE carries the send it is attributed to as
     # `$attributed_message` (+ `$attributed_flow`, `$attributed_channel`). The Reporting API endpoints
     # (reports.py) aggregate these; hashes, not the event's rng, pick them, so other values stay put.
-    def _send_props(self, channel: str, i: int) -> dict[str, Any]:
-        pool = self.sends[channel]
-        if not pool:
+    def eligible_sends(self, channel: str, ms: int) -> int:
+        """How many sends of ``channel`` an event at ``ms`` can belong to: every flow message and the
+        campaigns sent by then (a prefix of ``sends[channel]``)."""
+        times = self._send_times[channel]
+        return len(self.sends[channel]) - len(times) + bisect.bisect_right(times, ms)
+
+    def _send_props(self, channel: str, i: int, ms: int) -> dict[str, Any]:
+        n = self.eligible_sends(channel, ms)
+        if not n:
             return {}
-        s = pool[h(self.seed, f"send-{channel}", i) % len(pool)]
+        s = self.sends[channel][h(self.seed, f"send-{channel}", i) % n]
         return {"$message": s.message_id}
 
-    def attribution(self, i: int) -> dict[str, Any]:
-        """The attribution properties of conversion event `i` (empty for an unattributed one)."""
-        pool = self.sends["email"]
-        if not pool or h(self.seed, "order-attributed", i) % 100 >= ATTRIBUTED_SHARE:
+    def attribution(self, i: int, ms: int) -> dict[str, Any]:
+        """The attribution properties of conversion event `i` at ``ms`` (empty for an unattributed one)."""
+        n = self.eligible_sends("email", ms)
+        if not n or h(self.seed, "order-attributed", i) % 100 >= ATTRIBUTED_SHARE:
             return {}
-        s = pool[h(self.seed, "order-attributed-send", i) % len(pool)]
+        s = self.sends["email"][h(self.seed, "order-attributed-send", i) % n]
         out = {"$attributed_message": s.message_id, "$attributed_channel": "email"}
         if s.flow_id:
             out["$attributed_flow"] = s.flow_id
@@ -304,7 +320,7 @@ class BaseData(Catalog):
                 props["OrderId"] = f"ORD-{100000 + i}"
                 props["DiscountCode"] = r.choice([None, "WELCOME10", "VIP20"])
             if name == "Placed Order":
-                props.update(self.attribution(i))
+                props.update(self.attribution(i, ms))
         elif name == "Viewed Product":
             p = r.choice(PRODUCTS)
             props = {"ProductID": p[0], "ProductName": p[1], "Price": p[2], "Categories": [p[3]],
@@ -314,7 +330,8 @@ class BaseData(Catalog):
                      "browser": r.choice(["Chrome", "Safari", "Firefox"]), "os": r.choice(["macOS", "iOS", "Android"])}
         elif name in ("Received Email", "Opened Email", "Clicked Email"):
             # Which send it belongs to: a sent email campaign's message or a flow's email message.
-            s = self.sends["email"][r.below(len(self.sends["email"]))] if self.sends["email"] else None
+            n = self.eligible_sends("email", ms)
+            s = self.sends["email"][r.below(n)] if n else None
             props = {"Campaign Name": s.name if s else "Welcome", "Subject": "Our newest arrivals",
                      "$message": s.message_id if s else None, "Email Domain": r.choice(DOMAINS)}
             if s is not None and s.flow_id:
@@ -326,10 +343,10 @@ class BaseData(Catalog):
         elif name == "Sent SMS":
             props = {"Message Body": "Flash sale: 20% off today only", "Message Type": "campaign",
                      "Carrier Deliverability": r.choice(["delivered", "pending"]), "Segments": 1 + r.below(2)}
-            props.update(self._send_props("sms", i))
+            props.update(self._send_props("sms", i, ms))
         elif name == "Received Push":
             props = {"Title": "New drop", "Platform": r.choice(["ios", "android"])}
-            props.update(self._send_props("mobile_push", i))
+            props.update(self._send_props("mobile_push", i, ms))
         else:
             props = {"List": LIST_NAMES[r.below(len(LIST_NAMES))], "method": "form"}
         props["$event_id"] = f"{i}"

@@ -9,8 +9,11 @@ required attributes must be present), `filter` (`equals` / `contains-any` on the
 joined with `and(...)`), `interval` (series: hourly <= 7 days, daily <= 60 days, monthly <= 52 weeks).
 Anything else is a 400 with a pointer into the body.
 
-Values come from the account's events (base, written, late-released, deleted profiles' hidden) whose
-`datetime` lies in the time frame, attributed through their properties (generate.py): a message event's
+Values come from the account's events (base, written, late-released, deleted profiles' hidden), dated by
+send (switch `report_time_basis`, default `send_date` as Klaviyo documents for the UI the API matches: a
+campaign's events on its send time, a flow engagement on the profile's latest receipt of that message in the
+5 days before it) or by their own `datetime` (`event_time`), in the time frame, attributed through their
+properties (generate.py): a message event's
 `$message` names the campaign or flow message it belongs to (Received Email, Sent SMS and Received Push
 count as recipients, Opened Email as opens, Clicked Email as clicks); a conversion-metric event counts as
 a conversion of the message in its `$attributed_message` (value: `$value`). The sandbox has no bounce,
@@ -57,6 +60,17 @@ register(Switch(
     known="The Reporting API's values and series endpoints declare a `page_cursor` query parameter.",
     unknown="How many results (groupings) a page holds before `links.next` carries a `page_cursor`: "
             "not documented (500 here by default)."))
+
+
+register(Switch(
+    "report_time_basis", "send_date", values=("send_date", "event_time"),
+    known="Klaviyo's Reporting API matches the UI, whose performance is \"calculated based on send date\" "
+          "(the Query Metric Aggregates endpoint, by contrast, groups by the time an event occurred).",
+    unknown="How an engagement is dated: `send_date` (default) a campaign's events count on its send time, a "
+            "flow's open, click or conversion on the profile's latest receipt of that message within the 5 days "
+            "before it (else its own time); `event_time` every event on its own `datetime`."))
+
+ATTRIBUTION_WINDOW_MS = 5 * 86_400_000  # Klaviyo's default conversion window, also used to find a flow send
 
 
 @dataclass(frozen=True)
@@ -327,18 +341,36 @@ class ReportApi:
         wanted = {k for k, mid in enumerate(store.metric_ids) if names.get(mid) in relevant or mid == metric}
         edges = [dt_to_ms(b) for b in buckets]
         width = max(1, len(edges))
+        lo, hi = dt_to_ms(start), dt_to_ms(end)
+        by_send = store.semantics is None or store.semantics.get("report_time_basis") == "send_date"
         groups: dict[tuple[str, ...], list[Acc]] = defaultdict(lambda: [Acc() for _ in range(width)])
-        for rec in self._events(dt_to_ms(start), dt_to_ms(end), wanted):
+        # Dated by send: a campaign's events come after its send, a flow engagement within the window after
+        # the receipt it belongs to, so the walk starts there and runs to now.
+        walk_lo, walk_hi = (lo - ATTRIBUTION_WINDOW_MS, store.clock_ms() + 1) if by_send else (lo, hi)
+        receipts: dict[tuple[str, str], int] = {}  # (profile, flow message) -> latest receipt so far
+        for rec in self._events(walk_lo, walk_hi, wanted):
             props = rec["attributes"].get("event_properties") or {}
             name = names.get(rec["_metric_id"])
             is_conversion = rec["_metric_id"] == metric
             send = self._sends.get(props.get("$attributed_message" if is_conversion else "$message"))
             if send is None or (send.campaign_id if kind.owner == "campaign" else send.flow_id) is None:
                 continue
+            ms = _ms(rec["attributes"]["datetime"])
+            received = name in RECEIVED and props.get("$message") == send.message_id
+            if by_send and send.sent_ms is not None:
+                ms = send.sent_ms
+            elif by_send:
+                key = (rec["_profile_id"], send.message_id)
+                if received:
+                    receipts[key] = ms
+                else:
+                    got = receipts.get(key)
+                    ms = got if got is not None and ms - got <= ATTRIBUTION_WINDOW_MS else ms
+            if not lo <= ms < hi:
+                continue
             row = self._grouping(send)
             if any(row.get(attr) not in values for attr, values in conds.items()):
                 continue
-            ms = _ms(rec["attributes"]["datetime"])
             slot = 0
             if edges:
                 while slot + 1 < len(edges) and edges[slot + 1] <= ms:
@@ -352,7 +384,7 @@ class ReportApi:
                     acc.value += float(props.get("$value") or 0)
                 except (TypeError, ValueError):
                     pass
-            if name in RECEIVED and props.get("$message") == send.message_id:
+            if received:
                 acc.recipients += 1
                 acc.segments += int(props.get("Segments") or 0) if name == "Sent SMS" else 0
             elif name == "Opened Email":

@@ -70,52 +70,95 @@ def failure(result: dg.ExecuteInProcessResult) -> str:
                      if e.is_failure and getattr(e.event_specific_data, "error", None))
 
 
+def send_days(handle: Any) -> dict[str, datetime]:
+    """Campaign message id -> the UTC day its (sent) campaign went out."""
+    sent = {c["id"]: c["attributes"]["send_time"] for c in handle.truth.records("campaign")
+            if c["attributes"]["status"] == "Sent" and c["attributes"].get("send_time")}
+    return {m: day_of(sent[c]) for c, m in handle.truth.links("campaign", "campaign-messages") if c in sent}
+
+
+def day_of(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 @pytest.fixture(scope="module")
 def landed(klaviyo_sandbox: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Events and metrics of DAY, then the three reports (values for DAY, the series for DAY-2..DAY)."""
+    """Events from before the report days through today and the metrics, then the three reports (campaign
+    values for a day a campaign went out, flow values for DAY, the series for DAY-2..DAY)."""
+    emails = {m for c, m in klaviyo_sandbox.truth.links("campaign", "campaign-messages")
+              if " email campaign" in next(r for r in klaviyo_sandbox.truth.records("campaign")
+                                            if r["id"] == c)["attributes"]["name"]}
+    days = sorted({d for m, d in send_days(klaviyo_sandbox).items()
+                   if m in emails and today() - timedelta(days=20) <= d < DAY})
+    campaign_day = days[-1]
     db = tmp_path_factory.mktemp("reports") / "wh.duckdb"
-    assert run(klaviyo_sandbox, db, ["events"], start=DAY).success
+    assert run(klaviyo_sandbox, db, ["events"], start=min(campaign_day, DAY) - timedelta(days=6), end=today()).success
     assert run(klaviyo_sandbox, db, ["metrics"], start=DAY).success
     klaviyo_sandbox.reset_stats()
-    values = run(klaviyo_sandbox, db, ["campaign_values", "flow_values"], start=DAY)
+    values = run(klaviyo_sandbox, db, ["campaign_values"], start=campaign_day)
     assert values.success, failure(values)
+    flows = run(klaviyo_sandbox, db, ["flow_values"], start=DAY)
+    assert flows.success, failure(flows)
     series = run(klaviyo_sandbox, db, ["flow_series"], start=DAY - timedelta(days=2), end=DAY)
     assert series.success, failure(series)
     return {"db": db, "stats": dict(klaviyo_sandbox.stats()), "values": values, "series": series,
-            "wh": Warehouse(str(db))}
+            "wh": Warehouse(str(db)), "campaign_day": campaign_day}
 
 
-def expected(wh: Warehouse, owner: str, day: datetime) -> dict[tuple[str, str], dict[str, float]]:
-    """Per (owner id, message id): the statistics the landed events of ``day`` imply."""
+def expected(wh: Warehouse, owner: str, day: datetime, basis: str,
+             sent: dict[str, datetime]) -> dict[tuple[str, str], dict[str, float]]:
+    """Per (flow id or "", message id): the statistics the landed events imply for ``day``, each event dated
+    by ``basis``: ``event_time`` its own datetime; ``send_date`` a campaign message's send day (``sent``), a
+    flow engagement the profile's latest receipt of that message within 5 days before it (else itself)."""
     q = wh.qualified
-    owner_filter = "flow IS NOT NULL" if owner == "flow" else "flow IS NULL"
     rows = wh.query(f"""
         WITH ev AS (
-            SELECT e.profile_id, m.name AS metric, e.event_properties AS p
+            SELECT e.profile_id, m.name AS metric, e.datetime AS t, e.event_properties AS p
             FROM {q('events')} e JOIN {q('metrics_current')} m ON m.id = e.metric_id
-            WHERE e.datetime >= ? AND e.datetime < ?),
-        sends AS (
-            SELECT json_extract_string(p, '$."$message"') AS message, metric, profile_id, NULL::DOUBLE AS value,
-                   json_extract_string(p, '$."$flow"') AS flow
-            FROM ev WHERE metric IN ('Received Email', 'Sent SMS', 'Received Push', 'Opened Email', 'Clicked Email')
-            UNION ALL
-            SELECT json_extract_string(p, '$."$attributed_message"'), 'conversion', profile_id,
-                   CAST(json_extract(p, '$."$value"') AS DOUBLE), json_extract_string(p, '$."$attributed_flow"')
-            FROM ev WHERE metric = 'Placed Order' AND json_extract_string(p, '$."$attributed_message"') IS NOT NULL)
-        SELECT message, any_value(flow),
-               count(*) FILTER (WHERE metric IN {RECEIVED}),
-               count(*) FILTER (WHERE metric = 'Opened Email'),
-               count(DISTINCT profile_id) FILTER (WHERE metric = 'Opened Email'),
-               count(*) FILTER (WHERE metric = 'Clicked Email'),
-               count(*) FILTER (WHERE metric = 'conversion'),
-               round(coalesce(sum(value) FILTER (WHERE metric = 'conversion'), 0), 2)
-        FROM sends WHERE message IS NOT NULL AND {owner_filter}
-        GROUP BY message""", [day, day + timedelta(days=1)])
-    out = {}
-    for message, flow_id, recipients, opens, openers, clicks, conversions, value in rows:
-        out[(flow_id or "", message)] = {"recipients": recipients, "opens": opens, "opens_unique": openers,
-                                         "clicks": clicks, "conversions": conversions, "conversion_value": value}
-    return out
+            WHERE m.name IN ('Received Email', 'Sent SMS', 'Received Push', 'Opened Email', 'Clicked Email',
+                             'Placed Order')),
+        msg AS (
+            SELECT profile_id, t, metric,
+                   json_extract_string(p, CASE WHEN metric = 'Placed Order' THEN '$."$attributed_message"'
+                                          ELSE '$."$message"' END) AS message,
+                   json_extract_string(p, CASE WHEN metric = 'Placed Order' THEN '$."$attributed_flow"'
+                                          ELSE '$."$flow"' END) AS flow,
+                   CAST(json_extract(p, '$."$value"') AS DOUBLE) AS value
+            FROM ev),
+        sends AS (SELECT * FROM msg WHERE message IS NOT NULL),
+        receipts AS (SELECT profile_id, message, t AS rt FROM sends WHERE metric IN {RECEIVED})
+        SELECT s.message, s.flow, s.metric, s.profile_id, s.value,
+               CASE WHEN s.metric NOT IN {RECEIVED} AND r.rt IS NOT NULL AND s.t - r.rt <= INTERVAL 5 DAY
+                    THEN r.rt ELSE s.t END AS flow_basis, s.t
+        FROM sends s ASOF LEFT JOIN receipts r
+          ON s.profile_id = r.profile_id AND s.message = r.message AND s.t > r.rt""")
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for message, flow, metric, profile, value, flow_basis, t in rows:
+        if (flow is not None) != (owner == "flow"):
+            continue
+        if basis == "event_time":
+            when = t
+        elif flow is not None:
+            when = flow_basis
+        else:
+            when = sent.get(message)
+        if when is None or not day <= when < day + timedelta(days=1):
+            continue
+        a = acc.setdefault((flow or "", message), {"recipients": 0, "opens": 0, "openers": set(), "clicks": 0,
+                                                  "conversions": 0, "conversion_value": 0.0})
+        if metric in RECEIVED:
+            a["recipients"] += 1
+        elif metric == "Opened Email":
+            a["opens"] += 1
+            a["openers"].add(profile)
+        elif metric == "Clicked Email":
+            a["clicks"] += 1
+        else:
+            a["conversions"] += 1
+            a["conversion_value"] += value or 0.0
+    return {k: {"recipients": a["recipients"], "opens": a["opens"], "opens_unique": len(a["openers"]),
+                "clicks": a["clicks"], "conversions": a["conversions"],
+                "conversion_value": round(a["conversion_value"], 2)} for k, a in acc.items()}
 
 
 def landed_values(wh: Warehouse, table: str, owner: str, day: datetime, extra: str = "") -> dict:
@@ -128,30 +171,44 @@ def landed_values(wh: Warehouse, table: str, owner: str, day: datetime, extra: s
 
 
 def test_campaign_values_equal_what_the_events_table_implies(landed: dict[str, Any], klaviyo_sandbox: Any) -> None:
-    wh = landed["wh"]
-    want = expected(wh, "campaign", DAY)
+    # Default report_time_basis=send_date: the day's campaigns with every engagement since they went out.
+    wh, day, sent = landed["wh"], landed["campaign_day"], send_days(klaviyo_sandbox)
     owner_of = {m: c for c, m in klaviyo_sandbox.truth.links("campaign", "campaign-messages")}
-    want = {(owner_of[m], m): v for (_, m), v in want.items()}
-    got = landed_values(wh, "campaign_values", "campaign", DAY)
+    want = {(owner_of[m], m): v for (_, m), v in expected(wh, "campaign", day, "send_date", sent).items()}
+    got = landed_values(wh, "campaign_values", "campaign", day)
     assert got == want
-    assert len(got) >= 10 and sum(v["conversions"] for v in got.values()) > 0  # a day with real activity
-    channels = {r[0] for r in wh.query(f"SELECT DISTINCT send_channel FROM {wh.qualified('campaign_values')}")}
-    assert channels <= {"email", "sms", "push-notification"} and "email" in channels
+    assert got and sum(v["opens"] for v in got.values()) > 0
+    assert {sent[m] for _, m in got} == {day}  # only campaigns sent that day
     md = meta(landed["values"], "campaign_values")
     assert md["dagster/partition_row_count"] == len(got)
     assert md["report_requests"] == 1 and md["conversion_metric_id"]
 
 
-def test_flow_values_and_series_equal_the_events_table(landed: dict[str, Any]) -> None:
+def test_flow_values_and_series_equal_the_events_table(landed: dict[str, Any], klaviyo_sandbox: Any) -> None:
     wh = landed["wh"]
-    want = expected(wh, "flow", DAY)
+    want = expected(wh, "flow", DAY, "send_date", send_days(klaviyo_sandbox))
     got = landed_values(wh, "flow_values", "flow", DAY)
-    assert got == want and len(got) >= 5
+    assert got == want and len(got) >= 5 and sum(v["conversions"] for v in got.values()) > 0
     series = landed_values(wh, "flow_series", "flow", DAY)
     assert series == got  # the daily series' point for DAY is that day's values
     days = wh.query(f"SELECT DISTINCT _partition, datetime FROM {wh.qualified('flow_series')} ORDER BY 1")
     assert [d[0] for d in days] == [DAY - timedelta(days=k) for k in (2, 1, 0)]
     assert all(p == t for p, t in days)  # each row's interval start is its partition
+
+
+def test_values_by_event_time_equal_the_events_table_too(landed: dict[str, Any], klaviyo_sandbox: Any) -> None:
+    # The other plausible reading of the time frame: each event on its own datetime. Same package, same
+    # requests; the reports land in a schema of their own beside the events.
+    wh, sent = landed["wh"], send_days(klaviyo_sandbox)
+    owner_of = {m: c for c, m in klaviyo_sandbox.truth.links("campaign", "campaign-messages")}
+    with klaviyo_sandbox.semantics_override(report_time_basis="event_time"):
+        result = run(klaviyo_sandbox, landed["db"], ["campaign_values", "flow_values"], start=DAY, schema="by_event")
+    assert result.success, failure(result)
+    campaigns = landed_values(wh, "by_event.campaign_values", "campaign", DAY)
+    assert campaigns == {(owner_of[m], m): v for (_, m), v in expected(wh, "campaign", DAY, "event_time", sent).items()}
+    assert len({sent[m] for _, m in campaigns}) > 1  # campaigns sent on many days, engaged with on DAY
+    flows = landed_values(wh, "by_event.flow_values", "flow", DAY)
+    assert flows == expected(wh, "flow", DAY, "event_time", sent) and flows != landed_values(wh, "flow_values", "flow", DAY)
 
 
 def test_one_request_per_report_and_day_and_the_budget_counted(landed: dict[str, Any]) -> None:
@@ -169,17 +226,17 @@ def test_a_range_pages_and_shares_the_budget_across_runs(klaviyo_sandbox: Any, t
     db = tmp_path / "wh.duckdb"
     klaviyo_sandbox.reset_stats()
     with klaviyo_sandbox.semantics_override(report_page_rows=5):
-        first = run(klaviyo_sandbox, db, ["campaign_values"], start=DAY - timedelta(days=1), end=DAY)
+        first = run(klaviyo_sandbox, db, ["flow_values"], start=DAY - timedelta(days=1), end=DAY)
         assert first.success, failure(first)
-        pages = klaviyo_sandbox.stats()[CAMPAIGN_OP]
-        md = meta(first, "campaign_values")
-        rows = md["dagster/partition_row_count"]
-        assert pages == sum(-(-n // 5) for n in _rows_per_day(db, "campaign_values")) and pages > 2
-        assert md["report_requests"] == pages and rows > 10
-        second = run(klaviyo_sandbox, db, ["campaign_values"], start=DAY)  # another run, same day: shares it
+        pages = klaviyo_sandbox.stats()[FLOW_OP]
+        md = meta(first, "flow_values")
+        # Each day is one query of ceil(results / 5) pages (results: the groupings with any activity).
+        assert pages == sum(-(-n // 5) for n in _rows_per_day(db, "flow_values")) and pages > 4
+        assert md["report_requests"] == pages and md["dagster/partition_row_count"] > 20
+        second = run(klaviyo_sandbox, db, ["flow_values"], start=DAY)  # another run, same day: shares it
         assert second.success, failure(second)
-    used = meta(second, "campaign_values")["report_budget"]
-    assert used["used_before_run"] == pages and used["used_today"] == klaviyo_sandbox.stats()[CAMPAIGN_OP]
+    used = meta(second, "flow_values")["report_budget"]
+    assert used["used_before_run"] == pages and used["used_today"] == klaviyo_sandbox.stats()[FLOW_OP]
 
 
 def _rows_per_day(db: Path, table: str) -> list[int]:
@@ -313,12 +370,12 @@ def test_the_dagster_cli_lands_the_same_values(landed: dict[str, Any], klaviyo_s
            "KLAVIYO_API_KEY": klaviyo_sandbox.api_key, "KLAVIYO_DUCKDB_PATH": str(db),
            "KLAVIYO_START_DATE": (today() - timedelta(days=40)).strftime("%Y-%m-%d"), "KLAVIYO_REPORTS": "1"}
     cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "klaviyo_dagster.definitions",
-           "--select", "klaviyo/campaign_values,klaviyo/flow_series", "--partition", DAY.strftime("%Y-%m-%d")]
+           "--select", "klaviyo/flow_values,klaviyo/flow_series", "--partition", DAY.strftime("%Y-%m-%d")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "budget today" in done.stderr and "of 225 used" in done.stderr  # the run log says what it used
     cli, inproc = Warehouse(str(db)), landed["wh"]
-    for table, owner in (("campaign_values", "campaign"), ("flow_series", "flow")):
-        assert landed_values(cli, table, owner, DAY) == landed_values(inproc, table, owner, DAY)
+    for table in ("flow_values", "flow_series"):
+        assert landed_values(cli, table, "flow", DAY) == landed_values(inproc, table, "flow", DAY) != {}
     used = cli.query(f"SELECT endpoint, requests FROM {cli.qualified('report_budget')} ORDER BY 1")
-    assert used == [(CAMPAIGN_OP, 1), (SERIES_OP, 1)]
+    assert used == [(SERIES_OP, 1), (FLOW_OP, 1)]
