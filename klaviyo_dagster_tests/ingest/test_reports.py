@@ -390,6 +390,7 @@ def test_the_dagster_cli_lands_the_same_values(landed: dict[str, Any], klaviyo_s
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "budget today" in done.stderr and "of 225 used" in done.stderr  # the run log says what it used
+    assert "pacing ~31 s a request" in done.stderr  # 2/min from the tier table (+2 % margin)
     cli, inproc = Warehouse(str(db)), landed["wh"]
     for table in ("flow_values", "flow_series"):
         assert landed_values(cli, table, "flow", DAY) == landed_values(inproc, table, "flow", DAY) != {}
