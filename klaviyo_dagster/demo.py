@@ -3,8 +3,8 @@
 1. start the Klaviyo sandbox (seed 42, scale small) in-process;
 2. ingest every object into a fresh `data/warehouse.duckdb` (or `KLAVIYO_DUCKDB_PATH`): incremental objects as one
    run over the sandbox's whole date range (single-run backfill), snapshots and memberships captured now (today's
-   capture), the derived `exclusions` view, and the Reporting API values of yesterday (one request per report:
-   at Klaviyo's 2 a minute the whole range would take an hour);
+   capture), the derived `exclusions` view, and the Reporting API values of the last day a campaign went out
+   (one request per report: at Klaviyo's 2 a minute the whole range would take a quarter of an hour);
 3. build the demo models (enriched profiles, a VIP audience) and run activation back into the sandbox: a Bulk
    Profile Import polled to its outcome, and the VIP list reconciled to the audience;
 4. re-ingest today's profiles, lists and memberships and show that Klaviyo (the sandbox) now holds what the
@@ -90,8 +90,14 @@ def main() -> int:
                   end="")
             _materialize(defs, snapshots, instance)
             print(f": {requests()} requests")
-            print(f"ingest: {len(REPORTS)} Reporting API objects for {keys[-2]} (yesterday)", end="")
-            _materialize(defs, [asset_key(o) for o in REPORTS], instance, partition_key=keys[-2])
+            # Reports are dated by send (a campaign's values on the day it went out): the last day before today
+            # a campaign was sent, so campaign_values has rows too; flows send every day.
+            sent = sorted(c["attributes"]["send_time"][:10] for c in sandbox.truth.records("campaign")
+                          if c["attributes"]["status"] == "Sent" and c["attributes"].get("send_time"))
+            report_day = max([d for d in sent if d <= keys[-2]] or [keys[-2]])
+            print(f"ingest: {len(REPORTS)} Reporting API objects for {report_day} (the last day a campaign went "
+                  "out)", end="")
+            _materialize(defs, [asset_key(o) for o in REPORTS], instance, partition_key=report_day)
             print(f": {requests()} requests")
 
             activation_keys = [k for k in defs.resolve_all_asset_keys()

@@ -21,9 +21,9 @@ def test_demo_closes_the_loop(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys:
     assert demo.main() == 0
     out = capsys.readouterr().out
 
-    # The derived exclusions cost no request; the reports one a report (yesterday only).
+    # The derived exclusions cost no request; the reports one a report (one day: the last a campaign went out).
     assert re.search(r"snapshot and derived objects .*: \d+ requests", out)
-    used = re.search(rf"{len(REPORTS)} Reporting API objects for \S+ \(yesterday\): (\d+) requests", out)
+    used = re.search(rf"{len(REPORTS)} Reporting API objects for \S+ \(the last day a campaign went out\): (\d+) requests", out)
     assert used and int(used.group(1)) <= 2 * len(REPORTS)  # a report and its conversion metric's lookup
     assert "klaviyo.exclusions (derived from klaviyo.profiles_current, no requests)" in out
     for reason in ("HARD_BOUNCE", "INVALID_EMAIL", "SPAM_COMPLAINT", "UNSUBSCRIBE", "USER_SUPPRESSED"):

@@ -1,9 +1,17 @@
 """Profile bulk import jobs: pack, submit, poll to the real outcome, read import errors.
 
 Shared by every asset that imports profiles: :func:`submit_tracked` sends a batch through
-:func:`isolate.send_isolating` (rows Klaviyo refuses are isolated, the rest sent at once) and writes each
-job to the ledger (``state.record_job``) before its answer is used; :func:`resume_open_jobs` polls the
+:func:`isolate.send_isolating` (rows Klaviyo refuses are isolated, the rest sent at once), writing each
+job to the ledger before its POST (``state.begin_submission``) and its id once Klaviyo answers;
+:func:`resume_open_jobs` resolves submissions an earlier run left without an answer and polls the
 ledger's unfinished jobs at the start of the next run; :func:`job_verdict` says which rows Klaviyo confirmed.
+
+A POST whose outcome is unknown (the client raises ``KlaviyoUnknownOutcomeError``: a reset or timeout
+after sending, a 5xx, a cut answer; the client never repeats this create itself) is resolved here:
+:func:`locate_job` looks for the job among Klaviyo's recent ones (``sort=-created_at``, created since the
+submission, same ``total_count``, same list, not already in the ledger), and once more after
+``unknown_wait_s`` (a request still in flight at Klaviyo); found, the job is adopted (polled, never sent
+again, its rows confirmed against the job's profiles); surely absent, the rows are sent again.
 
 :class:`JobPacker` fills jobs up to Klaviyo's caps (10,000 profiles and 5 MB of serialized body,
 measured on the exact bytes orjson produces); :func:`submit_job` POSTs one
@@ -15,22 +23,31 @@ is complete or cancelled or the bound runs out; :func:`import_errors` pages thro
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+import pandas as pd
 
 from klaviyo_dagster.activate import state
 from klaviyo_dagster.activate.isolate import IMPORT_ROW_POINTER, Isolation, error_reason, send_isolating
 from klaviyo_dagster.activate.render import profile_identifiers
-from klaviyo_dagster.client import KlaviyoNotFoundError
+from klaviyo_dagster.client import KlaviyoError, KlaviyoNotFoundError, KlaviyoUnknownOutcomeError
 
 MAX_JOB_PROFILES = 10_000
 # Klaviyo documents "5 MB"; we stay under the decimal reading, which is the stricter one.
 MAX_JOB_BYTES = 5_000_000
 JOBS_PATH = "/api/profile-bulk-import-jobs"
 TERMINAL_STATUSES = ("complete", "cancelled")
+# After an unknown outcome: how long a job may still appear (a request Klaviyo was still working on)
+# before the rows are sent again, how far Klaviyo's clock may be from ours, how many pages of recent jobs
+# (100 a page, newest first) are searched.
+UNKNOWN_WAIT_S = 30.0
+CLOCK_SKEW_S = 900.0
+MAX_JOB_LIST_PAGES = 10
 
 
 @dataclass
@@ -120,14 +137,81 @@ def pack(items: Iterable[PackedProfile], **kwargs: Any) -> Iterator[JobBatch]:
 
 
 def submit_job(client: Any, profiles: list[dict[str, Any]], list_id: str | None = None) -> str:
-    """POST one bulk import job; returns its id."""
+    """POST one bulk import job; returns its id (an answer without one is an unknown outcome)."""
     doc = client.post(JOBS_PATH, job_body(profiles, list_id))
     try:
         return str(doc["data"]["id"])
-    except (TypeError, KeyError) as exc:
-        raise RuntimeError(
-            f"POST {JOBS_PATH} answered without a job id ({str(doc)[:200]}); cannot track the import"
-        ) from exc
+    except (TypeError, KeyError):
+        raise KlaviyoUnknownOutcomeError(
+            f"POST {JOBS_PATH}: outcome unknown: Klaviyo accepted it but answered without a job id "
+            f"({str(doc)[:200]}); the job is looked up among the recent ones before the rows are sent again"
+        ) from None
+
+
+def _created(attrs: Mapping[str, Any]) -> pd.Timestamp | None:
+    try:
+        stamp = pd.Timestamp(attrs.get("created_at"))
+    except (TypeError, ValueError):
+        return None
+    if pd.isna(stamp):
+        return None
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+
+
+def _job_list_ids(client: Any, job_id: str) -> set[str]:
+    doc = client.get(f"{JOBS_PATH}/{job_id}/relationships/lists")
+    return {str(item.get("id")) for item in (doc.get("data") or []) if isinstance(item, dict)}
+
+
+def find_submitted_job(client: Any, total: int, list_id: str | None, since: datetime | pd.Timestamp,
+                       exclude: set[str]) -> str | None:
+    """The id of a job that a POST of ``total`` profiles (to list ``list_id``) made at ``since`` may have
+    created, or None: newest first back to ``since`` (less ``CLOCK_SKEW_S``), skipping ``exclude`` (jobs
+    of the ledger), with ``total_count`` equal to ``total`` (else at most it, for a Klaviyo that counts
+    only valid rows) and exactly that list. Of several, an exact count first, then the one created
+    nearest ``since`` (the first attempt's job, not a later one nor an older job of someone else)."""
+    since = pd.Timestamp(since)
+    floor = since - timedelta(seconds=CLOCK_SKEW_S)
+    params = {"sort": "-created_at", "page[size]": 100,
+              "fields[profile-bulk-import-job]": "total_count,created_at"}
+    candidates: list[tuple[int, float, str]] = []
+    pages = client.paginate(JOBS_PATH, params)
+    try:
+        for number, page in enumerate(pages, 1):
+            older = False
+            for job in page.get("data") or []:
+                attrs = job.get("attributes") or {}
+                created = _created(attrs)
+                if created is not None and created < floor:
+                    older = True
+                    break
+                count = int(attrs.get("total_count") or 0)
+                if str(job.get("id")) in exclude or not 0 < count <= total:
+                    continue
+                distance = abs((created - since).total_seconds()) if created is not None else CLOCK_SKEW_S
+                candidates.append((0 if count == total else 1, distance, str(job["id"])))
+            if older or number >= MAX_JOB_LIST_PAGES:
+                break
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
+    wanted = {list_id} if list_id else set()
+    for _, _, job_id in sorted(candidates):
+        if _job_list_ids(client, job_id) == wanted:
+            return job_id
+    return None
+
+
+def locate_job(client: Any, total: int, list_id: str | None, since: datetime | pd.Timestamp, exclude: set[str],
+               wait_s: float, sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """:func:`find_submitted_job` now and, when absent, again after ``wait_s`` (a request still in flight
+    at Klaviyo may create its job late); None means no job appeared: the rows may be sent again."""
+    found = find_submitted_job(client, total, list_id, since, exclude)
+    if found is None and wait_s > 0:
+        sleep(wait_s)
+        found = find_submitted_job(client, total, list_id, since, exclude)
+    return found
 
 
 @dataclass
@@ -142,6 +226,7 @@ class JobOutcome:
     waited_s: float = 0.0
     polls: int = 0
     attributes: dict[str, Any] = field(default_factory=dict)
+    adopted: bool = False  # found after an unknown outcome: rows are confirmed against the job's profiles
 
 
 def wait_for_job(
@@ -177,6 +262,13 @@ def wait_for_job(
             )
         sleep(min(delay, max(0.0, max_wait_s - waited)))
         delay = min(delay * 2, max_poll_s)
+
+
+def poll_job(client: Any, warehouse: Any, job_id: str, *, max_wait_s: float) -> JobOutcome:
+    """:func:`wait_for_job` for a ledger job, marked ``adopted`` when the ledger says so."""
+    outcome = wait_for_job(client, job_id, max_wait_s=max_wait_s)
+    outcome.adopted = state.is_adopted(warehouse, job_id)
+    return outcome
 
 
 def import_errors(client: Any, job_id: str) -> Iterator[dict[str, Any]]:
@@ -273,7 +365,7 @@ def job_verdict(client: Any, outcome: JobOutcome, items: list[PackedProfile]) ->
         match = IMPORT_ROW_POINTER.match(str(source.get("pointer") or ""))
         if match and int(match.group(1)) < len(items):
             pointed.setdefault(items[int(match.group(1))].identity, reason)
-    if len(verdict.failed) >= outcome.failed_count and not verdict.unmatched:
+    if len(verdict.failed) >= outcome.failed_count and not verdict.unmatched and not outcome.adopted:
         verdict.imported = [i.identity for i in items if i.identity not in verdict.failed]
         return verdict
     verdict.checked_profiles = True
@@ -285,6 +377,10 @@ def job_verdict(client: Any, outcome: JobOutcome, items: list[PackedProfile]) ->
             verdict.imported.append(item.identity)
         elif item.identity in pointed:
             verdict.failed[item.identity] = pointed[item.identity]
+        elif outcome.adopted:
+            verdict.pending[item.identity] = (
+                f"job {outcome.job_id} was found after the POST's answer was lost and this row is not among its "
+                "profiles (the job may not be ours): its outcome is unknown, it is sent again next run")
         else:
             verdict.pending[item.identity] = (
                 f"job {outcome.job_id} reported {outcome.failed_count} failed rows but only "
@@ -293,17 +389,60 @@ def job_verdict(client: Any, outcome: JobOutcome, items: list[PackedProfile]) ->
     return verdict
 
 
+def _submit_guarded(client: Any, warehouse: Any, ticket: str, since: pd.Timestamp, part: list[PackedProfile],
+                    list_id: str | None, log: Any, unknown_wait_s: float, tally: Counter) -> str:
+    """POST the job of ledger submission ``ticket``; after an unknown outcome find it or send it again
+    (bounded by the client's ``max_retries``). Returns the job id, recorded 'open' in the ledger."""
+    attempts = 1 + max(0, int(getattr(client, "max_retries", 3)))
+    for attempt in range(1, attempts + 1):
+        try:
+            job_id = submit_job(client, [i.profile for i in part], list_id)
+        except KlaviyoUnknownOutcomeError as exc:
+            tally["unknown_outcomes"] += 1
+            state.mark_unknown(warehouse, ticket, str(exc)[:2000])
+            found = locate_job(client, len(part), list_id, since, state.known_job_ids(warehouse), unknown_wait_s)
+            if found is not None:
+                tally["adopted_jobs"] += 1
+                state.confirm_submission(warehouse, ticket, found, adopted=True,
+                                         note=f"adopted after an unknown outcome: {str(exc)[:500]}")
+                _log(log, "warning", f"the answer to a {len(part)}-profile import job POST was lost ({exc}); "
+                     f"found it at Klaviyo as job {found}: polling it, not sending the rows again")
+                return found
+            if attempt < attempts:
+                tally["resent_jobs"] += 1
+                _log(log, "warning", f"the answer to a {len(part)}-profile import job POST was lost ({exc}); no "
+                     f"such job appeared at Klaviyo within {unknown_wait_s:g} s: sending the rows again "
+                     f"(attempt {attempt + 1} of {attempts})")
+            continue
+        except KlaviyoError:
+            state.drop_submission(warehouse, ticket)  # Klaviyo refused it (400, 401, 429 spent): no job exists
+            raise
+        state.confirm_submission(warehouse, ticket, job_id)
+        return job_id
+    raise KlaviyoUnknownOutcomeError(
+        f"POST {JOBS_PATH}: outcome unknown {attempts} times for a {len(part)}-profile job, and no job appeared "
+        f"at Klaviyo: its rows stay in the ledger ({state.IMPORT_JOBS}, status 'unknown'); the next run looks "
+        "for the job again before sending them. Check Klaviyo's status and the network, then re-run")
+
+
+def _log(log: Any, level: str, message: str) -> None:
+    if log is not None and message:
+        getattr(log, level)(message)
+
+
 def submit_tracked(client: Any, warehouse: Any, sync_name: str, run_id: str, items: list[PackedProfile],
-                   list_id: str | None = None, log: Any = None) -> Isolation[PackedProfile]:
+                   list_id: str | None = None, log: Any = None, *, unknown_wait_s: float = UNKNOWN_WAIT_S,
+                   tally: Counter | None = None) -> Isolation[PackedProfile]:
     """Submit ``items`` as bulk import job(s), isolating rows Klaviyo refuses; every job is in the ledger
-    (open) before this returns. ``accepted`` holds (rows, job id) per job."""
+    before its POST and 'open' before this returns. ``accepted`` holds (rows, job id) per job. ``tally``
+    counts ``unknown_outcomes``, ``adopted_jobs`` and ``resent_jobs``."""
+    tally = tally if tally is not None else Counter()
 
     def send(part: list[PackedProfile]) -> str:
-        job_id = submit_job(client, [i.profile for i in part], list_id)
-        state.record_job(warehouse, job_id, sync_name, run_id,
-                         [(i.identity, i.content_hash, orjson.dumps(i.profile).decode()) for i in part], list_id)
-        if log is not None:
-            log.info(f"submitted profile import job {job_id}: {len(part)} profiles")
+        rows = [(i.identity, i.content_hash, orjson.dumps(i.profile).decode()) for i in part]
+        ticket, since = state.begin_submission(warehouse, sync_name, run_id, rows, list_id)
+        job_id = _submit_guarded(client, warehouse, ticket, since, part, list_id, log, unknown_wait_s, tally)
+        _log(log, "info", f"submitted profile import job {job_id}: {len(part)} profiles")
         return job_id
 
     isolation = send_isolating(send, items, IMPORT_ROW_POINTER)
@@ -319,14 +458,39 @@ def ledger_items(warehouse: Any, job_id: str) -> list[PackedProfile]:
             for identity, content_hash, profile in state.job_rows(warehouse, job_id)]
 
 
-def resume_open_jobs(client: Any, warehouse: Any, sync_name: str, max_wait_s: float
+def resolve_submissions(client: Any, warehouse: Any, sync_name: str, unknown_wait_s: float = UNKNOWN_WAIT_S,
+                        log: Any = None) -> Counter:
+    """Settle submissions an earlier run left without an answer ('sending': it stopped during the POST;
+    'unknown'): the job found at Klaviyo is adopted (then polled as open), else the rows leave the ledger
+    and go again. Waits until ``unknown_wait_s`` after the submission before deciding a job is absent."""
+    tally: Counter = Counter()
+    for ticket, list_id, since, n in state.unresolved_submissions(warehouse, sync_name):
+        age = (state.now_utc() - since).total_seconds()
+        found = locate_job(client, n, list_id, since, state.known_job_ids(warehouse), max(0.0, unknown_wait_s - age))
+        if found is not None:
+            tally["adopted_jobs"] += 1
+            state.confirm_submission(warehouse, ticket, found, adopted=True,
+                                     note="adopted: found at Klaviyo after an earlier run lost the POST's answer")
+            _log(log, "info", f"an earlier run's {n}-profile import job POST had no answer; found it as job {found}")
+        else:
+            tally["not_created"] += 1
+            state.drop_submission(warehouse, ticket, note="no job appeared at Klaviyo for this POST: rows sent again")
+            _log(log, "info", f"an earlier run's {n}-profile import job POST had no answer and created no job; "
+                 "its rows are sent again")
+    return tally
+
+
+def resume_open_jobs(client: Any, warehouse: Any, sync_name: str, max_wait_s: float, *,
+                     unknown_wait_s: float = UNKNOWN_WAIT_S, log: Any = None
                      ) -> Iterator[tuple[str, list[PackedProfile], JobOutcome | None]]:
-    """(job id, rows, outcome) of every open ledger job of ``sync_name``, polled up to ``max_wait_s``;
-    outcome None when Klaviyo no longer knows the job (vanished: its rows must be sent again)."""
+    """(job id, rows, outcome) of every open ledger job of ``sync_name`` (after :func:`resolve_submissions`),
+    polled up to ``max_wait_s``; outcome None when Klaviyo no longer knows the job (vanished: its rows
+    must be sent again)."""
+    resolve_submissions(client, warehouse, sync_name, unknown_wait_s, log)
     for job_id, _ in state.open_jobs(warehouse, sync_name):
         items = ledger_items(warehouse, job_id)
         try:
-            outcome: JobOutcome | None = wait_for_job(client, job_id, max_wait_s=max_wait_s)
+            outcome: JobOutcome | None = poll_job(client, warehouse, job_id, max_wait_s=max_wait_s)
         except KlaviyoNotFoundError:
             outcome = None
         yield job_id, items, outcome

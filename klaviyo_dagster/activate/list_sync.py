@@ -38,13 +38,14 @@ from klaviyo_dagster.activate.inputs import (
 )
 from klaviyo_dagster.activate.isolate import RELATIONSHIP_ROW_POINTER, send_isolating
 from klaviyo_dagster.activate.jobs import (
+    UNKNOWN_WAIT_S,
     JobPacker,
     PackedProfile,
     job_verdict,
     ledger_items,
+    poll_job,
     resume_open_jobs,
     submit_tracked,
-    wait_for_job,
 )
 from klaviyo_dagster.activate.lists import resolve_list, snapshot_members
 from klaviyo_dagster.activate.render import ProfileColumns
@@ -73,6 +74,11 @@ class ListSyncConfig(Config):
     allow_large_removal: bool = Field(default=False, description="Skip the removal-share guard for this run.")
     allow_empty_audience: bool = Field(default=False, description="Allow an empty audience (empties the list).")
     max_wait_s: float = Field(default=900.0, description="Longest wait for one import job to finish.")
+    unknown_outcome_wait_s: float = Field(
+        default=UNKNOWN_WAIT_S,
+        description="After an import job POST whose answer was lost: how long a job may still appear at "
+        "Klaviyo before its rows are sent again (adopted, not resent, when found).",
+    )
 
 
 class ListSyncSettings(ListSyncConfig):
@@ -304,7 +310,8 @@ class _ListRun:
         returns how many there were."""
         n = 0
         for job_id, items, outcome in resume_open_jobs(self.client, self.warehouse, f"list:{plan.list_id}",
-                                                       self.settings.max_wait_s):
+                                                       self.settings.max_wait_s, log=self.log,
+                                                       unknown_wait_s=self.settings.unknown_outcome_wait_s):
             self._record_job(plan, job_id, items, outcome)
             n += 1
         return n
@@ -367,7 +374,8 @@ class _ListRun:
         plan.imports += sum(len(b.items) for b in batches)
         state.record_list_changes(self.warehouse, rejects)
         for batch in batches:
-            isolation = submit_tracked(self.client, self.warehouse, sync, rid, batch.items, list_id=lid, log=self.log)
+            isolation = submit_tracked(self.client, self.warehouse, sync, rid, batch.items, list_id=lid, log=self.log,
+                                       unknown_wait_s=self.settings.unknown_outcome_wait_s)
             plan.isolation_calls += isolation.extra_calls
             now = state.now_utc()
             state.record_list_changes(self.warehouse, [
@@ -378,7 +386,7 @@ class _ListRun:
             for items, job_id in isolation.accepted:
                 plan.job_ids.append(job_id)
                 self._record_job(plan, job_id, items,
-                                 wait_for_job(self.client, job_id, max_wait_s=self.settings.max_wait_s))
+                                 poll_job(self.client, self.warehouse, job_id, max_wait_s=self.settings.max_wait_s))
 
     def _record_job(self, plan: ListPlan, job_id: str, items: list[PackedProfile], outcome: Any) -> None:
         rid, lid, lname = self.result.run_id, plan.list_id, plan.list_name

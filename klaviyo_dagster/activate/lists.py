@@ -13,7 +13,12 @@ import pandas as pd
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from klaviyo_dagster.activate import state
-from klaviyo_dagster.client import KlaviyoConnectionError, KlaviyoServerError, filters
+from klaviyo_dagster.client import (
+    KlaviyoConnectionError,
+    KlaviyoServerError,
+    KlaviyoUnknownOutcomeError,
+    filters,
+)
 from klaviyo_dagster.warehouse.list_sync import (
     DEFAULT_ACCOUNT,
     append_members,
@@ -49,7 +54,7 @@ def create_list_once(client: Any, name: str, attempts: int = CREATE_ATTEMPTS) ->
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential_jitter(multiplier=0.2, max=max(0.2, float(getattr(client, "max_backoff", 10.0)))),
-        retry=retry_if_exception_type((KlaviyoServerError, KlaviyoConnectionError)),
+        retry=retry_if_exception_type((KlaviyoUnknownOutcomeError, KlaviyoServerError, KlaviyoConnectionError)),
         reraise=True,
     )
     for attempt in retrying:

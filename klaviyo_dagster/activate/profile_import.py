@@ -8,8 +8,10 @@ Flow (:func:`run_profile_import`, plain Python; :func:`build_profile_import_asse
    of jobs stay in flight; each is polled to its real outcome and its import errors are matched back
    to rows; the log gets one outcome per row and the state advances only for rows Klaviyo confirmed.
 A 400 naming rows records those rows failed and sends the rest at once (no pointer: bounded bisection,
-isolate.py). Every job is in the ledger (state.IMPORT_JOBS) before its answer is used: a run first polls
-the jobs an earlier run left open and never sends their rows in a second job while they run.
+isolate.py). Every job is in the ledger (state.IMPORT_JOBS) before its POST and has its id before the
+answer is used: a run first settles submissions an earlier run left without an answer, polls the jobs it
+left open, and never sends their rows in a second job while they run. A POST whose answer was lost is
+resolved by finding its job at Klaviyo (jobs.locate_job) before anything is sent again.
 A repeated identity sends one row: the latest by ``latest_by`` (default: the first of ``updated_at``,
 ``updated``, ``_loaded_at`` the table has), ties and tables without such a column by content hash.
 """
@@ -18,7 +20,7 @@ A repeated identity sends one row: the latest by ``latest_by`` (default: the fir
 import logging
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,14 +39,15 @@ from klaviyo_dagster.activate.inputs import (
 from klaviyo_dagster.activate.jobs import (
     MAX_JOB_BYTES,
     MAX_JOB_PROFILES,
+    UNKNOWN_WAIT_S,
     JobBatch,
     JobOutcome,
     JobPacker,
     PackedProfile,
     job_verdict,
+    poll_job,
     resume_open_jobs,
     submit_tracked,
-    wait_for_job,
 )
 from klaviyo_dagster.activate.render import (
     ProfileColumns,
@@ -69,6 +72,11 @@ class ProfileImportConfig(Config):
     max_job_bytes: int = Field(default=MAX_JOB_BYTES, description="Body bytes per job (Klaviyo cap 5 MB).")
     max_jobs_in_flight: int = Field(default=4, description="Jobs submitted before the oldest is awaited.")
     max_wait_s: float = Field(default=900.0, description="Longest wait for one job to finish.")
+    unknown_outcome_wait_s: float = Field(
+        default=UNKNOWN_WAIT_S,
+        description="After a job POST whose answer was lost (reset, timeout, 5xx): how long a job may still "
+        "appear at Klaviyo before its rows are sent again (it is adopted, not resent, when found).",
+    )
     latest_by: str | None = Field(
         default=None,
         description="Column whose latest value picks the row sent when rows repeat an identity (default: "
@@ -122,6 +130,8 @@ class ProfileImportResult:
     unmatched_errors: int = 0
     isolation_calls: int = 0
     resumed_jobs: int = 0
+    unknown_outcomes: int = 0
+    adopted_jobs: int = 0
     duplicate_identities: list[str] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
     job_profiles: list[int] = field(default_factory=list)
@@ -142,6 +152,8 @@ class ProfileImportResult:
             "unmatched_errors": self.unmatched_errors,
             "isolation_calls": self.isolation_calls,
             "resumed_jobs": self.resumed_jobs,
+            "unknown_outcomes": self.unknown_outcomes,
+            "adopted_jobs": self.adopted_jobs,
             "duplicate_identities": MetadataValue.json(self.duplicate_identities[:50]),
             "jobs": len(self.job_ids),
             "job_ids": MetadataValue.json(self.job_ids),
@@ -251,8 +263,9 @@ class _Run:
 
     def _resume(self) -> None:
         """Poll the jobs earlier runs left open and record their outcomes (before anything is sent)."""
-        for job_id, items, outcome in resume_open_jobs(self.client, self.warehouse, self.settings.sync_name,
-                                                       self.settings.max_wait_s):
+        s = self.settings
+        for job_id, items, outcome in resume_open_jobs(self.client, self.warehouse, s.sync_name, s.max_wait_s,
+                                                       unknown_wait_s=s.unknown_outcome_wait_s, log=self.log):
             self.result.resumed_jobs += 1
             self.log.info(f"job {job_id} of an earlier run: {outcome.status if outcome else 'vanished'}")
             self._record(job_id, items, outcome)
@@ -264,9 +277,13 @@ class _Run:
         r.job_bytes.append(batch.body_bytes)
         if self.settings.dry_run:
             return
+        tally: Counter = Counter()
         isolation = submit_tracked(self.client, self.warehouse, self.settings.sync_name, r.run_id,
-                                   batch.items, log=self.log)
+                                   batch.items, log=self.log, unknown_wait_s=self.settings.unknown_outcome_wait_s,
+                                   tally=tally)
         r.isolation_calls += isolation.extra_calls
+        r.unknown_outcomes += tally["unknown_outcomes"]
+        r.adopted_jobs += tally["adopted_jobs"]
         if isolation.rejected:
             now, s = state.now_utc(), self.settings
             r.failed += len(isolation.rejected)
@@ -279,7 +296,7 @@ class _Run:
             self._finish(self.inflight.popleft())
 
     def _finish(self, job: _InFlight) -> None:
-        outcome = wait_for_job(self.client, job.job_id, max_wait_s=self.settings.max_wait_s)
+        outcome = poll_job(self.client, self.warehouse, job.job_id, max_wait_s=self.settings.max_wait_s)
         self._record(job.job_id, job.batch.items, outcome)
 
     def _record(self, job_id: str, items: list[PackedProfile], outcome: JobOutcome | None) -> None:

@@ -8,14 +8,20 @@
 - ``list_sync_log``: every membership change (add, remove, import) sent, per run.
 - ``list_members_snapshot``: scratch copy of a list's members as read in the current run.
 - ``list_stale_profile_ids``: profile ids a run found Klaviyo refused or ignored (its rows go by identifiers).
-- ``import_jobs`` / ``import_job_rows``: the job ledger. Every bulk import job is written here (id, sync,
-  and each row's identity and content hash) as soon as Klaviyo answers the POST, before the answer is
-  used; it stays ``open`` until its outcome is recorded. The next run polls open jobs first and excludes
-  their rows from what it sends, so two jobs never carry the same rows (functions below).
+- ``import_jobs`` / ``import_job_rows``: the job ledger. Every bulk import job is written here (sync,
+  and each row's identity, content hash and profile as sent) BEFORE its POST, as a submission
+  (``status`` 'sending', ``job_id`` a local ``unsent-...`` ticket); Klaviyo's answer turns it into the
+  job (``job_id`` Klaviyo's, 'open') before the answer is used; a refusal (400) deletes it. A POST whose
+  outcome is unknown (reset, timeout, 5xx after sending) leaves it 'unknown' until the job is found among
+  Klaviyo's recent ones (adopted: 'open', ``adopted`` true, its rows then checked against the job's
+  profiles) or is surely absent ('not_created', rows deleted, sent again). A job stays 'open' until its
+  outcome is recorded. The next run resolves submissions and polls open jobs first and excludes their
+  rows from what it sends, so two jobs never carry the same rows (functions below).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +37,7 @@ from klaviyo_dagster.warehouse.activation_state import (  # noqa: F401  (the nam
     LOG,
     SCHEMA,
     STATE,
+    UNSETTLED,
 )
 
 DDL = (
@@ -56,6 +63,7 @@ DDL = (
     f"""CREATE TABLE IF NOT EXISTS {IMPORT_JOB_ROWS} (
         job_id VARCHAR, sync_name VARCHAR, position INTEGER, identity VARCHAR, content_hash VARCHAR,
         profile VARCHAR)""",
+    f"ALTER TABLE {IMPORT_JOBS} ADD COLUMN IF NOT EXISTS adopted BOOLEAN",  # ledgers of earlier releases
 )
 
 LOG_COLUMNS = ["run_id", "sync_name", "identity", "outcome", "reason", "job_id", "logged_at"]
@@ -122,19 +130,70 @@ def record_list_changes(warehouse: Any, rows: Sequence[Sequence[Any]]) -> None:
         con.unregister("__activation_list_rows")
 
 
-def record_job(warehouse: Any, job_id: str, sync_name: str, run_id: str, rows: Sequence[tuple[str, str, str]],
-               list_id: str | None = None) -> None:
-    """Write a just-submitted job and its rows ((identity, content_hash, profile JSON), in sent order) as
-    ``open``, in one transaction."""
-    frame = pd.DataFrame([(job_id, sync_name, k, i, h, p) for k, (i, h, p) in enumerate(rows)],
+def begin_submission(warehouse: Any, sync_name: str, run_id: str, rows: Sequence[tuple[str, str, str]],
+                     list_id: str | None = None) -> tuple[str, pd.Timestamp]:
+    """Write a job about to be POSTed and its rows ((identity, content_hash, profile JSON), in sent order)
+    as 'sending' under a local ticket, in one transaction; returns (ticket, submitted_at)."""
+    ticket = f"unsent-{uuid.uuid4().hex}"
+    submitted_at = now_utc()
+    frame = pd.DataFrame([(ticket, sync_name, k, i, h, p) for k, (i, h, p) in enumerate(rows)],
                          columns=["job_id", "sync_name", "position", "identity", "content_hash", "profile"],
                          dtype=object)
     with warehouse.transaction() as con:
-        con.execute(f"INSERT INTO {IMPORT_JOBS} VALUES (?, ?, ?, ?, 'open', ?, NULL, NULL)",
-                    [job_id, sync_name, run_id, list_id, now_utc().to_pydatetime()])
+        con.execute(f"INSERT INTO {IMPORT_JOBS} (job_id, sync_name, run_id, list_id, status, submitted_at, adopted) "
+                    "VALUES (?, ?, ?, ?, 'sending', ?, false)",
+                    [ticket, sync_name, run_id, list_id, submitted_at.to_pydatetime()])
         con.register("__job_rows", frame)
         con.execute(f"INSERT INTO {IMPORT_JOB_ROWS} BY NAME SELECT * FROM __job_rows")
         con.unregister("__job_rows")
+    return ticket, submitted_at
+
+
+def confirm_submission(warehouse: Any, ticket: str, job_id: str, *, adopted: bool = False,
+                       note: str | None = None) -> None:
+    """The submission ``ticket`` is Klaviyo's job ``job_id`` (answered, or found after an unknown outcome:
+    ``adopted``); it is 'open' from now on."""
+    with warehouse.transaction() as con:
+        con.execute(f"UPDATE {IMPORT_JOBS} SET job_id = ?, status = 'open', adopted = ?, note = ? WHERE job_id = ?",
+                    [job_id, adopted, note, ticket])
+        con.execute(f"UPDATE {IMPORT_JOB_ROWS} SET job_id = ? WHERE job_id = ?", [job_id, ticket])
+
+
+def mark_unknown(warehouse: Any, ticket: str, note: str) -> None:
+    """The POST of ``ticket`` failed with an unknown outcome: Klaviyo may hold the job."""
+    warehouse.execute(f"UPDATE {IMPORT_JOBS} SET status = 'unknown', note = ? WHERE job_id = ?", [note, ticket])
+
+
+def drop_submission(warehouse: Any, ticket: str, note: str | None = None) -> None:
+    """No job exists for ``ticket`` (Klaviyo refused the POST, or no job appeared after an unknown outcome):
+    its rows leave the ledger (sent again); with ``note`` the submission is kept as 'not_created'."""
+    with warehouse.transaction() as con:
+        con.execute(f"DELETE FROM {IMPORT_JOB_ROWS} WHERE job_id = ?", [ticket])
+        if note is None:
+            con.execute(f"DELETE FROM {IMPORT_JOBS} WHERE job_id = ?", [ticket])
+        else:
+            con.execute(f"UPDATE {IMPORT_JOBS} SET status = 'not_created', closed_at = ?, note = ? WHERE job_id = ?",
+                        [now_utc().to_pydatetime(), note, ticket])
+
+
+def unresolved_submissions(warehouse: Any, sync_name: str) -> list[tuple[str, str | None, pd.Timestamp, int]]:
+    """(ticket, list_id, submitted_at, rows) of this sync's submissions whose POST has no known outcome
+    ('sending': the process stopped during the POST; 'unknown'), oldest first."""
+    return [(r[0], r[1], pd.Timestamp(r[2]), int(r[3])) for r in warehouse.query(
+        f"SELECT j.job_id, j.list_id, j.submitted_at, (SELECT count(*) FROM {IMPORT_JOB_ROWS} r "
+        f"WHERE r.job_id = j.job_id) FROM {IMPORT_JOBS} j WHERE j.sync_name = ? AND j.status IN ('sending', 'unknown') "
+        "ORDER BY j.submitted_at", [sync_name])]
+
+
+def known_job_ids(warehouse: Any) -> set[str]:
+    """Every Klaviyo job id the ledger holds (any sync): never adopted for another submission."""
+    return {r[0] for r in warehouse.query(f"SELECT job_id FROM {IMPORT_JOBS} WHERE job_id NOT LIKE 'unsent-%'")}
+
+
+def is_adopted(warehouse: Any, job_id: str) -> bool:
+    """Whether ``job_id`` was found after an unknown outcome (its rows are checked against its profiles)."""
+    rows = warehouse.query(f"SELECT coalesce(bool_or(adopted), false) FROM {IMPORT_JOBS} WHERE job_id = ?", [job_id])
+    return bool(rows and rows[0][0])
 
 
 def open_jobs(warehouse: Any, sync_name: str) -> list[tuple[str, str | None]]:

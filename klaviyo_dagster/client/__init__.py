@@ -9,6 +9,7 @@ from klaviyo_dagster.client.errors import (
     KlaviyoNotFoundError,
     KlaviyoRateLimitError,
     KlaviyoServerError,
+    KlaviyoUnknownOutcomeError,
 )
 from klaviyo_dagster.client.stats import ClientStats
 from klaviyo_dagster.client.tiers import Tier
@@ -25,5 +26,6 @@ __all__ = [
     "KlaviyoNotFoundError",
     "KlaviyoRateLimitError",
     "KlaviyoServerError",
+    "KlaviyoUnknownOutcomeError",
     "Tier",
 ]

@@ -2,7 +2,10 @@
 
 Auth and revision headers, connect/read timeouts, paging through ``links.next``, client-side rate
 limiting per endpoint bucket, bounded jittered retries for 429/5xx/broken connections/truncated bodies,
-fail-fast 400/401/403/404 with messages naming cause and fix, counters in ``stats``. The API key lives
+fail-fast 400/401/403/404 with messages naming cause and fix, counters in ``stats``. A write the route
+table marks as a create (``tiers.ROUTES``, ``idempotent=False``: a new list, a new import job) is repeated
+only when Klaviyo surely did not act (429, a connection that never opened); any other failure once it was
+sent raises ``KlaviyoUnknownOutcomeError`` naming what happened and how to find out. The API key lives
 only in the session's auth hook; every message built from foreign text is scrubbed of it.
 
 Bodies are read in one call from the connection (``stream=True`` + ``raw.read``: a 1 MB page costs ~0.8 ms
@@ -38,6 +41,8 @@ from klaviyo_dagster.client.errors import (
     KlaviyoError,
     KlaviyoRateLimitError,
     KlaviyoServerError,
+    KlaviyoUnknownOutcomeError,
+    all_errors,
     error_for_status,
     first_error,
 )
@@ -312,8 +317,10 @@ class KlaviyoClient:
                     url=url,
                 )
 
-            if not bucket.idempotent and not isinstance(exc, requests.exceptions.ConnectTimeout):
-                raise self._not_repeated(final(1), what) from None
+            if not bucket.idempotent and not _before_send(exc):
+                raise self._unknown_outcome(
+                    what, bucket, f"the connection broke or timed out after the request was sent ({kind}: {detail})",
+                    url=url) from None
             raise Retryable(f"{what}: {kind}", final) from None
 
         status = resp.status_code
@@ -336,6 +343,10 @@ class KlaviyoClient:
             except orjson.JSONDecodeError:
                 stats.errors += 1
                 size = len(content)
+                if not bucket.idempotent:
+                    raise self._unknown_outcome(
+                        what, bucket, f"Klaviyo accepted it ({status}) but its answer was cut short ({size} bytes "
+                        "of unreadable JSON), so what it created is unknown", status=status, url=url) from None
 
                 def unreadable(attempts: int) -> KlaviyoError:
                     return KlaviyoServerError(
@@ -368,24 +379,26 @@ class KlaviyoClient:
             raise Retryable(f"{what}: 429 throttled (Retry-After {wait:.3f} s)", final_error, wait + jitter)
         if status in _RETRY_STATUSES:
             if not bucket.idempotent:
-                raise self._not_repeated(final_error(1), what)
+                err = first_error(body)
+                said = err.get("detail") or err.get("title") or resp.reason or ""
+                raise self._unknown_outcome(
+                    what, bucket, f"Klaviyo answered {status}{': ' + said if said else ''} after the request "
+                    "was sent", status=status, url=url, code=err.get("code"), detail=err.get("detail"),
+                    errors=all_errors(body))
             raise Retryable(f"{what}: {status} {resp.reason or ''}".rstrip(), final_error)
         raise final_error(1)
 
-    def _not_repeated(self, err: KlaviyoError, what: str) -> KlaviyoError:
-        """``err`` reworded for a create whose outcome is unknown: a repeat could duplicate, so none is made."""
-        cause = f"{err.status}" if err.status else "the connection broke"
-        if err.detail:
-            cause += f": {err.detail}"
-        return type(err)(
+    def _unknown_outcome(self, what: str, bucket: Bucket, cause: str, **kw: Any) -> KlaviyoUnknownOutcomeError:
+        """The error for a create whose outcome is unknown: a repeat could duplicate it, so none is made
+        (sorted once, here: connect failures before sending and 429s are repeated, everything else
+        that leaves a sent create in doubt lands here)."""
+        how = bucket.on_unknown or "look the resource up before sending it again"
+        return KlaviyoUnknownOutcomeError(
             self._scrub(
-                f"{what} failed ({cause}) and was not repeated, because a repeat could create a duplicate: "
-                "look the resource up before creating it again (find-or-create), then re-run"
+                f"{what}: outcome unknown: {cause}, so Klaviyo may or may not have carried it out. It was "
+                f"not repeated, because a repeat could create a duplicate: {how}, then re-run"
             ),
-            status=err.status,
-            code=err.code,
-            detail=err.detail,
-            url=err.url,
+            **kw,
         )
 
     def _too_long(self, method: str, path: str, wait: float, url: str, why: str = "") -> KlaviyoRateLimitError:
@@ -458,6 +471,18 @@ def links_next(body: bytes) -> str | None:
     links = doc.get("links")
     nxt = links.get("next") if isinstance(links, dict) else None
     return nxt if isinstance(nxt, str) else None
+
+
+def _before_send(exc: BaseException) -> bool:
+    """Whether a transport error happened before any byte of the request left (connect refused or timed
+    out, name not resolved): then nothing reached Klaviyo and a repeat is safe for any write."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)  # requests wraps urllib3's MaxRetryError(reason=...)
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return False
 
 
 def _as_mapping(params: Params) -> Mapping[str, Any] | None:

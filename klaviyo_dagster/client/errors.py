@@ -70,6 +70,13 @@ class KlaviyoConnectionError(KlaviyoError):
     """Klaviyo could not be reached, or the connection broke, after the retries."""
 
 
+class KlaviyoUnknownOutcomeError(KlaviyoError):
+    """A write that is not safe to repeat (it creates something) failed after it was sent: the connection
+    broke or timed out, Klaviyo answered 5xx, or its answer was cut short. Klaviyo may or may not have
+    carried it out, so the client did not repeat it; the caller looks the result up before sending again.
+    ``status`` is the answer's status when there was one (None for a broken connection)."""
+
+
 def all_errors(body: bytes) -> list[dict[str, Any]]:
     """The JSON:API error objects of a response body ([] when the body is not an errors document)."""
     try:

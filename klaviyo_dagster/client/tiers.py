@@ -54,13 +54,15 @@ DAILY_WINDOW_S = 86_400.0
 
 @dataclass(frozen=True)
 class Bucket:
-    """One rate-limit bucket: the endpoint key, its tier, an optional daily cap, and whether repeating a
-    request whose outcome is unknown is safe (False for creates that would duplicate)."""
+    """One rate-limit bucket: the endpoint key, its tier, an optional daily cap, whether repeating a
+    request whose outcome is unknown is safe (False for creates that would duplicate) and, when it is
+    not, how to find out what happened (``on_unknown``, for the error message)."""
 
     key: str
     tier: Tier
     daily: int | None = None
     idempotent: bool = True
+    on_unknown: str = ""
 
     def windows(self) -> list[tuple[int, float]]:
         """(limit, nominal window seconds) pairs, shortest window first."""
@@ -81,6 +83,12 @@ class Route:
     variants: tuple[tuple[str, str, Tier], ...] = ()
     daily: int | None = None
     idempotent: bool = True
+    on_unknown: str = ""  # not idempotent: how a caller learns whether the write happened
+
+
+def _creates(how: str) -> dict[str, Any]:
+    """Route options of a write that creates something: never repeated blindly; ``how`` says how to look."""
+    return {"idempotent": False, "on_unknown": how}
 
 
 _PREDICTIVE = (("additional-fields[profile]", "predictive_analytics", Tier.M),)
@@ -89,6 +97,11 @@ _SEGMENT_COUNT = (("additional-fields[segment]", "profile_count", Tier.XS),)
 
 # The table. Read endpoints from the notes' read table, writes from its write table; single-resource GETs
 # take their collection's tier except GET /api/events/{id} (M, not the collection's XL).
+# Repeating a write after an unknown outcome (a reset or timeout once the request was sent, a 5xx, a cut
+# answer): safe for set operations (list membership adds/removes, consent and suppression states, a
+# deletion), for events (Klaviyo records one event per profile, metric and unique_id, or per second
+# without one: the spec's EventCreate docs) and for every GET; not for creates, which would make a second
+# list or a second import job for the same rows (`_creates`: the client raises KlaviyoUnknownOutcomeError).
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/profiles", Tier.L, _PREDICTIVE),
     Route("GET", "/api/profiles/{id}", Tier.L),
@@ -113,7 +126,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/templates", Tier.L),
     Route("GET", "/api/templates/{id}", Tier.L),
     Route("GET", "/api/lists", Tier.L),
-    Route("POST", "/api/lists", Tier.M, daily=150, idempotent=False),  # a repeat makes a second list
+    Route("POST", "/api/lists", Tier.M, daily=150, **_creates(
+        "look the name up before creating it again (find-or-create)")),
     Route("GET", "/api/lists/{id}", Tier.L, _LIST_COUNT),
     Route("GET", "/api/lists/{id}/profiles", Tier.L, _PREDICTIVE),
     Route("GET", "/api/lists/{id}/relationships/profiles", Tier.L, _PREDICTIVE),
@@ -124,15 +138,18 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/segments/{id}/profiles", Tier.L),
     Route("GET", "/api/segments/{id}/relationships/profiles", Tier.L),
     Route("GET", "/api/profile-bulk-import-jobs", Tier.M),
-    Route("POST", "/api/profile-bulk-import-jobs", Tier.M),
+    Route("POST", "/api/profile-bulk-import-jobs", Tier.M, **_creates(
+        "find the job among the recent ones (GET /api/profile-bulk-import-jobs?sort=-created_at, same "
+        "total_count) and poll it, or send the rows again only when no such job appeared")),
     Route("GET", "/api/profile-bulk-import-jobs/{id}", Tier.M),
     Route("GET", "/api/profile-bulk-import-jobs/{id}/import-errors", Tier.M),
     Route("GET", "/api/profile-bulk-import-jobs/{id}/profiles", Tier.M),
     Route("GET", "/api/profile-bulk-import-jobs/{id}/relationships/profiles", Tier.M),
     Route("GET", "/api/profile-bulk-import-jobs/{id}/lists", Tier.M),
     Route("GET", "/api/profile-bulk-import-jobs/{id}/relationships/lists", Tier.M),
-    # events, consent and deletion (activate/event_import.py, subscriptions.py, privacy.py); all idempotent:
-    # events dedupe on unique_id, consent and suppression changes set a state, a deletion repeats harmlessly.
+    # events, consent and deletion (activate/event_import.py, subscriptions.py, privacy.py); all safe to
+    # repeat: events dedupe on unique_id, consent and suppression changes set a state, a deletion repeats
+    # harmlessly (a suppression job repeated is a second job with the same effect; its caller polls its own).
     Route("POST", "/api/events", Tier.XL),
     Route("POST", "/api/event-bulk-create-jobs", Tier.M),
     Route("POST", "/api/profile-subscription-bulk-create-jobs", Tier.L),
@@ -211,7 +228,7 @@ def resolve_bucket(
             break
     if tier is not None:
         chosen = Tier.coerce(tier)
-    return Bucket(key, chosen, route.daily, route.idempotent)
+    return Bucket(key, chosen, route.daily, route.idempotent, route.on_unknown)
 
 
 # Resources whose scopes are not named after them (superset of what each method needs).

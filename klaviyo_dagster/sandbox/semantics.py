@@ -107,6 +107,13 @@ register(Switch(
     unknown="Whether it is filled: peers report errors with a null `original_payload` (or identifiers "
             "normalised by Klaviyo), which match no row; `null` sends null, `original` the row as sent."))
 register(Switch(
+    "import_job_total_count", "posted", values=("posted", "valid"),
+    known="A bulk import job has `total_count`, `completed_count` and `failed_count`; GET "
+          "/api/profile-bulk-import-jobs lists jobs (sort by `created_at`, filter on `status`).",
+    unknown="What `total_count` counts when the job holds rows refused at submission: `posted` every "
+            "profile of the POST, `valid` only those accepted for processing (a client finding its job by "
+            "total_count after a lost answer must not rely on one reading)."))
+register(Switch(
     "import_job_seconds", "0.3", convert=_seconds, value_doc="<seconds>", test_values=("0.3", "4"),
     known="Bulk import jobs go queued -> processing -> complete; the spec gives no duration.",
     unknown="How long a job takes: seconds to many minutes on a busy account. The job completes this many "

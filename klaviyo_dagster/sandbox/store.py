@@ -416,7 +416,7 @@ class Store:
         with self.lock:
             now = self.clock_ms()
             self.job_seq += 1
-            total = len(rows) + len(errors)
+            total = len(rows) + (len(errors) if self.semantics.get("import_job_total_count") == "posted" else 0)
             duration = int(self.semantics.get("import_job_seconds") * 1000) + total // 20
             job = Job(id=encode_ulid(self.base.seed, "job", now, self.job_seq), created_ms=now,
                       started_ms=now + min(100, duration), done_ms=now + duration, rows=rows,

@@ -9,7 +9,8 @@ import error with `original_payload`), `identity_conflict` (identifiers of diffe
 fails with `duplicate_profile`, or is merged), `unknown_import_id` (a row `id` naming no profile: the row
 fails, or is identified by its other identifiers), `import_error_payload` (import errors carry the row
 as sent, or null), `list_add_unknown_id` (a membership call naming an
-unknown profile id: 400 for the call, or the id is ignored), `import_job_seconds` (job duration).
+unknown profile id: 400 for the call, or the id is ignored), `import_job_seconds` (job duration),
+`import_job_total_count` (a job's `total_count`: every posted profile, or only those not refused at once).
 """
 
 from __future__ import annotations

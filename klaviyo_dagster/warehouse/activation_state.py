@@ -25,6 +25,9 @@ LIST_MEMBERS = f"{SCHEMA}.list_members_snapshot"
 IMPORT_JOBS = f"{SCHEMA}.import_jobs"
 LIST_STALE = f"{SCHEMA}.list_stale_profile_ids"
 IMPORT_JOB_ROWS = f"{SCHEMA}.import_job_rows"
+# Ledger statuses whose rows are at Klaviyo or may be (a job running, a POST without a known outcome):
+# never sent in another job meanwhile.
+UNSETTLED = ("open", "sending", "unknown")
 
 
 def create_tables(warehouse: Any, ddl: Iterable[str]) -> None:

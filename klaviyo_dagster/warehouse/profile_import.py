@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from klaviyo_dagster.warehouse.activation_inputs import content_hash, identity, one_per_key
-from klaviyo_dagster.warehouse.activation_state import IMPORT_JOB_ROWS, IMPORT_JOBS, STATE
+from klaviyo_dagster.warehouse.activation_state import IMPORT_JOB_ROWS, IMPORT_JOBS, STATE, UNSETTLED
 from klaviyo_dagster.warehouse.sql import quote_table
 
 
@@ -43,7 +43,7 @@ class ProfileDiff:
 
     def ctes(self) -> str:
         """CTEs ``ided`` (every row with __hash and __identity), ``dedup`` (one row per identity), ``known``
-        (state) and ``inflight`` (rows of jobs still open)."""
+        (state) and ``inflight`` (rows of jobs still open or of POSTs without a known outcome)."""
         ident = identity(self.identifiers, self.prefixes, fallback="'row:' || __hash")
         return (
             f"WITH src AS (SELECT t.*, {content_hash(self.hash_version, self.hashed_columns)} AS __hash "
@@ -52,7 +52,7 @@ class ProfileDiff:
             f"dedup AS ({one_per_key('ided', '__identity', self.latest_by)}), "
             f"known AS (SELECT identity, content_hash FROM {STATE} WHERE sync_name = $sync), "
             f"inflight AS (SELECT r.identity, r.content_hash FROM {IMPORT_JOB_ROWS} r JOIN {IMPORT_JOBS} j "
-            "USING (job_id) WHERE j.sync_name = $sync AND j.status = 'open') "
+            f"USING (job_id) WHERE j.sync_name = $sync AND j.status IN {UNSETTLED}) "
         )
 
     def counts(self, warehouse: Any, sync_name: str) -> DiffCounts:

@@ -17,6 +17,7 @@ from klaviyo_dagster.client import (
     KlaviyoNotFoundError,
     KlaviyoRateLimitError,
     KlaviyoServerError,
+    KlaviyoUnknownOutcomeError,
 )
 
 
@@ -255,11 +256,11 @@ def test_list_creation_is_not_repeated_after_an_unknown_outcome(handle: Any, fau
     faults_off.configure({"spec": "POST /api/lists=503:next1"})
     body = {"data": {"type": "list", "attributes": {"name": "once"}}}
     with _client(handle) as client:
-        with pytest.raises(KlaviyoServerError, match="was not repeated.*find-or-create"):
+        with pytest.raises(KlaviyoUnknownOutcomeError, match="outcome unknown.*503.*not repeated.*find-or-create"):
             client.post("/api/lists", body)
         assert client.stats.requests == 1
         faults_off.configure({"spec": "POST /api/lists=reset:next1"})
-        with pytest.raises(KlaviyoConnectionError, match="was not repeated"):
+        with pytest.raises(KlaviyoUnknownOutcomeError, match="connection broke.*after the request was sent.*not repeated"):
             client.post("/api/lists", body)
         # A 429 is a refusal, not an unknown outcome: it is waited out and repeated.
         faults_off.configure({"spec": "POST /api/lists=429:next1"})
@@ -269,6 +270,78 @@ def test_list_creation_is_not_repeated_after_an_unknown_outcome(handle: Any, fau
     # The sandbox created the list behind the reset (its answer was lost) and the last one: a repeat of
     # the reset request would have made a third.
     assert len(handle.truth.records("list")) == before + 2
+
+
+IMPORT_OP = "POST /api/profile-bulk-import-jobs"
+
+
+def _import_body(email: str) -> dict:
+    return {"data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": [
+        {"type": "profile", "attributes": {"email": email}}]}}}}
+
+
+def _jobs_for(handle: Any, email: str) -> int:
+    return sum(1 for job in handle.truth.import_jobs() if {"email": email} in job["rows"])
+
+
+@pytest.mark.parametrize(
+    ("fault", "created", "says"),
+    [
+        ("503-after", 1, "Klaviyo answered 503"),  # the job exists, the answer is an error
+        ("reset", 1, "connection broke or timed out after the request was sent"),
+        ("truncate", 1, "after the request was sent"),  # the body breaks off: read as a broken connection
+        ("503", 0, "Klaviyo answered 503"),  # nothing created: the client cannot tell the difference
+        ("reset-before", 0, "connection broke or timed out after the request was sent"),
+        ("slow@1", 1, "ReadTimeout"),  # the client stops waiting, the job is created a moment later
+    ],
+)
+def test_an_import_job_post_is_never_repeated_after_an_unknown_outcome(
+    handle: Any, faults_off: Any, fault: str, created: int, says: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    kind, _, param = fault.partition("@")
+    faults_off.configure({"spec": f"{IMPORT_OP}={kind}:next1" + (f"@{param}" if param else "")})
+    email = f"unknown.{kind}@example.com"
+    with _client(handle, max_retries=5, read_timeout=0.3) as client:
+        with pytest.raises(KlaviyoUnknownOutcomeError) as info:
+            client.post("/api/profile-bulk-import-jobs", _import_body(email))
+        assert client.stats.requests == 1 and client.stats.retries == 0
+    message = str(info.value)
+    # The message names the call, what happened, why it was not repeated and how to find out.
+    assert message.startswith(f"{IMPORT_OP}: outcome unknown: ") and says in message
+    assert "not repeated, because a repeat could create a duplicate" in message
+    assert "GET /api/profile-bulk-import-jobs?sort=-created_at" in message and "total_count" in message
+    _key_absent(handle.api_key, message, caplog.text, repr(info.value))
+    if kind == "slow":
+        import time
+
+        time.sleep(1.0)
+    assert _jobs_for(handle, email) == created
+
+
+def test_an_import_job_post_is_repeated_when_klaviyo_surely_did_not_act(handle: Any, faults_off: Any) -> None:
+    # A 429 is a refusal: waited out and sent again, one job.
+    faults_off.configure({"spec": f"{IMPORT_OP}=429:next1@0"})
+    with _client(handle, max_retries=3) as client:
+        job = client.post("/api/profile-bulk-import-jobs", _import_body("throttled.once@example.com"))
+        assert client.stats.requests == 2 and client.stats.retries == 1
+    assert job["data"]["type"] == "profile-bulk-import-job"
+    assert _jobs_for(handle, "throttled.once@example.com") == 1
+    # A connection that never opened sent nothing: repeated up to max_retries, then a connection error.
+    client = KlaviyoClient("pk_x", base_url="http://127.0.0.1:9", max_retries=2, max_backoff=0.01,
+                           rate_limit_scale=0, connect_timeout=1)
+    with pytest.raises(KlaviyoConnectionError, match="after 3 attempts"):
+        client.post("/api/profile-bulk-import-jobs", _import_body("never.sent@example.com"))
+    assert client.stats.requests == 3 and client.stats.retries == 2
+
+
+def test_set_like_writes_are_still_repeated_after_an_unknown_outcome(handle: Any, faults_off: Any) -> None:
+    list_id = handle.truth.records("list")[0]["id"]
+    pid = handle.truth.records("profile")[5]["id"]
+    faults_off.configure({"spec": "POST /api/lists/{id}/relationships/profiles=503-after:next1"})
+    with _client(handle, max_retries=3) as client:
+        client.post(f"/api/lists/{list_id}/relationships/profiles", {"data": [{"type": "profile", "id": pid}]})
+        assert client.stats.requests == 2 and client.stats.retries == 1
+    assert pid in {p for p, _ in handle.truth.members("list", list_id)}
 
 
 def test_client_sends_the_revision_it_was_built_for_and_names_it_when_refused(handle: Any) -> None:

@@ -33,7 +33,9 @@ NO_PACING = json.dumps({"resources": {"klaviyo": {"config": {"rate_limit_scale":
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Any]:
-    with run_sandbox(seed=7, scale="small") as sb:
+    # report_keys dates each event by its own datetime: the sandbox's event_time reading of a report's time
+    # frame (the default, send_date, is checked against the events table in test_reports.py).
+    with run_sandbox(seed=7, scale="small", semantics="report_time_basis=event_time") as sb:
         yield sb
 
 
