@@ -25,7 +25,7 @@ import orjson
 import psutil
 import requests
 
-from bench.sandbox_proc import ROOT, stop_child
+from bench.sandbox_proc import ROOT, record_cpu, stop_child
 
 FORWARDED = ("Authorization", "revision", "Accept")
 
@@ -133,6 +133,8 @@ class ReplayProcess:
         return t.user + t.system
 
     def stop(self) -> None:
+        if self.proc.poll() is None:
+            record_cpu("replay", self._ps)
         stop_child(self.proc)
 
     def __enter__(self) -> ReplayProcess:
