@@ -168,11 +168,13 @@ def find_submitted_job(client: Any, total: int, list_id: str | None, since: date
     """The id of a job that a POST of ``total`` profiles (to list ``list_id``) made at ``since`` may have
     created, or None: newest first back to ``since`` (less ``CLOCK_SKEW_S``), skipping ``exclude`` (jobs
     of the ledger), with ``total_count`` equal to ``total`` (else at most it, for a Klaviyo that counts
-    only valid rows) and exactly that list. Of several, the oldest exact match (a first attempt's job)."""
-    floor = pd.Timestamp(since) - timedelta(seconds=CLOCK_SKEW_S)
+    only valid rows) and exactly that list. Of several, an exact count first, then the one created
+    nearest ``since`` (the first attempt's job, not a later one nor an older job of someone else)."""
+    since = pd.Timestamp(since)
+    floor = since - timedelta(seconds=CLOCK_SKEW_S)
     params = {"sort": "-created_at", "page[size]": 100,
               "fields[profile-bulk-import-job]": "total_count,created_at"}
-    candidates: list[tuple[int, pd.Timestamp, str]] = []
+    candidates: list[tuple[int, float, str]] = []
     pages = client.paginate(JOBS_PATH, params)
     try:
         for number, page in enumerate(pages, 1):
@@ -186,7 +188,8 @@ def find_submitted_job(client: Any, total: int, list_id: str | None, since: date
                 count = int(attrs.get("total_count") or 0)
                 if str(job.get("id")) in exclude or not 0 < count <= total:
                     continue
-                candidates.append((0 if count == total else 1, created or floor, str(job["id"])))
+                distance = abs((created - since).total_seconds()) if created is not None else CLOCK_SKEW_S
+                candidates.append((0 if count == total else 1, distance, str(job["id"])))
             if older or number >= MAX_JOB_LIST_PAGES:
                 break
     finally:

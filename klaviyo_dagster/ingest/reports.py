@@ -250,7 +250,9 @@ def report_columns(obj: KlaviyoObject, statistics: Sequence[str]) -> dict[str, s
 
 def pacing_interval(client: Any, obj: KlaviyoObject) -> float:
     """Seconds between two requests of this endpoint at its steady rate, as the client's limiter paces
-    them (the tier table's 2/min until a response's RateLimit headers say otherwise)."""
+    them (the tier table's 2/min until a response's RateLimit headers say otherwise); 0 with pacing off."""
+    if not client.limiter.enabled:
+        return 0.0
     return float(client.limiter.bucket(resolve_bucket("POST", obj.path)).interval)
 
 
@@ -314,11 +316,13 @@ def materialize_report(
     try:
         with getattr(resources, settings.klaviyo_resource_key).get_client(context.log) as client:
             interval = pacing_interval(client, obj)
+            pacing = (f"pacing ~{interval:.0f} s a request (about {math.ceil((plan.requests - 1) * interval)} s)"
+                      if interval else "client pacing off")
             context.log.info(
                 f"{obj.name}: {plan.requests} request(s) for {len(plan.days)} day(s) "
                 f"({report.days_per_request} day(s) a request); {endpoint} budget today ({today} UTC): "
                 f"{ledger.used_before} of {report.daily_budget} used, {ledger.left - plan.requests} left after "
-                f"this run; pacing ~{interval:.0f} s a request (about {math.ceil(max(0, plan.requests - 1) * interval)} s)"
+                f"this run; {pacing}"
             )
             metric_id = resolve_metric(client, options.conversion_metric)
 

@@ -164,3 +164,87 @@ def test_list_sync_adopts_its_import_job_after_a_lost_answer(sandbox, warehouse,
     members = {pid for pid, _ in sandbox.truth.members("list", list_id)}
     assert len(members) == 8
     assert result.metadata()["difference"] == 0
+
+
+@pytest.mark.parametrize("repeat", plausible_values("event_unique_id_repeat"))
+@pytest.mark.parametrize("fault", ["503-after", "reset"])
+def test_an_event_job_repeated_after_a_lost_answer_records_each_event_once(
+    sandbox, warehouse, faults, fault, repeat
+):
+    """Event bulk create is repeated by the client (Klaviyo keeps one event per profile, metric and
+    unique_id, and activation always sends one): the repeat after a lost answer adds no event."""
+    from datetime import UTC, datetime, timedelta
+
+    from klaviyo_dagster.activate.event_import import EventImportSettings, run_event_import
+
+    metric = f"UO {fault} {repeat}"
+    table = f"inputs.uo_ev_{fault.replace('-', '_')}_{repeat}"
+    emails = [p["attributes"]["email"] for p in sandbox.truth.records("profile") if p["attributes"].get("email")][:3]
+    at = (datetime.now(UTC) - timedelta(days=1)).replace(tzinfo=None, microsecond=0)
+    warehouse.execute(f"CREATE OR REPLACE TABLE {table} (email VARCHAR, unique_id VARCHAR, time TIMESTAMP, metric VARCHAR)")
+    for k, email in enumerate(emails):
+        warehouse.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", [email, f"uo-{k}", at + timedelta(minutes=k), metric])
+    faults.configure({"spec": f"POST /api/event-bulk-create-jobs={fault}:next1"})
+    settings = EventImportSettings(table=table, sync_name=f"uo-ev-{fault}-{repeat}", max_wait_s=20)
+    with sandbox.semantics_override(event_unique_id_repeat=repeat), _client(sandbox) as client:
+        result = run_event_import(client, warehouse, settings, run_id=f"uo-ev-{fault}-{repeat}")
+        assert client.stats.by_endpoint["POST /api/event-bulk-create-jobs"] >= 2  # the client repeated it
+    assert faults.counts.get(fault) == 1
+    assert (result.confirmed, result.pending, result.rejected) == (3, 0, 0)
+    metric_ids = [m["id"] for m in sandbox.truth.records("metric") if m["attributes"]["name"] == metric]
+    with _client(sandbox) as client:
+        landed = [e for page in client.paginate("/api/events", {"filter": f'equals(metric_id,"{metric_ids[0]}")'})
+                  for e in page["data"]]
+    assert sorted(e["attributes"]["event_properties"]["$event_id"] for e in landed) == ["uo-0", "uo-1", "uo-2"]
+    with _client(sandbox) as client:
+        again = run_event_import(client, warehouse, settings, run_id=f"uo-ev-{fault}-{repeat}-2")
+        assert write_calls(client) == 0
+    assert again.sent == 0
+
+
+def test_an_adopted_job_still_running_at_max_wait_stays_open_and_the_next_run_polls_it(sandbox, warehouse, faults):
+    domain = "uo-slowjob.example.com"
+    table = "inputs.uo_slowjob"
+    emails = _people(warehouse, table, domain, 4)
+    sync = "uo-slowjob"
+    faults.configure({"spec": f"{IMPORT_OP}=503-after:next1"})
+    settings = ProfileImportSettings(table=table, sync_name=sync, unknown_outcome_wait_s=0.5, max_wait_s=0.5)
+    with sandbox.semantics_override(import_job_seconds=3), _client(sandbox) as client:
+        first = run_profile_import(client, warehouse, settings, run_id=f"{sync}-1")
+    assert (first.adopted_jobs, first.imported, first.pending) == (1, 0, 4)
+    assert warehouse.query(f"SELECT status, adopted FROM {IMPORT_JOBS} WHERE sync_name = ?", [sync]) == [("open", True)]
+    with _client(sandbox) as client:
+        second = run_profile_import(client, warehouse, settings.model_copy(update={"max_wait_s": 20}),
+                                    run_id=f"{sync}-2")
+        assert write_calls(client) == 0  # polled, never sent in a second job
+        # Adopted (found by its shape): each row is confirmed against the job's own profiles.
+        assert client.stats.by_endpoint["GET /api/profile-bulk-import-jobs/{id}/profiles"] >= 1
+    assert (second.resumed_jobs, second.sent, second.imported, second.pending) == (1, 0, 4, 0)
+    assert _jobs_per_row(sandbox, domain) == Counter({e: 1 for e in emails})
+    assert warehouse.query(f"SELECT count(*) FROM {LOG} WHERE sync_name = ? AND outcome = 'imported'", [sync]) == [(4,)]
+
+
+def test_a_foreign_job_of_the_same_shape_is_never_taken_for_done(sandbox, warehouse, faults):
+    """Someone else's job of the same size lands in the window while our POST failed before Klaviyo acted:
+    it is adopted by its shape, but no row counts imported unless it is among that job's profiles; the
+    rows stay pending with the reason and the next run sends them in one job of their own."""
+    domain = "uo-foreign.example.com"
+    table = "inputs.uo_foreign"
+    emails = _people(warehouse, table, domain, 3)
+    sync = "uo-foreign"
+    with _client(sandbox) as client:  # another app's 3-profile job, created just now
+        client.post(IMPORT_OP.split(" ", 1)[1], {"data": {"type": "profile-bulk-import-job", "attributes": {
+            "profiles": {"data": [{"type": "profile", "attributes": {"email": f"other{i}@elsewhere.example.com"}}
+                                  for i in range(3)]}}}})
+    faults.configure({"spec": f"{IMPORT_OP}=503:next1"})
+    settings = ProfileImportSettings(table=table, sync_name=sync, unknown_outcome_wait_s=0.5, max_wait_s=20)
+    with _client(sandbox) as client:
+        first = run_profile_import(client, warehouse, settings, run_id=f"{sync}-1")
+    assert (first.adopted_jobs, first.imported, first.pending) == (1, 0, 3)
+    reasons = {r[0] for r in warehouse.query(
+        f"SELECT reason FROM {LOG} WHERE sync_name = ? AND outcome = 'pending'", [sync])}
+    assert len(reasons) == 1 and "the job may not be ours" in reasons.pop()
+    with _client(sandbox) as client:
+        second = run_profile_import(client, warehouse, settings, run_id=f"{sync}-2")
+    assert (second.sent, second.imported, second.pending) == (3, 3, 0)
+    assert _jobs_per_row(sandbox, domain) == Counter({e: 1 for e in emails})
