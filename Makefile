@@ -36,9 +36,10 @@ test: $(STAMP) $(CHROMIUM)
 dev: $(STAMP)
 	$(BIN)/python -m klaviyo_dagster.devserver --port $(SANDBOX_PORT)
 
-## bench: benchmarks against the sandbox; writes bench/results.json
+## bench: benchmarks against the sandbox; writes bench/results.json and the README Performance table
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.readme
 
 lint: $(STAMP)
 	$(BIN)/ruff check klaviyo_dagster klaviyo_dagster_tests bench scripts

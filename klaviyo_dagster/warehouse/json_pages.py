@@ -121,14 +121,22 @@ def new_keys(conn: duckdb.DuckDBPyConnection, chunk: JsonPages) -> list[str]:
     layout = chunk.layout
     if layout.extras_under is None:
         return []
+    path = "$.data[*]." + json.dumps(layout.extras_under)
     keys = conn.execute(
+        "SELECT list_distinct(flatten(list(k))) FROM (SELECT flatten(json_keys(decode(b), ?)) AS k "
+        "FROM (SELECT unnest(?::BLOB[]) AS b))",
+        [path, chunk.bodies],
+    ).fetchone()
+    known = layout.known()
+    if not keys or not keys[0] or known.issuperset(keys[0]):
+        return []
+    ordered = conn.execute(  # new members: in the order they first appear (the columns are added so)
         "SELECT key FROM (SELECT key, row_number() OVER () AS n FROM (SELECT unnest(flatten(json_keys("
         "decode(b), ?))) AS key FROM (SELECT unnest(?::BLOB[]) AS b))) WHERE key IS NOT NULL "
         "GROUP BY key ORDER BY min(n)",
-        ["$.data[*]." + json.dumps(layout.extras_under), chunk.bodies],
+        [path, chunk.bodies],
     ).fetchall()
-    known = layout.known()
-    return [k for (k,) in keys if k not in known]
+    return [k for (k,) in ordered if k not in known]
 
 
 def _pages(chunk: JsonPages) -> tuple[str, list[Any]]:

@@ -1,0 +1,69 @@
+"""`python -m bench.readme`: the README's Performance table, written from bench/results.json (no figure typed).
+
+Rewrites the lines between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` in README.md: one
+row per figure of the results file, with its value, target, whether it is met, the CPU share of the
+server(s) it read (sandbox or replay child, over its benchmark) and the load average before and after it,
+then the figure's own note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import fmt_value
+
+HERE = Path(__file__).resolve().parent
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+
+
+def rows(results: dict[str, Any]) -> list[str]:
+    """Markdown table lines for every figure in ``results`` (secondary figures after their parent)."""
+    figs = results.get("benchmarks", {})
+    order: list[str] = []
+    for name, fig in figs.items():
+        if name in order:
+            continue
+        order.append(name)
+        order.extend(e for e in fig.get("extra", []) if e in figs and e not in order)
+    out = ["| benchmark | value | target | met | server CPU | load 1 min | what |", "|---|---|---|---|---|---|---|"]
+    for name in order:
+        f = figs[name]
+        m = f.get("measurements", {})
+        share = m.get("server_cpu_share_of_benchmark")
+        load = m.get("load_avg_1_before_after")
+        cells = [f"`{name}`", fmt_value(f.get("value"), f.get("unit", "ratio")),
+                 f"{f.get('direction')} {fmt_value(f.get('target'), f.get('unit', 'ratio'))}",
+                 "yes" if f.get("met") else "**no**",
+                 f"{share:.1%}" if isinstance(share, (int, float)) else "n/a",
+                 f"{load[0]:g} / {load[1]:g}" if load else "n/a", (f.get("note") or "").replace("|", "/")]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def render(readme: str, results: dict[str, Any]) -> str:
+    """``readme`` with the table between the markers replaced."""
+    if START not in readme or END not in readme:
+        raise SystemExit(f"README has no {START} ... {END} markers")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return head + START + "\n" + "\n".join(rows(results)) + "\n" + END + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.readme", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=str(HERE / "results.json"))
+    parser.add_argument("--readme", default=str(HERE.parent / "README.md"))
+    args = parser.parse_args(argv)
+    results = orjson.loads(Path(args.results).read_bytes())
+    path = Path(args.readme)
+    path.write_text(render(path.read_text(), results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
