@@ -191,4 +191,6 @@ def run(quick: bool = False, windows: int = 2, max_concurrency: int = 32) -> lis
                    seconds=time.perf_counter() - t0,
                    note="latency realistic, real tiers: requests per full 60 s window / steady limit (worst) "
                         + ", ".join(f"{n} {u:.3f}" for n, u in utils.items() if u is not None)
-                        + f"; sandbox CPU {m['sandbox_cpu_share']:.1%} of a core")]
+                        + "; reader CPU (of a core): "
+                        + ", ".join(f"{n} {r['client_cpu_share']:.2f}" for n, r in per.items())
+                        + f"; sandbox CPU {m['sandbox_cpu_share']:.1%} of a core; load {m['load_avg_1_5_15'][0]}")]

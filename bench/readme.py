@@ -42,6 +42,14 @@ def rows(results: dict[str, Any]) -> list[str]:
                  f"{share:.1%}" if isinstance(share, (int, float)) else "n/a",
                  f"{load[0]:g} / {load[1]:g}" if load else "n/a", (f.get("note") or "").replace("|", "/")]
         out.append("| " + " | ".join(cells) + " |")
+    machine = results.get("machine", {})
+    before, after = (machine.get(k, {}).get("load_avg_1_5_15") for k in ("before", "after"))
+    cpus = machine.get("before", {}).get("cpu_count")
+    out += ["", f"Run of {results.get('timestamp', '?')}: {len(figs)} figures in "
+            f"{(results.get('total_seconds') or 0) / 60:.1f} min on {cpus} cores; load average (1, 5, 15 min) "
+            f"{before} before, {after} after" + (" (a --quick run)" if results.get("quick") else "")
+            + (f"; {len(results['partial_runs'])} earlier partial run(s) merged" if results.get("partial_runs") else "")
+            + "."]
     return out
 
 
