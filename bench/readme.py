@@ -2,8 +2,8 @@
 
 Rewrites the lines between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` in README.md: one
 row per figure of the results file, with its value, target, whether it is met, the CPU share of the
-server(s) it read (sandbox or replay child, over its benchmark) and the load average before and after it,
-then the figure's own note.
+server(s) it read (sandbox or replay child: while measuring, when the figure recorded that, and over its
+whole benchmark, data generation included) and the load average before and after it, then its note.
 """
 
 from __future__ import annotations
@@ -34,12 +34,14 @@ def rows(results: dict[str, Any]) -> list[str]:
     for name in order:
         f = figs[name]
         m = f.get("measurements", {})
-        share = m.get("server_cpu_share_of_benchmark")
+        whole = m.get("server_cpu_share_of_benchmark")
+        measuring = next((m[k] for k in ("server_cpu_share", "sandbox_cpu_share") if isinstance(m.get(k), (int, float))),
+                         None)
         load = m.get("load_avg_1_before_after")
         cells = [f"`{name}`", fmt_value(f.get("value"), f.get("unit", "ratio")),
                  f"{f.get('direction')} {fmt_value(f.get('target'), f.get('unit', 'ratio'))}",
                  "yes" if f.get("met") else "**no**",
-                 f"{share:.1%}" if isinstance(share, (int, float)) else "n/a",
+                 _share(measuring, whole),
                  f"{load[0]:g} / {load[1]:g}" if load else "n/a", (f.get("note") or "").replace("|", "/")]
         out.append("| " + " | ".join(cells) + " |")
     machine = results.get("machine", {})
@@ -51,6 +53,16 @@ def rows(results: dict[str, Any]) -> list[str]:
             + (f"; {len(results['partial_runs'])} earlier partial run(s) merged" if results.get("partial_runs") else "")
             + "."]
     return out
+
+
+def _share(measuring: float | None, whole: float | None) -> str:
+    """The server CPU cell: while measuring (when the figure recorded it) and over the whole benchmark."""
+    parts = []
+    if measuring is not None:
+        parts.append(f"{measuring:.1%} measuring")
+    if isinstance(whole, (int, float)):
+        parts.append(f"{whole:.1%} whole bench" if measuring is not None else f"{whole:.1%}")
+    return ", ".join(parts) or "n/a"
 
 
 def render(readme: str, results: dict[str, Any]) -> str:

@@ -13,7 +13,9 @@ flattener does record by record, with the same results:
   of the rest, those whose cursor lies outside the window (or is missing or unreadable) are dropped and
   counted; each kept row's partition is the UTC day of its cursor (or the fixed snapshot partition);
 - attribute keys the layout does not know become extra columns (schema evolution), named by the
-  layout's ``extra_name`` in the order they first appear, holding the value's JSON text.
+  layout's ``extra_name`` in the order they first appear, holding the value's JSON text. Keys are
+  collected over every record of the chunk's pages, so (unlike the Python flattener) a key carried only
+  by records dropped as outside the window still adds its column, NULL on every row.
 
 Rows are inserted BY NAME in page order, so "the last staged row of a key wins" means what it meant.
 """
