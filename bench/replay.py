@@ -4,8 +4,9 @@
 fetched once from the upstream sandbox (same path, query and headers) and kept; every later GET of that
 exact URL is answered from memory: one dictionary lookup and one socket write, no JSON work, so the
 measured client, not the server, is the bottleneck. `POST /__replay/freeze` stops recording (unknown URLs
-then answer 404 naming the URL), `GET /__replay/stats` counts hits, misses and bytes. Bodies keep the
-upstream's absolute `links.next`; clients follow them onto their own base URL (ours rebases foreign hosts).
+then answer 404 naming the URL), `GET /__replay/stats` counts hits, misses and bytes. Absolute links in a
+recorded body (`links.next`) are rewritten from the upstream's base URL to the replay server's once, when
+recorded, so every client (the bare loop too, which follows `links.next` as it is) reads every page here.
 
 `ReplayProcess(upstream)` runs it as a child process (its CPU is reported next to every figure).
 """
@@ -24,7 +25,7 @@ import orjson
 import psutil
 import requests
 
-from bench.sandbox_proc import ROOT, stop_child
+from bench.sandbox_proc import ROOT, record_cpu, stop_child
 
 FORWARDED = ("Authorization", "revision", "Accept")
 
@@ -66,7 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {k: self.headers[k] for k in FORWARDED if self.headers.get(k)}
         resp = store.session.get(store.upstream + self.path, headers=headers, timeout=120)
-        entry = (resp.status_code, resp.content, resp.headers.get("Content-Type", "application/vnd.api+json"))
+        own = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
+        body = resp.content.replace(store.upstream.encode(), own.encode())
+        entry = (resp.status_code, body, resp.headers.get("Content-Type", "application/vnd.api+json"))
         with store.lock:
             store.misses += 1
             if resp.status_code == 200:
@@ -130,6 +133,8 @@ class ReplayProcess:
         return t.user + t.system
 
     def stop(self) -> None:
+        if self.proc.poll() is None:
+            record_cpu("replay", self._ps)
         stop_child(self.proc)
 
     def __enter__(self) -> ReplayProcess:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -18,6 +19,7 @@ from pathlib import Path
 import orjson
 
 from bench.common import Figure, machine_info, now_iso, table
+from bench.sandbox_proc import SERVER_CPU
 
 BENCHMARKS = {  # key -> module (each has run(quick=...) -> list[Figure])
     "rate_limit_utilisation": "bench.rate_limit",
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     for key in keys:
         print(f"[{time.perf_counter() - started:6.0f} s] {key} ...", flush=True)
         t0 = time.perf_counter()
+        SERVER_CPU.clear()
+        load_before = os.getloadavg()
         try:
             module = importlib.import_module(BENCHMARKS[key])
             figs = module.run(quick=args.quick)
@@ -74,8 +78,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             failures[key] = f"{type(exc).__name__}: {exc}"
             figs = [Figure(key, None, float("nan"), ">=", note=f"FAILED: {type(exc).__name__}: {exc}")]
+        wall = time.perf_counter() - t0
+        server_cpu = sum(c for _, c in SERVER_CPU)
         for f in figs:
-            f.seconds = f.seconds or time.perf_counter() - t0
+            f.seconds = f.seconds or wall
+            for one in (f, *f.extra):  # every figure says how busy its server(s) and the machine were
+                one.measurements.setdefault("server_cpu_share_of_benchmark", round(server_cpu / wall, 4))
+                one.measurements.setdefault("server_cpu_s", round(server_cpu, 2))
+                one.measurements.setdefault("load_avg_1_before_after", [round(load_before[0], 2),
+                                                                        round(os.getloadavg()[0], 2)])
         figures.extend(figs)
         print(f"[{time.perf_counter() - started:6.0f} s] {key} done in {time.perf_counter() - t0:.0f} s", flush=True)
     total = time.perf_counter() - started

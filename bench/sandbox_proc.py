@@ -21,6 +21,19 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# CPU seconds each server child (sandbox, replay) used, recorded when it stops: bench/run.py turns the sum
+# over one benchmark into that benchmark's server CPU share (CPU seconds / the benchmark's wall seconds).
+SERVER_CPU: list[tuple[str, float]] = []
+
+
+def record_cpu(label: str, ps: psutil.Process) -> None:
+    """Add the CPU seconds ``ps`` used so far to `SERVER_CPU` (nothing if it is gone already)."""
+    try:
+        t = ps.cpu_times()
+    except psutil.Error:
+        return
+    SERVER_CPU.append((label, t.user + t.system))
+
 
 def stop_child(proc: subprocess.Popen) -> None:
     """End exactly this child process (SIGTERM, then SIGKILL after 10 s) and close its stdout."""
@@ -94,6 +107,8 @@ class SandboxProcess:
         return {**os.environ, "KLAVIYO_BASE_URL": self.base_url, "KLAVIYO_API_KEY": self.api_key}
 
     def stop(self) -> None:
+        if getattr(self, "_ps", None) is not None and self.proc.poll() is None:
+            record_cpu("sandbox", self._ps)
         stop_child(self.proc)
         self._stderr.close()
 

@@ -4,7 +4,8 @@ These Klaviyo endpoints answer 202 and offer no job to poll (events, subscriptio
 their real outcome is read back: :func:`poll_until` polls with capped exponential backoff until a check
 says everything is confirmed or the bound runs out; :func:`profiles_matching` reads the profiles that
 carry given identifiers (``any(email,[...])``, 100 a request). :func:`append_rows` and
-:func:`upsert_rows` write log and state rows in one short transaction; :func:`actor` names who ran the
+:func:`upsert_rows` (from warehouse/activation_state.py, where the SQL is) write log and state rows in one
+short transaction; :func:`actor` names who ran the
 change (run config, else the run's ``dagster/user`` tag, else the OS user) for the consent and deletion logs.
 """
 
@@ -16,9 +17,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
 from klaviyo_dagster.client import filters
+from klaviyo_dagster.warehouse.activation_state import append_rows, upsert_rows
+
+__all__ = ["FILTER_BATCH", "PollResult", "actor", "any_filter", "append_rows", "poll_until", "profiles_matching",
+           "upsert_rows"]
 
 FILTER_BATCH = 100  # profile identifier filters take up to 100 values (page[size] max)
 
@@ -82,29 +85,6 @@ def profiles_matching(client: Any, field: str, values: Iterable[str], *,
             batch = []
     if batch:
         yield from read(batch)
-
-
-def append_rows(warehouse: Any, table: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Append rows to ``table`` (columns by name) in one short transaction."""
-    upsert_rows(warehouse, table, columns, rows, key=())
-
-
-def upsert_rows(warehouse: Any, table: str, columns: list[str], rows: Sequence[Sequence[Any]],
-                key: Sequence[str]) -> None:
-    """Replace the rows of ``table`` that share ``key`` with ``rows`` (plain append when ``key`` is empty)."""
-    if not rows:
-        return
-    frame = pd.DataFrame(list(rows), columns=columns, dtype=object)
-    for col in columns:
-        if col.endswith("_at"):
-            frame[col] = pd.to_datetime(frame[col], utc=True)
-    with warehouse.transaction() as con:
-        con.register("__ledger_rows", frame)
-        if key:
-            cond = " AND ".join(f't."{k}" IS NOT DISTINCT FROM r."{k}"' for k in key)
-            con.execute(f"DELETE FROM {table} t USING __ledger_rows r WHERE {cond}")
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __ledger_rows")
-        con.unregister("__ledger_rows")
 
 
 def actor(configured: str | None, run_tags: dict[str, str] | None = None) -> str:

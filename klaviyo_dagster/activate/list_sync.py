@@ -50,7 +50,7 @@ from klaviyo_dagster.activate.jobs import (
 from klaviyo_dagster.activate.lists import resolve_list, snapshot_members
 from klaviyo_dagster.activate.render import ProfileColumns
 from klaviyo_dagster.activate.validate import profile_problem
-from klaviyo_dagster.warehouse.list_sync import DEFAULT_ACCOUNT, AudiencePlan, ensure_registry, mark_stale
+from klaviyo_dagster.warehouse.list_sync import DEFAULT_ACCOUNT, AudiencePlan, mark_stale
 
 __all__ = ["ActivationRefused", "ListPlan", "ListSyncConfig", "ListSyncResult", "ListSyncSettings",
            "build_list_sync_asset", "list_sync_description", "run_list_sync"]
@@ -197,7 +197,6 @@ class _ListRun:
         started = time.monotonic()
         s = self.settings
         state.ensure_tables(self.warehouse)
-        ensure_registry(self.warehouse)
         targets = self.targets()
         if sum(n for _, _, n in targets) == 0 and not s.allow_empty_audience:
             raise ActivationRefused(

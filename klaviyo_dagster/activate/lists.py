@@ -9,7 +9,6 @@ failed create is followed by a fresh lookup before anything else, so a retry nev
 from collections.abc import Iterator
 from typing import Any
 
-import pandas as pd
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from klaviyo_dagster.activate import state
@@ -111,7 +110,6 @@ def _member_rows(client: Any, list_id: str, run_id: str) -> Iterator[tuple]:
 def snapshot_members(client: Any, warehouse: Any, list_id: str, run_id: str, chunk: int = 10_000) -> int:
     """Copy the list's current members into ``list_members_snapshot`` chunk by chunk; returns the count."""
     clear_members(warehouse, list_id)
-    columns = ["run_id", "list_id", "profile_id", "email", "phone_number", "external_id"]
     total, rows = 0, []
     members = _member_rows(client, list_id, run_id)
     while True:
@@ -119,4 +117,4 @@ def snapshot_members(client: Any, warehouse: Any, list_id: str, run_id: str, chu
         if not rows:
             return total
         total += len(rows)
-        append_members(warehouse, pd.DataFrame(rows, columns=columns, dtype=object))
+        append_members(warehouse, rows)

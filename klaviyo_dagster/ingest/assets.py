@@ -16,7 +16,7 @@ its partition (incremental objects).
 """
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -176,19 +176,18 @@ def materialize_object(
     resources = context.resources
     warehouse: Warehouse = getattr(resources, settings.warehouse_resource_key).get_warehouse(settings.schema)
     klaviyo = getattr(resources, settings.klaviyo_resource_key)
-    preview: dict[str, list[Any]] = {}
     try:
         with (
             klaviyo.get_client(context.log) as client,
-            closing(prefetch(iter_pages(client, obj, fetch_window, settings.options), settings.prefetch_pages)) as pages,
+            closing(prefetch(iter_pages(client, obj, fetch_window, settings.options, raw=flattener.reads_raw),
+                             settings.prefetch_pages)) as pages,
         ):
-            chunks = _keep_preview(flattener.chunks(pages), preview)
             result = warehouse.replace_partitions(
                 obj.name,
                 obj.sql_columns(),
                 PARTITION_COLUMN,
                 values,
-                chunks,
+                flattener.chunks(pages),
                 primary_key=obj.primary_key,
                 latest_by=[obj.cursor_column] if obj.incremental and obj.cursor_column else None,
                 **obj.current_view(),
@@ -222,7 +221,7 @@ def materialize_object(
         "dagster/row_count": dg.MetadataValue.int(facts.row_count),
         "dagster/table_name": dg.MetadataValue.text(f"{warehouse.catalog}.{result.table}"),
         "dagster/column_schema": dg.MetadataValue.table_schema(live_schema(obj, facts.columns)),
-        "preview": table_preview(preview),
+        "preview": table_preview(result.preview),
         "api": dg.MetadataValue.json(api_counters(stats)),
     }
     if fetch_window is not None:
@@ -264,13 +263,6 @@ def live_schema(obj: KlaviyoObject, columns: Mapping[str, str]) -> dg.TableSchem
     if obj.derived is not None:  # a view: its own key (some parts may be NULL), no partition in it
         return column_schema(columns, obj.primary_key, descriptions, nullable=obj.derived.nullable_key)
     return column_schema(columns, (*obj.primary_key, PARTITION_COLUMN), descriptions)
-
-
-def _keep_preview(chunks: Iterator[dict[str, list[Any]]], preview: dict[str, list[Any]], n: int = 5):
-    for chunk in chunks:
-        if not preview:
-            preview.update({name: list(values[:n]) for name, values in chunk.items()})
-        yield chunk
 
 
 def ingest_asset_keys(objects: Sequence[KlaviyoObject] | Mapping[str, KlaviyoObject]) -> list[dg.AssetKey]:

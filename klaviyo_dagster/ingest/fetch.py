@@ -11,6 +11,10 @@ drops that page and splits the window into sub-windows (about ``PAGES_PER_SUBWIN
 ``MAX_SUBWINDOWS``), each read as its own chain with the same filters narrowed to it; records outside a
 sub-window's interior bounds (a ``greater-than`` lower bound widened by a second) are dropped, so every
 record is read exactly once. Pages arrive in any order; the flattener and the staging table do not care.
+
+With ``raw=True`` (a client with ``paginate_raw``; the flattener says whether the entry can take it) pages
+come undecoded as `RawPassPage` (body bytes, pass values, the sub-window's interior bounds), for DuckDB to
+parse in the staging write; only the first page of a splittable pass is decoded here, to size its window.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
+
+import orjson
 
 from klaviyo_dagster.client.pool import Chain, Spawn
 from klaviyo_dagster.client.tiers import Tier
@@ -214,15 +221,27 @@ def plan_passes(
 Page = tuple[list[dict], Mapping[str, str]]
 
 
+@dataclass(frozen=True)
+class RawPassPage:
+    """One undecoded page of a pass: its body, the pass values, and the interior bounds of its sub-window
+    (records whose cursor lies outside ``[lower, upper)`` are another chain's; None: unbounded)."""
+
+    body: bytes
+    values: Mapping[str, str]
+    lower: datetime | None = None
+    upper: datetime | None = None
+
+
 def iter_pages(
-    client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions
-) -> Iterator[Page]:
-    """``(records, pass values)`` for every page of every pass, as they arrive (concurrently when it can)."""
+    client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions, *, raw: bool = False
+) -> Iterator[Page | RawPassPage]:
+    """``(records, pass values)`` (or, with ``raw``, `RawPassPage`) for every page of every pass, as they
+    arrive (concurrently when it can). Entries with per-record additional fields always come decoded."""
     extras = [f for f in obj.additional_fields if f.path and f.name in set(options.enabled_fields(obj))]
     if extras:
-        yield from per_record_reads(client, _iter_pages(client, obj, window, options), extras)
+        yield from per_record_reads(client, _iter_pages(client, obj, window, options), extras)  # type: ignore[arg-type]
         return
-    yield from _iter_pages(client, obj, window, options)
+    yield from _iter_pages(client, obj, window, options, raw=raw)
 
 
 def per_record_reads(client: PagingClient, pages: Iterator[Page], extras: Sequence[Any]) -> Iterator[Page]:
@@ -240,34 +259,56 @@ def per_record_reads(client: PagingClient, pages: Iterator[Page], extras: Sequen
 
 
 def _iter_pages(
-    client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions
-) -> Iterator[Page]:
+    client: PagingClient, obj: KlaviyoObject, window: Window | None, options: FetchOptions, *, raw: bool = False
+) -> Iterator[Page | RawPassPage]:
     if obj.parent is not None:  # read through the parent entry's passes (children.py)
         yield from iter_child_pages(client, obj, window, options, plan_passes)
         return
+    raw = raw and hasattr(client, "paginate_raw")
     pool = getattr(client, "pool", None)
     if pool is None or pool.max_workers <= 1:
         for one in plan_passes(client, obj, window, options):
+            if raw:
+                for page in client.paginate_raw(one.path, one.params, tier=one.tier):  # type: ignore[attr-defined]
+                    yield RawPassPage(page.body, one.values)
+                continue
             for doc in client.paginate(one.path, one.params, tier=one.tier):
                 yield doc.get("data") or [], one.values
         return
-    chains = [pass_chain(client, obj, one) for one in plan_passes(client, obj, window, options)]
+    chains = [pass_chain(client, obj, one, raw=raw) for one in plan_passes(client, obj, window, options)]
     yield from pool.run(chains)
 
 
-def pass_chain(client: Any, obj: KlaviyoObject, one: Pass) -> Chain:
+def _first_page(client: Any, one: Pass, raw: bool) -> tuple[Iterator[Any], Any, list[dict], bool]:
+    """(the page iterator, its first item or None, the first page's records, whether more pages follow)."""
+    if not raw:
+        pages = client.paginate(one.path, one.params, tier=one.tier)
+        first = next(pages, None)
+        if first is None:
+            return pages, None, [], False
+        links = first.get("links")
+        return pages, first, first.get("data") or [], bool(links.get("next")) if isinstance(links, dict) else False
+    pages = client.paginate_raw(one.path, one.params, tier=one.tier)
+    first = next(pages, None)
+    if first is None:
+        return pages, None, [], False
+    return pages, first, [], bool(first.next_url)
+
+
+def pass_chain(client: Any, obj: KlaviyoObject, one: Pass, *, raw: bool = False) -> Chain:
     """The chain reading ``one``; a windowed pass with many pages splits into sub-window chains instead."""
 
-    def run(spawn: Spawn) -> Iterator[Page]:
-        pages = client.paginate(one.path, one.params, tier=one.tier)
+    def item(page: Any, values: Mapping[str, str]) -> Page | RawPassPage:
+        return RawPassPage(page.body, values) if raw else (page.get("data") or [], values)
+
+    def run(spawn: Spawn) -> Iterator[Page | RawPassPage]:
+        pages, first, records, more = _first_page(client, one, raw)
         try:
-            first = next(pages, None)
             if first is None:
                 return
-            records = first.get("data") or []
-            links = first.get("links")
-            more = bool(links.get("next")) if isinstance(links, dict) else False
             if more and one.window is not None and obj.cursor is not None:
+                if raw:  # the one page decoded here: it sizes the window
+                    records = orjson.loads(first.body).get("data") or []
                 estimate, first_at = estimate_pages(records, obj.cursor, one.window)
                 if estimate >= SPLIT_MIN_PAGES:
                     parts = subwindow_parts(estimate)
@@ -276,13 +317,13 @@ def pass_chain(client: Any, obj: KlaviyoObject, one: Pass) -> Chain:
                     subs = split_at(one.window, [s.start for s in dense])
                     if len(subs) > 1:
                         for sub in subs:
-                            spawn(sub_window_chain(client, obj, one, sub))
+                            spawn(sub_window_chain(client, obj, one, sub, raw=raw))
                         return  # the first page is read again inside the first sub-window
-            yield records, one.values
-            for doc in pages:
-                yield doc.get("data") or [], one.values
+            yield item(first, one.values)
+            for page in pages:
+                yield item(page, one.values)
         finally:
-            pages.close()
+            pages.close()  # type: ignore[attr-defined]
 
     return Chain(client.bucket_key("GET", one.path, one.params, one.tier), run, one.label)
 
@@ -298,8 +339,9 @@ def subwindow_parts(estimate: float) -> int:
     return min(MAX_SUBWINDOWS, max(2, int(estimate // PAGES_PER_SUBWINDOW)))
 
 
-def sub_window_chain(client: Any, obj: KlaviyoObject, one: Pass, sub: Window) -> Chain:
-    """The chain reading ``one`` narrowed to ``sub``; drops records outside ``sub``'s interior bounds."""
+def sub_window_chain(client: Any, obj: KlaviyoObject, one: Pass, sub: Window, *, raw: bool = False) -> Chain:
+    """The chain reading ``one`` narrowed to ``sub``; drops records outside ``sub``'s interior bounds
+    (raw pages carry the bounds instead, for the staging write to apply)."""
     assert one.window is not None and obj.cursor is not None
     narrow = one.narrowed(obj, sub)
     # The outer bounds stay the flattener's business (it counts what falls outside the partition window).
@@ -307,7 +349,11 @@ def sub_window_chain(client: Any, obj: KlaviyoObject, one: Pass, sub: Window) ->
     upper = sub.end if sub.end < one.window.end else None
     key = obj.cursor
 
-    def run(spawn: Spawn) -> Iterator[Page]:
+    def run(spawn: Spawn) -> Iterator[Page | RawPassPage]:
+        if raw:
+            for page in client.paginate_raw(narrow.path, narrow.params, tier=narrow.tier):
+                yield RawPassPage(page.body, narrow.values, lower, upper)
+            return
         for doc in client.paginate(narrow.path, narrow.params, tier=narrow.tier):
             yield inside(doc.get("data") or [], key, lower, upper), narrow.values
 

@@ -131,7 +131,7 @@ def over_budget_message(obj: KlaviyoObject, plan: ReportPlan, used: int, limit: 
     """Why a run was refused before sending, and what to do instead."""
     room = max(0, limit - used)
     per = plan.days_per_request
-    fits = room * per if per > 1 else room
+    fits = room * per
     first, last = plan.days[0].date(), plan.days[-1].date()
     what = "one request per day" if per == 1 else f"one request per {per} consecutive days"
     fix = (f"materialize a smaller range (at most {fits} day(s) fit in what is left today)" if room else
@@ -141,7 +141,7 @@ def over_budget_message(obj: KlaviyoObject, plan: ReportPlan, used: int, limit: 
         f"partition(s) {first}..{last}), but Klaviyo allows {limit} a day per account and {used} were already "
         f"used today ({day} UTC), leaving {room}. Nothing was sent. Fix: {fix}, or spread the backfill over "
         f"several days (e.g. {fits} day(s) today and the rest from tomorrow)"
-        + (" ; flow_series covers 60 days a request and is the cheaper way to backfill flows." if per == 1 and
+        + ("; flow_series covers 60 days a request and is the cheaper way to backfill flows." if per == 1 and
            obj.name == "flow_values" else ".")
     )
 

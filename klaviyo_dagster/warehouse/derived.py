@@ -12,7 +12,7 @@ suppression) and reason, with the suppression's timestamp, read from the profile
   timestamp (else ``last_updated``), ``source`` = ``consent``.
 
 A view over ``profiles_current`` follows it: a profile deleted in Klaviyo (in ``profiles_deleted``) or
-merged away leaves both at once, and a suppression lifted in Klaviyo leaves with the profile's next
+merged away (a merge deletes its source profile; the sweep finds it) leaves both at once, and a suppression lifted in Klaviyo leaves with the profile's next
 version. ``_partition`` and ``_loaded_at`` are the profile row's (its ``updated`` day, its load time).
 """
 

@@ -46,6 +46,7 @@ class WriteResult:
     columns_added: list[str] = field(default_factory=list)
     staging_seconds: float = 0.0
     commit_seconds: float = 0.0
+    preview: dict[str, list[Any]] = field(default_factory=dict)  # the first staged rows, by column
 
 
 class Warehouse:
@@ -58,7 +59,7 @@ class Warehouse:
         *,
         connection_config: Mapping[str, Any] | None = None,
         logger: logging.Logger | None = None,
-        staging_memory_limit: str = "64MB",
+        staging_memory_limit: str = "128MB",
         commit_memory_limit: str | None = "128MB",
     ) -> None:
         self.database = database
@@ -220,6 +221,7 @@ class Warehouse:
                 )
             staged_columns = dict(staging.columns)
             rows, nchunks = staging.rows, staging.chunks
+            preview = staging.head()
             staging.seal()
             staging_seconds = time.monotonic() - started
             commit_started = time.monotonic()
@@ -238,6 +240,7 @@ class Warehouse:
             columns_added=added,
             staging_seconds=round(staging_seconds, 3),
             commit_seconds=round(time.monotonic() - commit_started, 3),
+            preview=preview,
         )
         if added:
             self.log.info("%s gained columns: %s", result.table, ", ".join(added))

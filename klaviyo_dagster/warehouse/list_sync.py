@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from klaviyo_dagster.warehouse.activation_inputs import NULL_TEXT, count_rows, table_exists, text
-from klaviyo_dagster.warehouse.activation_state import LIST_MEMBERS, LIST_REGISTRY, LIST_STALE
+from klaviyo_dagster.warehouse.activation_state import LIST_MEMBERS, LIST_REGISTRY, LIST_STALE, append_rows
 from klaviyo_dagster.warehouse.sql import quote_table
 
 DEFAULT_ACCOUNT = "klaviyo"  # the default key prefix; registry rows written before accounts were kept belong here
@@ -171,14 +171,12 @@ class AudiencePlan:
                                      + "SELECT email, phone_number, external_id, profile_id FROM imports", params)
 
 
+MEMBER_COLUMNS = ["run_id", "list_id", "profile_id", "email", "phone_number", "external_id"]
+
+
 def mark_stale(warehouse: Any, run_id: str, ids: Sequence[str]) -> None:
     """Record profile ids Klaviyo refused or ignored as members (their rows go by identifiers from now on)."""
-    if ids:
-        frame = pd.DataFrame({"run_id": run_id, "profile_id": list(ids)}, dtype=object)
-        with warehouse.transaction() as con:
-            con.register("__stale", frame)
-            con.execute(f"INSERT INTO {LIST_STALE} BY NAME SELECT * FROM __stale")
-            con.unregister("__stale")
+    append_rows(warehouse, LIST_STALE, ["run_id", "profile_id"], [(run_id, i) for i in ids])
 
 
 def clear_members(warehouse: Any, list_id: str) -> None:
@@ -186,17 +184,10 @@ def clear_members(warehouse: Any, list_id: str) -> None:
     warehouse.execute(f"DELETE FROM {LIST_MEMBERS} WHERE list_id = ?", [list_id])
 
 
-def append_members(warehouse: Any, frame: pd.DataFrame) -> None:
-    """Add members (run_id, list_id, profile_id, email, phone_number, external_id) to the snapshot."""
-    with warehouse.transaction() as con:
-        con.register("__members", frame)
-        con.execute(f"INSERT INTO {LIST_MEMBERS} BY NAME SELECT * FROM __members")
-        con.unregister("__members")
-
-
-def ensure_registry(warehouse: Any) -> None:
-    """Give the list registry its ``account`` column (registries written before it have none)."""
-    warehouse.execute(f"ALTER TABLE {LIST_REGISTRY} ADD COLUMN IF NOT EXISTS account VARCHAR")
+def append_members(warehouse: Any, rows: Sequence[Sequence[Any]]) -> None:
+    """Add members (``MEMBER_COLUMNS``: run_id, list_id, profile_id, email, phone_number, external_id) to the
+    snapshot."""
+    append_rows(warehouse, LIST_MEMBERS, MEMBER_COLUMNS, rows)
 
 
 def registered_lists(warehouse: Any, account: str, list_name: str) -> list[str]:

@@ -33,7 +33,7 @@ class WarehouseResource(ConfigurableResource):
         default_factory=dict, description="DuckDB settings for warehouse connections."
     )
     staging_memory_limit: str = Field(
-        default="64MB", description="DuckDB memory cap of the private staging file (it spills beyond)."
+        default="128MB", description="DuckDB memory cap of the private staging file (it spills beyond)."
     )
     commit_memory_limit: str | None = Field(
         default="128MB",

@@ -6,9 +6,10 @@ the warehouse's write lock. The directories sit inside the warehouse's own folde
 can leave one behind, and `sweep_stale` removes those at the next write. Each area holds an exclusive
 ``flock`` on its ``owner.lock`` for its whole life; the kernel drops it when the process dies however it
 dies, so a sweep can tell a dead run's leftovers (lock free) from a live run's staging (lock held) without
-trusting pids or ages. Chunks are column-oriented (``{column: [values]}``) or a list of
-row dicts; keys the table does not know yet become new columns (schema evolution). Values are inserted
-BY NAME and cast by DuckDB to the declared column types (ISO strings to TIMESTAMPTZ, JSON text to JSON).
+trusting pids or ages. Chunks are column-oriented (``{column: [values]}``), a list of
+row dicts, or raw JSON:API pages (`json_pages.JsonPages`, parsed and unnested by DuckDB itself); keys the
+table does not know yet become new columns (schema evolution). Values are inserted BY NAME and cast by
+DuckDB to the declared column types (ISO strings to TIMESTAMPTZ, JSON text to JSON).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from klaviyo_dagster.warehouse.json_pages import JsonPages, new_keys, stage_pages
 from klaviyo_dagster.warehouse.sql import quote_ident
 
 try:  # POSIX; elsewhere a dead owner is told by its pid
@@ -39,10 +41,10 @@ LOCK_FILE = "owner.lock"
 # Staging left under $TMPDIR by releases before the lock file: removed once untouched this long.
 LEGACY_IDLE_SECONDS = 6 * 3600.0
 
-Chunk = Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]
+Chunk = Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]] | JsonPages
 
 
-def to_columns(chunk: Chunk) -> dict[str, Sequence[Any]]:
+def to_columns(chunk: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> dict[str, Sequence[Any]]:
     """A chunk as ``{column: values}``; row dicts are transposed (missing keys become None)."""
     if isinstance(chunk, Mapping):
         return dict(chunk)
@@ -61,7 +63,7 @@ class StagingArea:
         columns: Mapping[str, str],
         *,
         extra_column_type: str = "JSON",
-        memory_limit: str = "64MB",
+        memory_limit: str = "128MB",
         directory: str | None = None,
     ) -> None:
         self.columns: dict[str, str] = dict(columns)
@@ -81,6 +83,10 @@ class StagingArea:
         self._conn.execute("SET TimeZone = 'UTC'")
         ddl = ", ".join(f"{quote_ident(n)} {t}" for n, t in self.columns.items())
         self._conn.execute(f"CREATE TABLE {STAGING_TABLE} ({ddl})")
+        # One transaction for the whole staging, committed by `seal`: appends then go straight to the file
+        # (DuckDB writes large transaction-local data optimistically) instead of through the WAL and a
+        # checkpoint; measured 2.7 instead of 4.7 ms of CPU per 1,000 events. Closing unsealed discards it.
+        self._conn.execute("BEGIN TRANSACTION")
 
     @property
     def conn(self) -> duckdb.DuckDBPyConnection:
@@ -90,19 +96,15 @@ class StagingArea:
 
     def append(self, chunk: Chunk) -> int:
         """Insert one chunk; returns its row count."""
+        if isinstance(chunk, JsonPages):
+            return self._append_pages(chunk)
         cols = to_columns(chunk)
         if not cols:
             return 0
         n = len(next(iter(cols.values())))
         if n == 0:
             return 0
-        for name in cols:
-            if name not in self.columns:
-                self.conn.execute(
-                    f"ALTER TABLE {STAGING_TABLE} ADD COLUMN {quote_ident(name)} {self.extra_column_type}"
-                )
-                self.columns[name] = self.extra_column_type
-                self.added.append(name)
+        self._widen(cols)
         frame = pd.DataFrame(cols, dtype=object, copy=False)
         select = ", ".join(quote_ident(name) for name in cols)
         self.conn.register("_chunk", frame)
@@ -110,6 +112,27 @@ class StagingArea:
             self.conn.execute(f"INSERT INTO {STAGING_TABLE} BY NAME SELECT {select} FROM _chunk")
         finally:
             self.conn.unregister("_chunk")
+        self.rows += n
+        self.chunks += 1
+        return n
+
+    def _widen(self, names: Sequence[str] | Mapping[str, Any]) -> None:
+        """Add the columns of ``names`` the staging table lacks (schema evolution)."""
+        for name in names:
+            if name not in self.columns:
+                self.conn.execute(
+                    f"ALTER TABLE {STAGING_TABLE} ADD COLUMN {quote_ident(name)} {self.extra_column_type}"
+                )
+                self.columns[name] = self.extra_column_type
+                self.added.append(name)
+
+    def _append_pages(self, chunk: JsonPages) -> int:
+        """Raw pages: DuckDB parses and unnests them straight into the staging table."""
+        if not len(chunk):
+            return 0
+        extras = new_keys(self.conn, chunk)
+        self._widen([chunk.layout.extra_name(k) for k in extras])
+        n = stage_pages(self.conn, STAGING_TABLE, chunk, extras)
         self.rows += n
         self.chunks += 1
         return n
@@ -130,6 +153,13 @@ class StagingArea:
         self.rows = self.conn.execute(f"SELECT count(*) FROM {STAGING_TABLE}").fetchone()[0]
         return before - self.rows
 
+    def head(self, n: int = 5) -> dict[str, list[Any]]:
+        """The first ``n`` staged rows as ``{column: values}`` (for a materialization's preview)."""
+        result = self.conn.execute(f"SELECT * FROM {STAGING_TABLE} LIMIT {int(n)}")
+        names = [d[0] for d in result.description]
+        rows = result.fetchall()
+        return {name: [row[i] for row in rows] for i, name in enumerate(names)}
+
     def count_outside(self, partition_column: str, values: Sequence[Any]) -> int:
         """Rows whose partition value is not one of ``values`` (a bug upstream if not 0)."""
         return self.conn.execute(
@@ -141,6 +171,7 @@ class StagingArea:
     def seal(self) -> None:
         """Checkpoint and close the connection so the file can be ATTACHed read-only elsewhere."""
         if self._conn is not None:
+            self._conn.execute("COMMIT")
             self._conn.execute("CHECKPOINT")
             self._conn.close()
             self._conn = None

@@ -251,3 +251,49 @@ def test_reports_land_one_row_per_grouping_with_activity_each_day(landed: Path, 
                                                                     key: str) -> None:
     rows = _ids(landed, f"SELECT _partition, {key} FROM klaviyo.{table}")
     _assert_exact(rows, sorted(REPORT_KEYS[sandbox.base_url][table]), table)
+
+
+def test_exclusions_follow_suppressions_added_and_lifted(landed: Path, sandbox: Any) -> None:
+    """A suppression added in Klaviyo, and one lifted, show in `exclusions` once the profiles' next read lands
+    the new versions (the view needs no run of its own)."""
+    import time
+
+    import dagster as dg
+    import requests
+
+    from klaviyo_dagster.factories import build_ingest_definitions
+    from klaviyo_dagster.resources import KlaviyoResource
+    from klaviyo_dagster.warehouse import WarehouseResource
+
+    before = sandbox.truth.exclusions()
+    suppressed = {pid for pid, channel, list_id, _, _ in before if channel == "email" and list_id is None}
+    lifted = next(pid for pid, ch, lid, reason, _ in before if ch == "email" and lid is None and reason == "USER_SUPPRESSED")
+    email = {p["id"]: p["attributes"]["email"] for p in sandbox.truth.records("profile")}
+    added = next(pid for pid in sorted(email) if email[pid] and pid not in suppressed)
+    http = requests.Session()
+    http.headers.update({"Authorization": f"Klaviyo-API-Key {sandbox.api_key}", "revision": "2026-07-15",
+                         "content-type": "application/vnd.api+json", "accept": "application/vnd.api+json"})
+    for kind, pid in (("profile-suppression-bulk-create-job", added), ("profile-suppression-bulk-delete-job", lifted)):
+        body = {"data": {"type": kind, "attributes": {"profiles": {"data": [
+            {"type": "profile", "attributes": {"email": email[pid]}}]}}}}
+        path = "/api/profile-suppression-bulk-" + ("create-jobs" if "create" in kind else "delete-jobs")
+        assert http.post(sandbox.base_url + path, json=body, timeout=30).status_code == 202
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the jobs take effect ~0.1-0.8 s later
+        now = sandbox.truth.exclusions()
+        held = {r[:4] for r in now}
+        if (added, "email", None, "USER_SUPPRESSED") in held and (lifted, "email", None, "USER_SUPPRESSED") not in held:
+            break
+        time.sleep(0.2)
+    # Today's partition of profiles (the consent changes moved both profiles' `updated` to now).
+    defs = build_ingest_definitions(objects=["profiles"], schedule=False, deletion_sweeps=False,
+                                    start_date=_day(datetime.now(UTC) - timedelta(days=2)))
+    result = dg.materialize(
+        defs.assets, partition_key=_day(datetime.now(UTC)), instance=dg.DagsterInstance.ephemeral(),
+        resources={"klaviyo": KlaviyoResource(api_key=sandbox.api_key, base_url=sandbox.base_url, rate_limit_scale=0),
+                   "warehouse": WarehouseResource(database=str(landed))})
+    assert result.success
+    rows = _ids(landed, 'SELECT profile_id, channel, list_id, reason, "timestamp" FROM klaviyo.exclusions')
+    _assert_exact(rows, now, "exclusions after the changes")
+    assert (added, "email", None, "USER_SUPPRESSED") in {r[:4] for r in rows}
+    assert (lifted, "email", None, "USER_SUPPRESSED") not in {r[:4] for r in rows}
