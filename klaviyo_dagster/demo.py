@@ -52,6 +52,7 @@ def main() -> int:
     from klaviyo_dagster.definitions import build_definitions
     from klaviyo_dagster.ingest import OBJECTS, asset_key
     from klaviyo_dagster.ingest.objects import REPORTS
+    from klaviyo_dagster.warehouse import demo_report
 
     db_path = Path(os.environ.get("KLAVIYO_DUCKDB_PATH") or DEFAULT_DB)
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,32 +120,17 @@ def main() -> int:
 
     con = duckdb.connect(str(db_path), read_only=True)
     try:
-        tables = [(o.name,) + con.execute(
-            f"SELECT count(*), count(DISTINCT ({', '.join(o.primary_key)},)) "
-            f"FROM klaviyo.{o.name}").fetchone() for o in (*OBJECTS, *REPORTS)]
-        _print_table("What landed in DuckDB", ["table", "rows", "distinct keys"],
-                     [(f"klaviyo.{name}", rows, ids) for name, rows, ids in tables])
-        exclusions = con.execute(
-            "SELECT channel, source, reason, count(*), count(DISTINCT profile_id) FROM klaviyo.exclusions "
-            "GROUP BY ALL ORDER BY ALL").fetchall()
+        tables = demo_report.table_counts(con, [(o.name, o.primary_key) for o in (*OBJECTS, *REPORTS)])
+        _print_table("What landed in DuckDB", ["table", "rows", "distinct keys"], tables)
         _print_table("klaviyo.exclusions (derived from klaviyo.profiles_current, no requests)",
-                     ["channel", "source", "reason", "rows", "profiles"], exclusions)
-        tiers = con.execute(
-            "SELECT coalesce(json_extract_string(properties, '$.customer_tier'), '(none)'), count(*) "
-            "FROM klaviyo.profiles_current GROUP BY 1 ORDER BY 2 DESC").fetchall()
+                     ["channel", "source", "reason", "rows", "profiles"], demo_report.exclusions_by_reason(con))
         _print_table("Read back from Klaviyo: customer_tier on klaviyo.profiles_current (set by activation)",
-                     ["customer_tier", "profiles"], tiers)
-        vip = con.execute(
-            "SELECT l.name, count(m.profile_id) FROM klaviyo.lists l JOIN klaviyo.list_memberships m "
-            "ON m.list_id = l.id AND m._partition = l._partition WHERE l.name = ? "
-            "AND l._partition = (SELECT max(_partition) FROM klaviyo.lists) GROUP BY 1", [DEFAULT_VIP_LIST]).fetchall()
-        audience = con.execute("SELECT count(*) FROM activation_inputs.vip_audience").fetchone()[0]
+                     ["customer_tier", "profiles"], demo_report.customer_tiers(con))
+        audience = demo_report.audience_size(con)
         _print_table(f"Read back from Klaviyo: the VIP list (audience in the warehouse: {audience})",
-                     ["list", "members"], vip)
-        outcome = con.execute(
-            "SELECT outcome, count(*) FROM klaviyo_activation.profile_import_log GROUP BY 1 ORDER BY 1").fetchall()
+                     ["list", "members"], demo_report.list_members(con, DEFAULT_VIP_LIST))
         _print_table("Profile import outcomes (klaviyo_activation.profile_import_log)", ["outcome", "rows"],
-                     outcome)
+                     demo_report.import_outcomes(con))
     finally:
         con.close()
     for key, metadata in activation.items():

@@ -122,7 +122,7 @@ def build_activation_run_asset(
     """An activation asset (`activation_asset`) whose body opens the account's client and the warehouse and
     calls ``run(client, warehouse, config, context)``; the result's ``metadata()`` is the materialization's.
 
-    ``ActivationRefused`` becomes a Failure that is not retried (a guard said no; nothing was written);
+    ``ActivationRefused`` becomes a Failure that is not retried (a guard said no; nothing was written).
     When the result has ``pending`` rows (sent, outcome not confirmed by Klaviyo yet) the run fails with the
     metadata and ``unconfirmed`` as description (formatted with ``pending`` and the config's ``max_wait_s``);
     ``check_results(result)`` reports the asset checks named in ``checks``.
@@ -140,8 +140,8 @@ def build_activation_run_asset(
         metadata = result.metadata()  # type: ignore[attr-defined]
         pending = getattr(result, "pending", 0)
         if unconfirmed and pending:
-            raise Failure(description=unconfirmed.format(pending=pending, max_wait_s=config.max_wait_s),  # type: ignore[attr-defined]
-                          metadata=metadata)
+            wait_s = config.max_wait_s  # type: ignore[attr-defined]
+            raise Failure(description=unconfirmed.format(pending=pending, max_wait_s=wait_s), metadata=metadata)
         return MaterializeResult(metadata=metadata, check_results=check_results(result) if check_results else None)
 
     # Dagster reads the run config's class from the annotation of ``config``.

@@ -27,7 +27,7 @@ def build_ingest_jobs(
     incremental = [a.key for a in assets if a.partitions_def is not None]
     snapshots = [a.key for a in assets if a.partitions_def is None]
     inc_job = dg.define_asset_job(
-        incremental_name, selection=incremental, partitions_def=assets_partitions(assets),
+        incremental_name, selection=incremental,
         description="Incremental Klaviyo objects, daily partitions; a partition range is one run "
         "(single-run backfill policy).",
     ) if incremental else None  # fmt: skip
@@ -37,11 +37,6 @@ def build_ingest_jobs(
         "their current state into today's capture.",
     ) if snapshots else None  # fmt: skip
     return inc_job, snap_job
-
-
-def assets_partitions(assets: Sequence[dg.AssetsDefinition]) -> dg.PartitionsDefinition | None:
-    """The partitions definition the partitioned ``assets`` share."""
-    return next((a.partitions_def for a in assets if a.partitions_def is not None), None)
 
 
 def build_snapshot_schedule(

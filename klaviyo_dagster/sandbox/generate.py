@@ -331,7 +331,13 @@ class BaseData(Catalog):
         elif name in ("Received Email", "Opened Email", "Clicked Email"):
             # Which send it belongs to: a sent email campaign's message or a flow's email message.
             n = self.eligible_sends("email", ms)
-            s = self.sends["email"][r.below(n)] if n else None
+            k = r.below(n) if n else -1
+            flows = len(self.sends["email"]) - len(self._send_times["email"])
+            if 0 <= k < flows and h(self.seed, "flow-affinity", i) % 2 == 0:
+                # Half the flow-message events go to the profile's own flow message, so a profile that
+                # received one also opens and clicks it (what reports dated by send attribute to the receipt).
+                k = h(self.seed, "profile-flow", self.event_profile(i)) % flows
+            s = self.sends["email"][k] if k >= 0 else None
             props = {"Campaign Name": s.name if s else "Welcome", "Subject": "Our newest arrivals",
                      "$message": s.message_id if s else None, "Email Domain": r.choice(DOMAINS)}
             if s is not None and s.flow_id:

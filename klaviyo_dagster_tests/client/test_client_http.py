@@ -238,17 +238,23 @@ def test_spent_daily_cap_fails_fast_instead_of_sleeping() -> None:
     scale = 0.05
     body = {"data": {"type": "list", "attributes": {"name": "cap"}}}
     with _run_sandbox()(seed=42, scale="small", rate_limits=f"scale:{scale}") as h:
+        created = 0
         with KlaviyoClient(h.api_key, base_url=h.base_url, rate_limit_scale=scale, max_backoff=1) as first:
-            for _ in range(150):
-                first.post("/api/lists", body)
             with pytest.raises(KlaviyoRateLimitError, match="client counted it.*daily cap") as info:
-                first.post("/api/lists", body)  # refused by the client's own count: not sent
+                for _ in range(151):
+                    first.post("/api/lists", body)
+                    created += 1
             assert "POST /api/lists" in str(info.value)
-            assert first.stats.requests == 150 and first.stats.throttled == 0
+            # Stopped by its own count of 150 sent requests: the 151st was not sent. A pacing 429 (the
+            # 50 ms burst windows of this scale can fall out of step on a loaded machine) counts as sent,
+            # since whether Klaviyo counts refused requests towards a daily cap is not documented.
+            assert first.stats.requests == 150 and created == 150 - first.stats.throttled
         with KlaviyoClient(h.api_key, base_url=h.base_url, rate_limit_scale=scale, max_backoff=1) as second:
+            for _ in range(150 - created):  # the room the sandbox still has (it does not count refusals)
+                second.post("/api/lists", body)
             with pytest.raises(KlaviyoRateLimitError, match="Klaviyo answered 429.*daily cap"):
                 second.post("/api/lists", body)  # refused by the server: no retry loop
-            assert second.stats.requests == 1 and second.stats.retries == 0
+            assert second.stats.requests == 151 - created and second.stats.retries == 0
 
 
 def test_list_creation_is_not_repeated_after_an_unknown_outcome(handle: Any, faults_off: Any) -> None:

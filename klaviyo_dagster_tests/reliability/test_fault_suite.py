@@ -87,7 +87,7 @@ def restart_later(handle: Any, rng: random.Random, tally: Counter) -> threading.
     return timer
 
 
-def import_run(handle: Any, wh: Warehouse, run: int, rng: random.Random) -> tuple[int, int, int]:
+def import_run(handle: Any, wh: Warehouse, run: int, rng: random.Random, tally: Counter) -> tuple[int, int, int]:
     """Bulk-import new profiles (and change some of an earlier run's); check each is in Klaviyo exactly once
     with the sent values, and that only confirmed rows are counted imported."""
     table = f"inputs.people_{run}"
@@ -101,6 +101,8 @@ def import_run(handle: Any, wh: Warehouse, run: int, rng: random.Random) -> tupl
                                                                       max_wait_s=30, unknown_outcome_wait_s=1.0))
     assert (result.rows, result.failed, result.rejected, result.pending) == (n, 0, 0, 0)
     assert result.imported == n
+    tally["unknown_outcomes"] += result.unknown_outcomes  # job POSTs whose answer was lost
+    tally["adopted_jobs"] += result.adopted_jobs  # ... whose job was found (the rest were sent again)
     want = Counter({f"fs{run}_{i}@faults.example.com": 1 for i in range(n)})
     got: Counter = Counter()
     names = {}
@@ -164,7 +166,7 @@ def test_thousands_of_faults_lose_and_double_nothing(handle: Any, tmp_path: Path
                     lost, doubled = lost_and_doubled(warehouse_rows(wh, name, start, end), want)
                     compared = sum(want.values())
                 elif kind == "import":
-                    compared, lost, doubled = import_run(handle, wh, run, rng)
+                    compared, lost, doubled = import_run(handle, wh, run, rng, tally)
                 else:
                     compared, lost, doubled = list_run(handle, wh, list_id, run, rng, profile_ids)
             finally:
@@ -186,7 +188,8 @@ def test_thousands_of_faults_lose_and_double_nothing(handle: Any, tmp_path: Path
               + ", ".join(f"{k} {v}" for k, v in sorted(faults.items()))
               + f"; runs {run} (ingest {tally['runs_ingest']}, import {tally['runs_import']}, "
               f"list {tally['runs_list']}); rows compared {tally['rows_compared']}; "
-              f"lost {tally['lost']}, doubled {tally['doubled']}"
+              f"lost {tally['lost']}, doubled {tally['doubled']}; import job POSTs with a lost answer "
+              f"{tally['unknown_outcomes']} ({tally['adopted_jobs']} found and adopted, the rest sent again)"
               + "; seconds " + ", ".join(f"{k[8:]} {v:.0f}" for k, v in tally.items() if k.startswith("seconds_")))
     assert not failures, failures
     assert sum(counts.values()) >= MIN_FAULTS
