@@ -9,8 +9,9 @@ objects each row's partition is the UTC day of its cursor, and rows outside the 
 Raw pages (`fetch.RawPassPage`, the bytes Klaviyo sent) are not decoded here at all: they are gathered
 into `JsonPages` chunks with a `JsonLayout` built from the same entry, and DuckDB parses, unnests, filters
 and partitions them in the staging write (warehouse/json_pages.py), with the same rows and values. That is
-the hot path: a 1,000-event page costs ~7 ms of Python to decode with orjson and ~5 ms more to flatten and
-stage, but ~4 ms of DuckDB, outside the GIL. `Flattener.reads_raw` says whether an entry can take it
+the hot path: on the shared 2-core machine (load ~4-5) a 1,000-event page cost 8.5-9.5 ms of CPU to decode
+with orjson alone, a partition through the Python path ~2.3x the bare fetch+decode loop's CPU, while
+DuckDB's parse, unnest and insert cost 9-12 ms a page, outside the GIL (README, Performance). `Flattener.reads_raw` says whether an entry can take it
 (every column an id, attribute, relationship or pass value; children read through a parent cannot).
 """
 
