@@ -67,7 +67,7 @@ def register(switch: Switch) -> Switch:
     return switch
 
 
-def _seconds(text: str) -> float:
+def parse_seconds(text: str) -> float:
     value = float(text)
     if not value >= 0 or value == float("inf"):
         raise ValueError("a non-negative number of seconds")
@@ -114,7 +114,7 @@ register(Switch(
             "profile of the POST, `valid` only those accepted for processing (a client finding its job by "
             "total_count after a lost answer must not rely on one reading)."))
 register(Switch(
-    "import_job_seconds", "0.3", convert=_seconds, value_doc="<seconds>", test_values=("0.3", "4"),
+    "import_job_seconds", "0.3", convert=parse_seconds, value_doc="<seconds>", test_values=("0.3", "4"),
     known="Bulk import jobs go queued -> processing -> complete; the spec gives no duration.",
     unknown="How long a job takes: seconds to many minutes on a busy account. The job completes this many "
             "seconds (plus 1 ms per 20 profiles) after creation; the default is short to keep tests fast, "

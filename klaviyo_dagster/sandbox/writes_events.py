@@ -4,9 +4,10 @@ Rules as the spec states them: a bulk job takes at most 1,000 events and 5 MB of
 exceed 100 KB and no event more than 400 properties; every event needs a metric name (under 128
 characters) and its profile an identifier; `time` lies after 1990 and at most a year ahead. A `unique_id`
 repeated for the same profile and metric inside one request fails the whole request (400, nothing
-processed). Both answer 202 with no body: the events are processed asynchronously (~0.3-0.8 s for a bulk
-job, ~0.1 s for a single event), then appear in `GET /api/events` (with `unique_id` as
-`event_properties.$event_id`, `value` as `$value`). Across requests an event whose (profile, metric,
+processed). Both answer 202 with no body: the events are processed asynchronously (switch
+`event_job_seconds`: by default 0.3 s plus 1 ms per 2 events for a bulk job, a third of it for a single
+event), then appear in `GET /api/events` (with `unique_id` as `event_properties.$event_id`, `value` as
+`$value`). Across requests an event whose (profile, metric,
 unique_id) already exists is dropped, as Klaviyo dedupes on it; without `unique_id` the time truncated to
 the second is the key. Unknown profiles are created, a profile carrying more than identifiers is updated,
 and an unknown metric name creates the metric.
@@ -20,7 +21,7 @@ from typing import Any
 from klaviyo_dagster.sandbox.api import ReadApi, Request
 from klaviyo_dagster.sandbox.ids import det_uuid, encode_ulid, short_id
 from klaviyo_dagster.sandbox.params import ApiError, bad
-from klaviyo_dagster.sandbox.semantics import Switch, register
+from klaviyo_dagster.sandbox.semantics import Switch, parse_seconds, register
 from klaviyo_dagster.sandbox.store import IDENTITY_FIELDS, Store
 from klaviyo_dagster.sandbox.timeline import iso
 from klaviyo_dagster.sandbox.writes import identifier_problem, parse_body
@@ -45,6 +46,12 @@ register(Switch(
     unknown="Whether that holds across requests: `request_400` a request repeating an event Klaviyo already "
             "holds is refused whole (400 pointing at the entry), `drop` it is accepted and the repeat ignored. "
             "A repeat inside one request is a 400 either way."))
+register(Switch(
+    "event_job_seconds", "0.3", convert=parse_seconds, value_doc="<seconds>", test_values=("0.3", "3"),
+    known="Event writes answer 202 and are processed asynchronously; the spec gives no duration.",
+    unknown="How long until accepted events appear in GET /api/events: a bulk job this many seconds (plus "
+            "1 ms per 2 events) after its POST, a single event a third of it; the default is short to keep "
+            "tests fast, set it above a read-back's wait to test events not yet readable."))
 
 
 def _obj(node: Any, pointer: str, what: str) -> dict[str, Any]:
@@ -179,7 +186,7 @@ class EventWrites:
             batch.append((pid, p_attrs, checked))
         self._refuse_repeats(batch)
         self._refuse_known(batch, "/data/attributes/events-bulk-create/data/{k}")
-        self.store.defer(300 + total // 2, lambda: self._apply(batch))
+        self.store.defer(self._delay_ms() + total // 2, lambda: self._apply(batch))
 
     def create(self, req: Request) -> None:
         data = _obj(_obj(self._payload(req), "/", "the body").get("data"), "/data", "data")
@@ -189,7 +196,11 @@ class EventWrites:
         pid, p_attrs = check_profile(attrs.get("profile"), "/data/attributes/profile")
         event = check_event(attrs, "/data/attributes", self.store.clock_ms())
         self._refuse_known([(pid, p_attrs, [event])], "/data/attributes/unique_id")
-        self.store.defer(100, lambda: self._apply([(pid, p_attrs, [event])]))
+        self.store.defer(self._delay_ms() // 3, lambda: self._apply([(pid, p_attrs, [event])]))
+
+    def _delay_ms(self) -> int:
+        """The bulk job processing time the `event_job_seconds` switch sets, in ms."""
+        return int(self.store.semantics.get("event_job_seconds") * 1000)
 
     def _refuse_known(self, batch: list[tuple[str | None, dict[str, Any], list[dict[str, Any]]]], pointer: str) -> None:
         """Under event_unique_id_repeat=request_400: 400 when an event repeats one Klaviyo already holds."""

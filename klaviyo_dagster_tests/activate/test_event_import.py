@@ -1,6 +1,7 @@
 """klaviyo/event_import against the sandbox over HTTP: events land once, are confirmed, re-runs send nothing,
 and ingest reads them back into klaviyo.events."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -203,10 +204,17 @@ def test_events_not_yet_readable_are_pending_and_the_next_run_converges(sandbox,
     warehouse.execute("CREATE SCHEMA inputs")
     warehouse.execute("CREATE TABLE inputs.ev AS SELECT 'slow' || i || '@example.com' AS email, 'Slow Test' AS metric, "
                       "TIMESTAMP '2026-01-03 00:00:00' + INTERVAL (i) SECOND AS time FROM range(4) t(i)")
-    first = run_event_import(new_client(), warehouse, EventImportSettings(table="inputs.ev", max_wait_s=0), run_id="p1")
+    # Klaviyo takes 3 s to process them: the first run reads back before that, however loaded the machine
+    # (with the default 0.3 s a slow read-back could already find them).
+    with sandbox.semantics_override(event_job_seconds=3):
+        first = run_event_import(new_client(), warehouse, EventImportSettings(table="inputs.ev", max_wait_s=0),
+                                 run_id="p1")
     assert (first.sent, first.confirmed, first.pending) == (4, 0, 4)  # Klaviyo had not processed them yet
     assert {r[0] for r in warehouse.query(f"SELECT status FROM {STATE}")} == {"sent"}
     assert "sent again next run" in warehouse.query(f"SELECT reason FROM {LOG} WHERE run_id = 'p1' LIMIT 1")[0][0]
+    deadline = time.monotonic() + 30  # Klaviyo processes them before the next run
+    while len(_events(sandbox, "Slow Test")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
     second = run_event_import(new_client(), warehouse, EventImportSettings(table="inputs.ev", max_wait_s=20), run_id="p2")
     # Sent again: Klaviyo (default sandbox reading) refuses the repeats, the read-back finds them all.
     assert (second.confirmed, second.pending, second.rejected) == (4, 0, 0)
