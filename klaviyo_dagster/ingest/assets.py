@@ -104,16 +104,25 @@ def ingest_props(obj: KlaviyoObject, settings: "IngestSettings | None") -> Klavi
     )
 
 
+def key_checks(key: dg.AssetKey, primary_key: Sequence[str], *, per_partition: bool = True,
+               not_null: Sequence[str] | None = None) -> list[dg.AssetCheckSpec]:
+    """The key checks every landed table carries: the primary key unique (per partition, or in the whole
+    table), and the key columns (``not_null``, default all of ``primary_key``) never NULL."""
+    scope = " per partition" if per_partition else ""
+    required = tuple(primary_key if not_null is None else not_null)
+    return [
+        dg.AssetCheckSpec(CHECK_PK_UNIQUE, asset=key, description=f"{tuple(primary_key)} unique{scope}"),
+        dg.AssetCheckSpec(CHECK_KEY_NOT_NULL, asset=key, description=f"no NULL in {required}"),
+    ]
+
+
 def build_ingest_asset(
     obj: KlaviyoObject, partitions_def: dg.PartitionsDefinition, settings: IngestSettings
 ) -> dg.AssetsDefinition:
     """The asset (with its checks) for one objects-table entry."""
     spec = settings.translator.get_asset_spec(ingest_props(obj, settings))
     key = spec.key
-    checks = [
-        dg.AssetCheckSpec(CHECK_PK_UNIQUE, asset=key, description=f"{obj.primary_key} unique per partition"),
-        dg.AssetCheckSpec(CHECK_KEY_NOT_NULL, asset=key, description=f"no NULL in {obj.primary_key}"),
-    ]
+    checks = key_checks(key, obj.primary_key)
     if obj.incremental:
         checks.append(
             dg.AssetCheckSpec(

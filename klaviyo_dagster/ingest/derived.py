@@ -13,12 +13,11 @@ from typing import Any
 import dagster as dg
 
 from klaviyo_dagster.ingest.assets import (
-    CHECK_KEY_NOT_NULL,
-    CHECK_PK_UNIQUE,
     IngestSettings,
     api_counters,
     asset_key,
     ingest_props,
+    key_checks,
     live_schema,
 )
 from klaviyo_dagster.ingest.objects import PARTITION_COLUMN, KlaviyoObject, get_object
@@ -57,10 +56,7 @@ def build_derived_asset(obj: KlaviyoObject, settings: IngestSettings) -> dg.Asse
     )
     spec = settings.translator.get_asset_spec(props)
     required = [c for c in obj.primary_key if c not in derived.nullable_key]
-    checks = [
-        dg.AssetCheckSpec(CHECK_PK_UNIQUE, asset=spec.key, description=f"{obj.primary_key} unique"),
-        dg.AssetCheckSpec(CHECK_KEY_NOT_NULL, asset=spec.key, description=f"no NULL in {tuple(required)}"),
-    ]
+    checks = key_checks(spec.key, obj.primary_key, per_partition=False, not_null=required)
 
     @dg.multi_asset(
         name=spec.key.to_python_identifier(),

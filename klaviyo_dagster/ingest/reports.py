@@ -38,11 +38,10 @@ from klaviyo_dagster.client import (
 )
 from klaviyo_dagster.client.tiers import resolve_bucket
 from klaviyo_dagster.ingest.assets import (
-    CHECK_KEY_NOT_NULL,
-    CHECK_PK_UNIQUE,
     IngestSettings,
     api_counters,
     ingest_props,
+    key_checks,
     live_schema,
 )
 from klaviyo_dagster.ingest.objects import PARTITION_COLUMN, KlaviyoObject, Report, stat_type
@@ -266,10 +265,7 @@ def build_report_asset(
         **props.metadata, "klaviyo/daily_budget": obj.report.daily_budget,
         "klaviyo/days_per_request": obj.report.days_per_request})
     spec = settings.translator.get_asset_spec(props)
-    checks = [
-        dg.AssetCheckSpec(CHECK_PK_UNIQUE, asset=spec.key, description=f"{obj.primary_key} unique per partition"),
-        dg.AssetCheckSpec(CHECK_KEY_NOT_NULL, asset=spec.key, description=f"no NULL in {obj.primary_key}"),
-    ]
+    checks = key_checks(spec.key, obj.primary_key)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
 
